@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 POM="$ROOT/deploy/local/pom.xml"
 BASE="$ROOT/.local/kafka"
 LIBS="$BASE/libs" DATA="$BASE/data" CONF="$BASE/config"
-PIDF="$BASE/kafka.pid" LOG="$BASE/kafka.log"
+PIDF="$BASE/kafka.pid" PORTF="$BASE/kafka.port" LOG="$BASE/kafka.log"
 PORT="${KAFKA_PORT:-9092}" CPORT="${KAFKA_CONTROLLER_PORT:-9093}"
 BOOT="127.0.0.1:$PORT"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}" STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
@@ -61,7 +61,7 @@ fetch_jars() {
   rm -rf "$LIBS.tmp"
   mvn -q -B -f "$POM" dependency:copy-dependencies -DoutputDirectory="$LIBS.tmp" >"$BASE/mvn.log" 2>&1 \
     || { cat "$BASE/mvn.log" >&2; die "Maven could not fetch the Kafka jars (output above)"; }
-  echo "$stamp" >"$LIBS.tmp/.fetched"
+  echo "$stamp" >"$LIBS.tmp/.fetched" && rm -f "$BASE/mvn.log"
   rm -rf "$LIBS" && mv "$LIBS.tmp" "$LIBS"
 }
 
@@ -100,28 +100,27 @@ EOF
 kjava() { java -Dlog4j.configuration="file:$CONF/log4j.properties" -cp "$LIBS/*" "$@"; }
 
 start() {
-  if our_pid >/dev/null && answers; then
-    say "already running (pid $(our_pid)), reusing"; echo "$BOOT"; return 0
-  fi
-  if ! our_pid >/dev/null && answers; then
+  local pid p i
+  need python3 "used for the readiness check"
+  if pid="$(our_pid)"; then
+    p="$(cat "$PORTF" 2>/dev/null || echo "$PORT")"
+    [[ "$p" == "$PORT" ]] || die "this checkout's broker (pid $pid) runs on port $p; run stop before changing KAFKA_PORT"
+    say "already running (pid $pid), reusing"
+  elif answers; then
     say "a Kafka broker not started by this script already answers on $BOOT, reusing it"; echo "$BOOT"; return 0
-  fi
-  if ! our_pid >/dev/null; then
+  else
     for p in "$PORT" "$CPORT"; do
       port_open "$p" && die "port $p is in use by something else (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
     done
-  fi
-  need java "install a JDK 17, e.g. apt-get install -y openjdk-17-jre-headless"
-  need python3 "used for the readiness check"
-  mkdir -p "$BASE"
-  fetch_jars
-  write_config
-  if [[ ! -f "$DATA/meta.properties" ]]; then
-    say "formatting storage in $DATA (first start)"
-    kjava kafka.tools.StorageTool format -t "$(kjava kafka.tools.StorageTool random-uuid 2>>"$LOG")" \
-      -c "$CONF/server.properties" >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "storage format failed"; }
-  fi
-  if ! our_pid >/dev/null; then
+    need java "install a JDK 17, e.g. apt-get install -y openjdk-17-jre-headless"
+    mkdir -p "$BASE"
+    fetch_jars
+    write_config
+    if [[ ! -f "$DATA/meta.properties" ]]; then
+      say "formatting storage in $DATA (first start)"
+      kjava kafka.tools.StorageTool format -t "$(kjava kafka.tools.StorageTool random-uuid 2>>"$LOG")" \
+        -c "$CONF/server.properties" >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "storage format failed"; }
+    fi
     say "starting broker (log: $LOG)"
     echo "==== $(date -Is) start" >>"$LOG"
     # shellcheck disable=SC2086
@@ -129,8 +128,8 @@ start() {
       -Dlog4j.configuration="file:$CONF/log4j.properties" -cp "$LIBS/*" \
       kafka.Kafka "$CONF/server.properties" >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDF"
+    echo "$PORT" >"$PORTF"
   fi
-  local i
   for ((i = 0; i < START_TIMEOUT; i++)); do
     our_pid >/dev/null || { tail -n 30 "$LOG" >&2; die "broker exited during startup (see $LOG)"; }
     if answers; then say "ready on $BOOT (pid $(our_pid))"; echo "$BOOT"; return 0; fi
@@ -142,22 +141,23 @@ start() {
 
 stop() {
   local pid i
-  if ! pid="$(our_pid)"; then rm -f "$PIDF"; say "not running"; return 0; fi
+  if ! pid="$(our_pid)"; then rm -f "$PIDF" "$PORTF"; say "not running"; return 0; fi
   say "stopping broker (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < STOP_TIMEOUT; i++)); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$PIDF"; say "stopped"; return 0; }
+    kill -0 "$pid" 2>/dev/null || { rm -f "$PIDF" "$PORTF"; say "stopped"; return 0; }
     sleep 1
   done
   say "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
   sleep 1
-  rm -f "$PIDF"
+  rm -f "$PIDF" "$PORTF"
 }
 
 status() {
   local pid
   if pid="$(our_pid)"; then
+    PORT="$(cat "$PORTF" 2>/dev/null || echo "$PORT")" BOOT="127.0.0.1:$PORT"
     if answers; then say "running (pid $pid), answering on $BOOT"; echo "$BOOT"; return 0; fi
     say "running (pid $pid) but not answering on $BOOT yet"; return 1
   fi

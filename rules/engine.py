@@ -1,0 +1,157 @@
+"""The engine: one object that applies receipts, profiles and the passage of time to a
+client's record and returns the segment-change events. Used as is by ``loyalty replay``
+and by the Faust agents, so both compute the same thing.
+
+Time model: every client has a clock, the instant of its latest evaluation (a receipt's
+event time, a profile's ``updated_at`` or a due transition). A receipt first lets the time
+before it pass (``advance``), then is folded in and evaluated at ``max(clock, occurred_at)``:
+a late receipt is evaluated at the client's clock, never in the past. Time-based changes
+take effect at their due instant, which is the event's ``time``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.calendar import BusinessCalendar, to_epoch
+from rules.errors import RuleSetError
+from rules.evaluate import Env, effective, next_change
+from rules.events import DEFAULT_SOURCE, segment_changed
+from rules.metrics import MetricView
+from rules.receipts import Profile, Receipt
+from rules.ruleset import Dimension, RuleSet
+from rules.state import ClientState, Outcome, apply_profile, apply_receipt, initialize
+
+FOREVER = 2**62
+SUMMARY_METRICS = ("lifetime_visits", "lifetime_value", "visits_30d", "revenue_30d",
+                   "avg_check_30d", "days_since_last_purchase", "mean_interval_days")
+
+
+@dataclass(slots=True)
+class Result:
+    state: ClientState | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    outcome: Outcome = Outcome.APPLIED
+
+
+class Engine:
+    def __init__(self, rulesets: list[RuleSet], tz: str = "UTC",
+                 source: str = DEFAULT_SOURCE) -> None:
+        self.rulesets = rulesets
+        self.cal = BusinessCalendar(tz)
+        self.source = source
+        self.dims: list[tuple[RuleSet, Dimension]] = []
+        seen: dict[str, str] = {}
+        for rs in rulesets:
+            for dim in rs.dimensions:
+                if dim.id in seen:
+                    raise RuleSetError(f"dimension {dim.id!r} is defined by {seen[dim.id]} too",
+                                       rs.path, dim.line, dim.id)
+                seen[dim.id] = rs.path
+                self.dims.append((rs, dim))
+        self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
+                                         | set(SUMMARY_METRICS)))
+        self.errors = 0  # rule runtime errors (counted as "no match")
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def receipt(self, state: ClientState | None, receipt: Receipt) -> Result:
+        """Apply one validated receipt. Raises RejectedInput beyond the retention horizon."""
+        if receipt.client_id is None:
+            return Result(state, [], Outcome.ANONYMOUS)
+        state = state or initialize(receipt.client_id)
+        t = to_epoch(receipt.occurred_at)
+        events = self.advance(state, t)
+        state, outcome = apply_receipt(state, receipt, self.cal)
+        if outcome is Outcome.APPLIED:
+            at = max(state.clock, t)
+            events += self._evaluate(state, at, "receipt", receipt.receipt_id)
+            state.clock = at
+        return Result(state, events, outcome)
+
+    def profile(self, state: ClientState | None, profile: Profile) -> Result:
+        state = state or initialize(profile.client_id)
+        at = state.clock
+        events: list[dict[str, Any]] = []
+        if profile.updated_at is not None:
+            at = max(at, to_epoch(profile.updated_at))
+            events = self.advance(state, at)
+        apply_profile(state, profile)
+        if state.has_purchase:
+            events += self._evaluate(state, at, "profile", None)
+            state.clock = at
+        return Result(state, events)
+
+    def advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
+        """Fire every time-based change due in (clock, until], each at its due instant."""
+        if not state.segments or until <= state.clock:
+            return []
+        events: list[tuple[int, int, dict[str, Any]]] = []
+        for order, (rs, dim) in enumerate(self.dims):
+            after = state.clock
+            while (change := next_change(dim, rs, state, after, until, self.cal)) is not None:
+                at, verdict = change
+                events.append((at, order, self._change(state, rs, dim, at, verdict.segment,
+                                                       verdict.rule, "time", None)))
+                after = at
+        if events:
+            events.sort(key=lambda e: (e[0], e[1]))
+            state.clock = max(state.clock, events[-1][0])
+        return [e[2] for e in events]
+
+    def next_due(self, state: ClientState) -> int | None:
+        """Earliest instant at which some segment changes with no new input (None: never)."""
+        if not state.segments:
+            return None
+        due = None
+        for rs, dim in self.dims:
+            until = FOREVER if due is None else due
+            change = next_change(dim, rs, state, state.clock, until, self.cal)
+            if change is not None and (due is None or change[0] < due):
+                due = change[0]
+        return due
+
+    # -- views ------------------------------------------------------------------------------
+
+    def segments(self, state: ClientState) -> dict[str, str]:
+        return {dim.id: state.segments[dim.id][0] for _, dim in self.dims if dim.id in state.segments}
+
+    def metrics(self, state: ClientState, at: int) -> dict[str, Any]:
+        view = MetricView(state, at, self.cal)
+        return {name: view.out(name) for name in self.metric_names}
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _evaluate(self, state: ClientState, at: int, cause: str,
+                  receipt_id: str | None) -> list[dict[str, Any]]:
+        if not state.has_purchase:
+            return []
+        view = MetricView(state, at, self.cal)
+        events = []
+        envs: dict[int, Env] = {}
+        for rs, dim in self.dims:
+            env = envs.get(id(rs))
+            if env is None:
+                env = envs[id(rs)] = Env(rs, view)
+            current = state.segments.get(dim.id)
+            verdict = effective(dim, env, current, at)
+            if current is None or verdict.segment != current[0]:
+                events.append(self._change(state, rs, dim, at, verdict.segment, verdict.rule,
+                                           cause, receipt_id, view))
+        self.errors += sum(e.errors for e in envs.values())
+        return events
+
+    def _change(self, state: ClientState, rs: RuleSet, dim: Dimension, at: int, to: str,
+                rule: str, cause: str, receipt_id: str | None,
+                view: MetricView | None = None) -> dict[str, Any]:
+        current = state.segments.get(dim.id)
+        from_ = current[0] if current else None
+        state.segments[dim.id] = [to, at, from_]
+        view = view or MetricView(state, at, self.cal)
+        return segment_changed(
+            client_id=state.client_id, dimension=dim.id, ruleset=rs.name, version=rs.version,
+            at=at, from_=from_, to=to, rule=rule, cause=cause,
+            metrics={m: view.out(m) for m in dim.metrics}, receipt_id=receipt_id,
+            source=self.source,
+        )

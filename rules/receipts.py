@@ -1,0 +1,209 @@
+"""The input contract: POS receipts and CRM client profiles.
+
+``parse_receipt`` and ``parse_profile`` apply the same rules as the JSON Schemas in
+``rules/schemas/`` and raise :class:`~rules.errors.RejectedInput` with a machine-readable
+``reason`` for anything else. Money becomes integer minor units, never float.
+
+Reason codes: ``invalid_json``, ``not_an_object``, ``missing_field``, ``bad_type``,
+``bad_value``, ``bad_amount``, ``negative_total``, ``unknown_type``, ``naive_timestamp``,
+``bad_timestamp``, ``future_timestamp``, ``too_old_timestamp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from rules.errors import RejectedInput
+
+#: Minor-unit exponents of currencies that do not use 2 decimals.
+CURRENCY_EXPONENT = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
+RECEIPT_TYPES = ("sale", "return")
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(days=1)
+_MAX_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    category: str
+    amount: int  # minor units
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    receipt_id: str
+    client_id: str | None
+    store_id: str | None
+    occurred_at: datetime
+    type: str  # "sale" | "return"
+    total: int  # minor units, positive for both sales and refunds
+    currency: str
+    items: tuple[Item, ...]
+    original_receipt_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    client_id: str
+    updated_at: datetime | None
+    fields: dict[str, Any]  # only the fields present: birth_date (date), gender, city, ...
+
+
+def loads(raw: bytes | str) -> Any:
+    """Decode JSON; invalid JSON is a rejection, not an exception of another kind."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RejectedInput("invalid_json", str(exc)) from None
+
+
+def _str(obj: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise RejectedInput("missing_field", f"{key} is required", key)
+        return None
+    if not isinstance(value, str):
+        raise RejectedInput("bad_type", f"{key} must be a string", key)
+    if not value or len(value) > _MAX_ID:
+        raise RejectedInput("bad_value", f"{key} must be 1..{_MAX_ID} characters", key)
+    return value
+
+
+def parse_money(value: Any, exponent: int, field: str) -> int:
+    """Exact decimal (JSON number or string) to integer minor units."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RejectedInput("bad_type", f"{field} must be a number or a decimal string", field)
+    if isinstance(value, int):
+        return value * 10**exponent
+    try:
+        # repr of a float is its shortest round-trip form: 450.1 -> "450.1", exact as typed
+        dec = Decimal(value if isinstance(value, str) else repr(value))
+    except InvalidOperation:
+        raise RejectedInput("bad_amount", f"{field} is not a decimal number", field) from None
+    if not dec.is_finite():
+        raise RejectedInput("bad_amount", f"{field} is not a finite number", field)
+    minor = dec.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise RejectedInput("bad_amount", f"{field} has more than {exponent} decimals", field)
+    return int(minor)
+
+
+def parse_time(value: Any, field: str, now: datetime | None) -> datetime:
+    if not isinstance(value, str):
+        raise RejectedInput("bad_type", f"{field} must be an ISO 8601 string", field)
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise RejectedInput("bad_timestamp", f"{field} is not ISO 8601", field) from None
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise RejectedInput("naive_timestamp", f"{field} needs a UTC offset", field)
+    if t < MIN_TIME:
+        raise RejectedInput("too_old_timestamp", f"{field} is before 2000-01-01", field)
+    if now is not None and t > now + MAX_FUTURE:
+        raise RejectedInput("future_timestamp", f"{field} is more than a day ahead", field)
+    return t
+
+
+def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
+    """Validate one decoded receipt. ``now`` bounds future timestamps (None: no bound)."""
+    if not isinstance(obj, dict):
+        raise RejectedInput("not_an_object", "a receipt is a JSON object")
+    receipt_id = _str(obj, "receipt_id")
+    assert receipt_id is not None
+    client_id = _str(obj, "client_id", required=False)
+    store_id = _str(obj, "store_id", required=False)
+    kind = obj.get("type")
+    if kind is None:
+        raise RejectedInput("missing_field", "type is required", "type")
+    if kind not in RECEIPT_TYPES:
+        raise RejectedInput("unknown_type", f"type must be one of {RECEIPT_TYPES}", "type")
+    currency = obj.get("currency", "RUB")
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        raise RejectedInput("bad_value", "currency must be an ISO 4217 code", "currency")
+    exponent = CURRENCY_EXPONENT.get(currency, 2)
+    if "total" not in obj:
+        raise RejectedInput("missing_field", "total is required", "total")
+    total = parse_money(obj["total"], exponent, "total")
+    if total < 0:
+        raise RejectedInput("negative_total", "total must be >= 0 (a return is positive)", "total")
+    if "occurred_at" not in obj:
+        raise RejectedInput("missing_field", "occurred_at is required", "occurred_at")
+    occurred_at = parse_time(obj["occurred_at"], "occurred_at", now)
+    items = _parse_items(obj.get("items"), exponent)
+    original = _str(obj, "original_receipt_id", required=False)
+    return Receipt(
+        receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original
+    )
+
+
+def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise RejectedInput("bad_type", "items must be a list", "items")
+    out = []
+    for n, item in enumerate(raw):
+        field = f"items[{n}]"
+        if not isinstance(item, dict):
+            raise RejectedInput("bad_type", f"{field} must be an object", field)
+        category = item.get("category", "uncategorized")
+        if not isinstance(category, str) or not category or len(category) > 64:
+            raise RejectedInput("bad_value", f"{field}.category must be 1..64 chars", field)
+        if "amount" not in item:
+            raise RejectedInput("missing_field", f"{field}.amount is required", field)
+        amount = parse_money(item["amount"], exponent, f"{field}.amount")
+        if amount < 0:
+            raise RejectedInput("bad_amount", f"{field}.amount must be >= 0", field)
+        qty = item.get("qty", 1)
+        if isinstance(qty, bool) or not isinstance(qty, (int, float)) or qty < 0:
+            raise RejectedInput("bad_value", f"{field}.qty must be a number >= 0", field)
+        out.append(Item(category, amount))
+    return tuple(out)
+
+
+PROFILE_FIELDS = ("birth_date", "gender", "city", "registered_at", "welcome_bonus_at", "tags")
+GENDERS = ("f", "m", "x")
+
+
+def parse_profile(obj: Any, now: datetime | None) -> Profile:
+    if not isinstance(obj, dict):
+        raise RejectedInput("not_an_object", "a profile is a JSON object")
+    client_id = _str(obj, "client_id")
+    assert client_id is not None
+    fields: dict[str, Any] = {}
+    updated_at = None
+    if obj.get("updated_at") is not None:
+        updated_at = parse_time(obj["updated_at"], "updated_at", now)
+    if obj.get("birth_date") is not None:
+        raw = obj["birth_date"]
+        if not isinstance(raw, str):
+            raise RejectedInput("bad_type", "birth_date must be YYYY-MM-DD", "birth_date")
+        try:
+            born = date.fromisoformat(raw)
+        except ValueError:
+            raise RejectedInput("bad_value", "birth_date must be YYYY-MM-DD", "birth_date") from None
+        if born.year < 1900 or (now is not None and born > now.date()):
+            raise RejectedInput("bad_value", "birth_date out of range", "birth_date")
+        fields["birth_date"] = born
+    if obj.get("gender") is not None:
+        gender = obj["gender"]
+        if not isinstance(gender, str) or gender.lower() not in GENDERS:
+            raise RejectedInput("bad_value", f"gender must be one of {GENDERS}", "gender")
+        fields["gender"] = gender.lower()
+    if obj.get("city") is not None:
+        fields["city"] = _str(obj, "city")
+    for key in ("registered_at", "welcome_bonus_at"):
+        if obj.get(key) is not None:
+            fields[key] = parse_time(obj[key], key, now)
+    if obj.get("tags") is not None:
+        tags = obj["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise RejectedInput("bad_type", "tags must be a list of strings", "tags")
+        fields["tags"] = sorted(set(tags))[:32]
+    return Profile(client_id, updated_at, fields)

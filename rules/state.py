@@ -1,0 +1,231 @@
+"""Per-client state: initialize / update / serialize as pure functions.
+
+A client's record keeps lifetime totals, calendar-month buckets (14 months), the
+receipts of the retention horizon (``HORIZON_DAYS`` business days behind the newest
+receipt seen) and the current segments. Daily windows (``visits_30d``...) are computed
+from the horizon entries, so any order of the same receipts inside the horizon gives the
+same record. A receipt older than the horizon cannot be deduplicated or placed in a
+daily window any more: :func:`apply_receipt` rejects it with ``beyond_retention_horizon``.
+
+``apply_*`` update the record passed in and return it with an :class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from datetime import date
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from rules.calendar import BusinessCalendar, to_epoch
+from rules.errors import RejectedInput
+from rules.receipts import Profile, Receipt
+
+STATE_VERSION = 1
+HORIZON_DAYS = 35  # daily windows up to 30 days + 5 days for late receipts
+MONTHS_KEPT = 14  # current month + 13 previous
+CATEGORY_MONTHS = 3  # category shares cover the current and two previous months
+_SALE = struct.Struct("<QHq")  # receipt hash, business day, amount (minor units)
+_RET = struct.Struct("<QHqQ")  # receipt hash, business day, amount, original receipt hash
+
+
+class Outcome(str, Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    ANONYMOUS = "anonymous"
+
+
+def receipt_hash(receipt_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(receipt_id.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass(slots=True)
+class ClientState:
+    client_id: str
+    first_purchase: int | None = None  # epoch s of the first sale
+    last_purchase: int | None = None  # epoch s of the latest sale
+    max_seen: int | None = None  # epoch s of the newest receipt of any type
+    visits: int = 0  # sale receipts, less those cancelled by a full return
+    revenue: int = 0  # net of returns, minor units
+    returns: int = 0
+    return_amount: int = 0
+    currency: str = ""
+    last_store: str | None = None
+    last_store_at: int = 0
+    sales: list[tuple[int, int, int]] = field(default_factory=list)  # (hash, day, amount)
+    rets: list[tuple[int, int, int, int]] = field(default_factory=list)  # (+ original hash)
+    months: dict[int, list[int]] = field(default_factory=dict)  # month -> [visits, revenue]
+    cats: dict[int, dict[str, int]] = field(default_factory=dict)  # month -> category amount
+    profile: dict[str, Any] = field(default_factory=dict)
+    profile_at: int = 0
+    segments: dict[str, list[Any]] = field(default_factory=dict)  # dim -> [seg, since, prev]
+    clock: int = 0  # instant of the last evaluation (epoch s)
+
+    @property
+    def has_purchase(self) -> bool:
+        return self.last_purchase is not None
+
+
+def initialize(client_id: str) -> ClientState:
+    return ClientState(client_id)
+
+
+def _cancelled_by(state: ClientState, sale_hash: int, amount: int) -> bool:
+    return any(r[3] == sale_hash and r[2] == amount for r in state.rets)
+
+
+def _month_add(state: ClientState, month: int, visits: int, revenue: int) -> None:
+    bucket = state.months.get(month)
+    if bucket is None:
+        bucket = state.months[month] = [0, 0]
+    bucket[0] += visits
+    bucket[1] += revenue
+
+
+def apply_receipt(
+    state: ClientState, receipt: Receipt, cal: BusinessCalendar
+) -> tuple[ClientState, Outcome]:
+    """Fold one validated receipt into the client's record."""
+    t = to_epoch(receipt.occurred_at)
+    day = cal.day(t)
+    h = receipt_hash(receipt.receipt_id)
+    if any(s[0] == h for s in state.sales) or any(r[0] == h for r in state.rets):
+        return state, Outcome.DUPLICATE
+    if state.max_seen is not None and day <= cal.day(state.max_seen) - HORIZON_DAYS:
+        raise RejectedInput(
+            "beyond_retention_horizon",
+            f"receipt is more than {HORIZON_DAYS} days older than the client's newest one",
+            "occurred_at",
+        )
+    month = cal.month_of_day(day)
+    if receipt.type == "sale":
+        cancelled = _cancelled_by(state, h, receipt.total)
+        visit = 0 if cancelled else 1
+        state.sales.append((h, day, receipt.total))
+        state.visits += visit
+        _month_add(state, month, visit, receipt.total)
+        state.first_purchase = t if state.first_purchase is None else min(state.first_purchase, t)
+        state.last_purchase = t if state.last_purchase is None else max(state.last_purchase, t)
+        if receipt.items:
+            cats = state.cats.setdefault(month, {})
+            for item in receipt.items:
+                cats[item.category] = cats.get(item.category, 0) + item.amount
+    else:
+        orig = receipt_hash(receipt.original_receipt_id) if receipt.original_receipt_id else 0
+        if orig and not _cancelled_by(state, orig, receipt.total):
+            for s in state.sales:
+                if s[0] == orig and s[2] == receipt.total:
+                    state.visits -= 1
+                    _month_add(state, cal.month_of_day(s[1]), -1, 0)
+                    break
+        state.rets.append((h, day, receipt.total, orig))
+        state.returns += 1
+        state.return_amount += receipt.total
+        _month_add(state, month, 0, -receipt.total)
+    state.revenue += receipt.total if receipt.type == "sale" else -receipt.total
+    state.currency = receipt.currency
+    if receipt.store_id is not None and (
+        t > state.last_store_at or (t == state.last_store_at and receipt.store_id > (state.last_store or ""))
+    ):
+        state.last_store, state.last_store_at = receipt.store_id, t
+    if state.max_seen is None or t > state.max_seen:
+        state.max_seen = t
+        _prune(state, cal)
+    return state, Outcome.APPLIED
+
+
+def _prune(state: ClientState, cal: BusinessCalendar) -> None:
+    assert state.max_seen is not None
+    newest_day = cal.day(state.max_seen)
+    keep_from = newest_day - HORIZON_DAYS + 1
+    if state.sales and min(s[1] for s in state.sales) < keep_from:
+        state.sales = [s for s in state.sales if s[1] >= keep_from]
+    if state.rets and min(r[1] for r in state.rets) < keep_from:
+        state.rets = [r for r in state.rets if r[1] >= keep_from]
+    newest_month = cal.month_of_day(newest_day)
+    for m in [m for m in state.months if m <= newest_month - MONTHS_KEPT]:
+        del state.months[m]
+    for m in [m for m in state.cats if m <= newest_month - CATEGORY_MONTHS]:
+        del state.cats[m]
+
+
+def apply_profile(state: ClientState, profile: Profile) -> ClientState:
+    """Merge CRM profile fields. With ``updated_at``, an older update never overwrites."""
+    at = to_epoch(profile.updated_at) if profile.updated_at is not None else 0
+    if at and at < state.profile_at:
+        return state
+    for key, value in profile.fields.items():
+        if isinstance(value, date) and not hasattr(value, "hour"):
+            state.profile[key] = value.isoformat()
+        elif hasattr(value, "timestamp"):
+            state.profile[key] = to_epoch(value)
+        else:
+            state.profile[key] = value
+    state.profile_at = max(state.profile_at, at)
+    return state
+
+
+# -- serialization ------------------------------------------------------------------------
+
+
+def _pack(rows: list[Any], st: struct.Struct) -> str:
+    return base64.b64encode(b"".join(st.pack(*r) for r in sorted(rows))).decode()
+
+
+def _unpack(text: str, st: struct.Struct) -> list[Any]:
+    return list(st.iter_unpack(base64.b64decode(text))) if text else []
+
+
+def dumps(state: ClientState) -> bytes:
+    """Compact, versioned bytes of a record (the table value)."""
+    doc: dict[str, Any] = {"v": STATE_VERSION, "id": state.client_id, "k": state.clock}
+    if state.max_seen is not None:
+        doc["t"] = [state.first_purchase, state.last_purchase, state.max_seen]
+        doc["n"] = [state.visits, state.revenue, state.returns, state.return_amount]
+        doc["c"] = state.currency
+        doc["s"] = _pack(state.sales, _SALE)
+        if state.rets:
+            doc["r"] = _pack(state.rets, _RET)
+        doc["m"] = [[m, *b] for m, b in sorted(state.months.items())]
+        if state.cats:
+            doc["g"] = {str(m): c for m, c in sorted(state.cats.items())}
+        if state.last_store is not None:
+            doc["l"] = [state.last_store, state.last_store_at]
+    if state.profile:
+        doc["p"] = [state.profile, state.profile_at]
+    if state.segments:
+        doc["z"] = state.segments
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def loads(raw: bytes) -> ClientState:
+    doc = orjson.loads(raw)
+    if doc.get("v") != STATE_VERSION:
+        raise ValueError(f"unsupported client state version {doc.get('v')!r}")
+    state = ClientState(doc["id"], clock=doc.get("k", 0))
+    if "t" in doc:
+        state.first_purchase, state.last_purchase, state.max_seen = doc["t"]
+        state.visits, state.revenue, state.returns, state.return_amount = doc["n"]
+        state.currency = doc["c"]
+        state.sales = _unpack(doc["s"], _SALE)
+        state.rets = _unpack(doc.get("r", ""), _RET)
+        state.months = {row[0]: [row[1], row[2]] for row in doc["m"]}
+        state.cats = {int(m): c for m, c in doc.get("g", {}).items()}
+        if "l" in doc:
+            state.last_store, state.last_store_at = doc["l"]
+    if "p" in doc:
+        state.profile, state.profile_at = doc["p"]
+    state.segments = doc.get("z", {})
+    return state
+
+
+def canonical(state: ClientState) -> bytes:
+    """Serialization without the segments and clock: the aggregates only (for tests)."""
+    copy = loads(dumps(state))
+    copy.segments, copy.clock = {}, 0
+    return dumps(copy)
