@@ -16,7 +16,7 @@ from typing import Any
 
 from rules.calendar import BusinessCalendar, to_epoch
 from rules.errors import RuleSetError
-from rules.evaluate import Env, effective, next_change
+from rules.evaluate import Plan, Verdict, effective
 from rules.events import DEFAULT_SOURCE, segment_changed
 from rules.metrics import MetricView
 from rules.receipts import Profile, Receipt
@@ -41,7 +41,6 @@ class Engine:
         self.rulesets = rulesets
         self.cal = BusinessCalendar(tz)
         self.source = source
-        self.dims: list[tuple[RuleSet, Dimension]] = []
         seen: dict[str, str] = {}
         for rs in rulesets:
             for dim in rs.dimensions:
@@ -49,10 +48,15 @@ class Engine:
                     raise RuleSetError(f"dimension {dim.id!r} is defined by {seen[dim.id]} too",
                                        rs.path, dim.line, dim.id)
                 seen[dim.id] = rs.path
-                self.dims.append((rs, dim))
+        self.dims = [(rs, d) for rs in rulesets for d in rs.dimensions]
         self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
                                          | set(SUMMARY_METRICS)))
-        self.errors = 0  # rule runtime errors (counted as "no match")
+        self.plan = Plan(rulesets)
+
+    @property
+    def errors(self) -> int:
+        """Rule runtime errors so far (each counted as "no match")."""
+        return self.plan.errors
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -85,32 +89,30 @@ class Engine:
 
     def advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
         """Fire every time-based change due in (clock, until], each at its due instant."""
-        if not state.segments or until <= state.clock:
-            return []
-        events: list[tuple[int, int, dict[str, Any]]] = []
-        for order, (rs, dim) in enumerate(self.dims):
-            after = state.clock
-            while (change := next_change(dim, rs, state, after, until, self.cal)) is not None:
-                at, verdict = change
-                events.append((at, order, self._change(state, rs, dim, at, verdict.segment,
-                                                       verdict.rule, "time", None)))
-                after = at
-        if events:
-            events.sort(key=lambda e: (e[0], e[1]))
-            state.clock = max(state.clock, events[-1][0])
-        return [e[2] for e in events]
+        events: list[dict[str, Any]] = []
+        while state.segments and until > state.clock:
+            changed = False
+            for c in self.plan.candidates(state, state.clock, until, self.cal):
+                changes = self._changes(state, c)
+                if changes:
+                    events += [self._change(state, rs, dim, c, v, "time", None)
+                               for rs, dim, v in changes]
+                    state.clock = c
+                    changed = True
+                    if self.plan.hysteresis:
+                        break  # new stays start: candidates change
+            if not changed or not self.plan.hysteresis:
+                break
+        return events
 
     def next_due(self, state: ClientState) -> int | None:
         """Earliest instant at which some segment changes with no new input (None: never)."""
         if not state.segments:
             return None
-        due = None
-        for rs, dim in self.dims:
-            until = FOREVER if due is None else due
-            change = next_change(dim, rs, state, state.clock, until, self.cal)
-            if change is not None and (due is None or change[0] < due):
-                due = change[0]
-        return due
+        for c in self.plan.candidates(state, state.clock, FOREVER, self.cal):
+            if self._changes(state, c):
+                return c
+        return None
 
     # -- views ------------------------------------------------------------------------------
 
@@ -123,28 +125,28 @@ class Engine:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _changes(self, state: ClientState, at: int) -> list[tuple[RuleSet, Dimension, Verdict]]:
+        out = []
+        for (rs, dim), verdict in zip(self.plan.dims, self.plan.verdicts(state, at, self.cal),
+                                      strict=True):
+            current = state.segments.get(dim.id)
+            verdict = effective(dim, verdict, current, at)
+            if current is None or verdict.segment != current[0]:
+                out.append((rs, dim, verdict))
+        return out
+
     def _evaluate(self, state: ClientState, at: int, cause: str,
                   receipt_id: str | None) -> list[dict[str, Any]]:
         if not state.has_purchase:
             return []
         view = MetricView(state, at, self.cal)
-        events = []
-        envs: dict[int, Env] = {}
-        for rs, dim in self.dims:
-            env = envs.get(id(rs))
-            if env is None:
-                env = envs[id(rs)] = Env(rs, view)
-            current = state.segments.get(dim.id)
-            verdict = effective(dim, env, current, at)
-            if current is None or verdict.segment != current[0]:
-                events.append(self._change(state, rs, dim, at, verdict.segment, verdict.rule,
-                                           cause, receipt_id, view))
-        self.errors += sum(e.errors for e in envs.values())
-        return events
+        return [self._change(state, rs, dim, at, v, cause, receipt_id, view)
+                for rs, dim, v in self._changes(state, at)]
 
-    def _change(self, state: ClientState, rs: RuleSet, dim: Dimension, at: int, to: str,
-                rule: str, cause: str, receipt_id: str | None,
+    def _change(self, state: ClientState, rs: RuleSet, dim: Dimension, at: int,
+                verdict: Verdict, cause: str, receipt_id: str | None,
                 view: MetricView | None = None) -> dict[str, Any]:
+        to, rule = verdict.segment, verdict.rule
         current = state.segments.get(dim.id)
         from_ = current[0] if current else None
         state.segments[dim.id] = [to, at, from_]

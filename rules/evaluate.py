@@ -1,7 +1,11 @@
-"""Evaluating dimensions at an instant, and finding the next instant a segment changes.
+"""Evaluating every dimension at an instant, and finding when segments change by themselves.
 
-``next_change`` is exact: a segment can only change with no new receipt when a
-time-dependent metric steps, so the candidates are
+All dimensions of all loaded rule sets are compiled into one CEL program that returns a
+list of segment ids (``let`` values inlined), so one evaluation is one CEL call. If it
+fails at run time (e.g. a division by zero in a user's rule), the dimensions are evaluated
+one condition at a time and a failing condition counts as "no match".
+
+``candidates`` lists the instants at which a segment can change with no new receipt:
 
 * for every comparison ``days_since_x <op> rhs``: the instant the whole-day counter reaches
   the value that flips it (``anchor + n days``); for ``age``: the birthday;
@@ -9,8 +13,8 @@ time-dependent metric steps, so the candidates are
 * for monthly metrics: the month starts until the buckets run out;
 * for hysteresis: the instant the minimum stay in the current segment ends.
 
-They are tried in time order; the first at which the dimension's effective segment
-differs is the answer.
+Between two candidates no metric a rule reads changes, so trying them in time order gives
+the exact instant of the next change.
 """
 
 from __future__ import annotations
@@ -20,22 +24,27 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import cel
+
 from rules.calendar import DAY_S, BusinessCalendar
+from rules.celtext import free_identifiers, tokenize
 from rules.metrics import CATALOGUE, MetricView
 from rules.ruleset import Dimension, Expr, RuleSet
 from rules.state import MONTHS_KEPT, ClientState
+
+FAR = 253_402_300_799  # 9999-12-31T23:59:59Z: bounds "forever" for calendar arithmetic
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     segment: str
-    rule: str  # "<dimension>.<segment>" of the matching segment, or "<dimension>.default"
+    rule: str  # "<dimension>.<segment>", "<dimension>.default", "<dimension>.value"
 
 
 class Env:
-    """Variables for one rule set at one instant: metrics (lazy) and ``let`` values."""
+    """Variables of one rule set at one instant (slow path): metrics and ``let`` values."""
 
-    __slots__ = ("errors", "rs", "view", "_lets")
+    __slots__ = ("_lets", "errors", "rs", "view")
 
     def __init__(self, rs: RuleSet, view: MetricView) -> None:
         self.rs = rs
@@ -48,28 +57,37 @@ class Env:
             if name not in self._lets:
                 self._lets[name] = self.run(self.rs.lets[name])
             return self._lets[name]
-        value = self.view.cel(name)
-        keys = self.rs.map_keys.get(name)
-        if keys:
-            value = dict(value)
-            for k in keys:
-                value.setdefault(k, 0.0)
-        return value
+        return cel_value(self.view, name, self.rs.map_keys.get(name))
 
     def run(self, expr: Expr) -> Any:
         return expr.program.execute({n: self.get(n) for n in expr.names})
 
 
+def cel_value(view: MetricView, name: str, keys: tuple[str, ...] | None) -> Any:
+    value = view.cel(name)
+    if keys:
+        value = dict(value)
+        for k in keys:
+            value.setdefault(k, 0.0)
+    return value
+
+
+def _as_segment(result: Any) -> str:
+    if isinstance(result, bool):
+        return "true" if result else "false"
+    if isinstance(result, float) and result.is_integer():
+        return str(int(result))
+    return str(result)
+
+
 def raw_verdict(dim: Dimension, env: Env) -> Verdict:
+    """One dimension, condition by condition (the slow, error-tolerant path)."""
     if dim.value is not None:
         try:
-            result = env.run(dim.value)
+            return Verdict(_as_segment(env.run(dim.value)), f"{dim.id}.value")
         except (TypeError, RuntimeError, ValueError):
             env.errors += 1
             return Verdict(dim.default or "error", f"{dim.id}.value")
-        if isinstance(result, float) and result.is_integer():
-            result = int(result)
-        return Verdict(str(result).lower() if isinstance(result, bool) else str(result), f"{dim.id}.value")
     for seg in dim.segments:
         if seg.when is None:
             return Verdict(seg.id, f"{dim.id}.{seg.id}")
@@ -77,7 +95,7 @@ def raw_verdict(dim: Dimension, env: Env) -> Verdict:
             if env.run(seg.when) is True:
                 return Verdict(seg.id, f"{dim.id}.{seg.id}")
         except (TypeError, RuntimeError, ValueError):
-            env.errors += 1  # a runtime error (e.g. division by zero) is "no match"
+            env.errors += 1
     assert dim.default is not None
     return Verdict(dim.default, f"{dim.id}.default")
 
@@ -95,8 +113,7 @@ def hold_until(dim: Dimension, current: list[Any] | None) -> int:
     return since + days * DAY_S if days else 0
 
 
-def effective(dim: Dimension, env: Env, current: list[Any] | None, t: int) -> Verdict:
-    verdict = raw_verdict(dim, env)
+def effective(dim: Dimension, verdict: Verdict, current: list[Any] | None, t: int) -> Verdict:
     if current and verdict.segment != current[0] and t < hold_until(dim, current):
         return Verdict(current[0], f"{dim.id}.hold")
     return verdict
@@ -112,51 +129,139 @@ def _threshold_steps(op: str, value: float) -> list[int]:
     return []
 
 
-def candidates(dim: Dimension, rs: RuleSet, state: ClientState, after: int, until: int,
-               cal: BusinessCalendar) -> list[int]:
-    """Instants in (after, until] at which the dimension's inputs can change."""
-    out: set[int] = set()
-    if dim.thresholds:
-        env = Env(rs, MetricView(state, after, cal))
-        for th, rhs, names in dim.thresholds:
-            try:
-                value = rhs.execute({n: env.get(n) for n in names})
-            except (TypeError, RuntimeError, ValueError):
-                continue
+def _inline(text: str, rs: RuleSet) -> str:
+    """Replace ``let`` names by their (parenthesised, recursively inlined) expressions."""
+    tokens = tokenize(text)
+    lets = {i: tok.text for i, tok in free_identifiers(tokens) if tok.text in rs.lets}
+    if not lets:
+        return text
+    return " ".join(
+        f"({_inline(rs.lets[lets[i]].text, rs)})" if i in lets else t.text
+        for i, t in enumerate(tokens)
+    )
+
+
+def _dimension_source(dim: Dimension, rs: RuleSet) -> str:
+    if dim.value is not None:
+        return f"string({_inline(dim.value.text, rs)})"
+    out = []
+    for seg in dim.segments:
+        if seg.when is None:
+            out.append(f'"{seg.id}"')
+            break
+        out.append(f'({_inline(seg.when.text, rs)}) ? "{seg.id}" : ')
+    else:
+        out.append(f'"{dim.default}"')
+    return "".join(out)
+
+
+class Plan:
+    """Every dimension of the loaded rule sets, compiled together."""
+
+    def __init__(self, rulesets: list[RuleSet]) -> None:
+        self.dims: list[tuple[RuleSet, Dimension]] = [(rs, d) for rs in rulesets for d in rs.dimensions]
+        sources = [_dimension_source(d, rs) for rs, d in self.dims]
+        self.program = cel.compile("[" + ", ".join(sources) + "]")
+        names: set[str] = set()
+        map_keys: dict[str, set[str]] = {}
+        for rs, d in self.dims:
+            names.update(d.metrics)
+            for metric, keys in rs.map_keys.items():
+                map_keys.setdefault(metric, set()).update(keys)
+        self.names = tuple(sorted(names))
+        self.map_keys = {m: tuple(sorted(k)) for m, k in map_keys.items()}
+        unique: dict[tuple[Any, ...], tuple[Any, Any, tuple[str, ...], RuleSet]] = {}
+        for rs, d in self.dims:
+            for th, rhs, rhs_names in d.thresholds:
+                key = (th, rhs if isinstance(rhs, (int, float)) else id(rhs), id(rs))
+                unique.setdefault(key, (th, rhs, rhs_names, rs))
+        self.thresholds = list(unique.values())
+        self.daily_windows = tuple(sorted({n for _, d in self.dims for n in d.daily_windows}))
+        self.monthly_window = min(max((d.monthly_window for _, d in self.dims), default=0), MONTHS_KEPT)
+        self.hysteresis = any(d.min_days or any(s.min_days for s in d.segments) for _, d in self.dims)
+        self.errors = 0
+        self._rules = [
+            {s.id: f"{d.id}.{s.id}" for s in d.segments} if d.value is None else {}
+            for _, d in self.dims
+        ]
+
+    def verdicts(self, state: ClientState, t: int, cal: BusinessCalendar) -> list[Verdict]:
+        """Raw verdicts (before hysteresis) of every dimension, in ``self.dims`` order."""
+        view = MetricView(state, t, cal)
+        ctx = {n: cel_value(view, n, self.map_keys.get(n)) for n in self.names}
+        try:
+            result = self.program.execute(ctx)
+        except (TypeError, RuntimeError, ValueError):
+            envs: dict[int, Env] = {}
+            out = []
+            for rs, d in self.dims:
+                env = envs.setdefault(id(rs), Env(rs, view))
+                out.append(raw_verdict(d, env))
+            self.errors += sum(e.errors for e in envs.values())
+            return out
+        verdicts = []
+        for (_, d), rules, seg in zip(self.dims, self._rules, result, strict=True):
+            if d.value is not None:
+                verdicts.append(Verdict(seg, f"{d.id}.value"))
+            else:
+                verdicts.append(Verdict(seg, rules.get(seg, f"{d.id}.default")))
+        return verdicts
+
+    def candidates(self, state: ClientState, after: int, until: int,
+                   cal: BusinessCalendar) -> list[int]:
+        """Instants in (after, until] at which some rule input can change."""
+        out: set[int] = set()
+        envs: dict[int, Env] = {}
+        for th, rhs, names, rs in self.thresholds:
             metric = CATALOGUE[th.metric]
+            anchor: int | None = None
+            born: str | None = None
             if metric.kind == "days":
                 assert metric.anchor is not None
                 anchor = metric.anchor(state)
-                if anchor is not None:
-                    out.update(anchor + n * DAY_S for n in _threshold_steps(th.op, value) if n >= 0)
-            else:  # years: birthdays
+                if anchor is None:
+                    continue
+            else:
                 born = state.profile.get("birth_date")
-                if born is not None:
-                    b = date.fromisoformat(born)
-                    out.update(cal.anniversary(b, n) for n in _threshold_steps(th.op, value)
-                               if 0 <= n <= 150)
-    if dim.daily_windows:
-        days = {s[1] for s in state.sales} | {r[1] for r in state.rets}
-        for n in dim.daily_windows:
-            out.update(cal.day_start(d + n) for d in days)
-    if dim.monthly_window and state.months:
-        first = cal.month_of_day(cal.day(after)) + 1
-        last = max(state.months) + min(dim.monthly_window, MONTHS_KEPT) + 1
-        out.update(cal.month_start(m) for m in range(first, last + 1))
-    hold = hold_until(dim, state.segments.get(dim.id))
-    if hold:
-        out.add(hold)
-    return sorted(c for c in out if after < c <= until)
-
-
-def next_change(dim: Dimension, rs: RuleSet, state: ClientState, after: int, until: int,
-                cal: BusinessCalendar) -> tuple[int, Verdict] | None:
-    """The first instant in (after, until] where the dimension's segment changes."""
-    current = state.segments.get(dim.id)
-    if current is None:
-        return None
-    for c in candidates(dim, rs, state, after, until, cal):
-        verdict = effective(dim, Env(rs, MetricView(state, c, cal)), current, c)
-        if verdict.segment != current[0]:
-            return c, verdict
-    return None
+                if born is None:
+                    continue
+            if isinstance(rhs, (int, float)):
+                value = rhs
+            else:
+                env = envs.get(id(rs))
+                if env is None:
+                    env = envs[id(rs)] = Env(rs, MetricView(state, after, cal))
+                try:
+                    value = rhs.execute({n: env.get(n) for n in names})
+                except (TypeError, RuntimeError, ValueError):
+                    continue
+            for n in _threshold_steps(th.op, value):
+                if anchor is not None:
+                    c = anchor + n * DAY_S
+                elif born is not None and 0 <= n <= 150:
+                    c = cal.anniversary(date.fromisoformat(born), n)
+                else:
+                    continue
+                if after < c <= until and n >= 0:
+                    out.add(c)
+        if self.daily_windows and (state.sales or state.rets):
+            lo_day, hi_day = cal.day(after), cal.day(min(until, FAR))
+            for n in self.daily_windows:
+                # business day d leaves an n-day window when day d + n begins
+                for rows in (state.sales, state.rets):
+                    for row in rows:
+                        if lo_day <= row[1] + n <= hi_day:
+                            c = cal.day_start(row[1] + n)
+                            if after < c <= until:
+                                out.add(c)
+        if self.monthly_window and state.months:
+            first = cal.month(after) + 1
+            last = min(max(state.months) + self.monthly_window + 1, cal.month(min(until, FAR)))
+            for m in range(first, last + 1):
+                out.add(cal.month_start(m))
+        if self.hysteresis:
+            for _, d in self.dims:
+                hold = hold_until(d, state.segments.get(d.id))
+                if after < hold <= until:
+                    out.add(hold)
+        return sorted(out)

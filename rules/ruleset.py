@@ -45,6 +45,7 @@ class Expr:
     """One compiled CEL expression with what it reads."""
 
     source: str
+    text: str  # CEL source after parameter substitution
     program: Any
     names: tuple[str, ...]  # free variables: metrics and let names
     line: int
@@ -255,8 +256,13 @@ class _Compiler:
                 rhs_program = cel.compile(substitute(rhs_tokens, params))
             except ValueError as exc:
                 raise self.fail(f"syntax error: {exc}", line, rule) from None
+            if not rhs_names:  # constant once parameters are substituted
+                try:
+                    rhs_program = rhs_program.execute({})
+                except (TypeError, RuntimeError, ValueError) as exc:
+                    raise self.fail(f"error in {th.rhs!r}: {exc}", line, rule) from None
             compiled_th.append((th, rhs_program, rhs_names))
-        expr = Expr(source, program, tuple(names), line or 0, tuple(compiled_th), _map_keys(tokens))
+        expr = Expr(source, text, program, tuple(names), line or 0, tuple(compiled_th), _map_keys(tokens))
         sample = self._typecheck(expr, line, rule, want)
         return expr, sample
 
@@ -285,13 +291,19 @@ class _Compiler:
         if want == "scalar" and not isinstance(result, (str, int, float, bool)):
             raise self.fail("a value must be a string or number", line, rule)
         for th, rhs_program, rhs_names in expr.thresholds:
-            try:
-                value = rhs_program.execute({n: ctx.get(n, SAMPLES[CATALOGUE[n].type] if n in CATALOGUE else self.let_types[n]) for n in rhs_names})
-            except (TypeError, RuntimeError, ValueError) as exc:
-                raise self.fail(f"type error in {th.rhs!r}: {exc}", line, rule) from None
+            value = rhs_program
+            if rhs_names:
+                rhs_ctx = {n: ctx[n] if n in ctx else self._sample(n) for n in rhs_names}
+                try:
+                    value = rhs_program.execute(rhs_ctx)
+                except (TypeError, RuntimeError, ValueError) as exc:
+                    raise self.fail(f"type error in {th.rhs!r}: {exc}", line, rule) from None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.fail(f"{th.metric} must be compared with a number", line, rule)
         return result
+
+    def _sample(self, name: str) -> Any:
+        return self.let_types[name] if name in self.lets else SAMPLES[CATALOGUE[name].type]
 
     def _dimension(self, raw: Any, params: dict[str, Any], ruleset: str) -> Dimension:
         if not isinstance(raw, yamlines.LineDict):

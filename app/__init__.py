@@ -1,0 +1,1 @@
+"""Application layer: settings, the Faust app, topics and codecs, the CLI."""

@@ -1,0 +1,223 @@
+"""The ``loyalty`` command (also ``python -m app``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from rules import Engine, RuleSetError, load_ruleset, preset_names
+
+
+def _instant(text: str) -> datetime:
+    if text == "now":
+        return datetime.now(UTC)
+    t = datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. 2026-06-15T00:00:00Z")
+    return t
+
+
+@contextlib.contextmanager
+def _open_out(path: str | None) -> Iterator[IO[bytes] | None]:
+    if path is None:
+        yield None
+    elif path == "-":
+        yield sys.stdout.buffer
+    else:
+        with open(path, "wb") as fh:
+            yield fh
+
+
+@contextlib.contextmanager
+def _open_in(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdin.buffer
+    else:
+        with open(path, "rb") as fh:
+            yield fh
+
+
+def _params(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """--param boostfeel.vip_visits=30 -> {"boostfeel": {"vip_visits": 30}}"""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        ruleset, _, name = key.partition(".")
+        if not name or not value:
+            raise SystemExit(f"--param wants RULESET.NAME=VALUE, got {pair!r}")
+        out.setdefault(ruleset, {})[name] = orjson.loads(value) if value[0] in "0123456789-[{\"tf" else value
+    return out
+
+
+def build_engine(specs: list[str], params: list[str], tz: str) -> Engine:
+    overrides = _params(params)
+    rulesets = []
+    for spec in specs:
+        rs = load_ruleset(spec)
+        if rs.name in overrides:
+            rs = load_ruleset(spec, overrides.pop(rs.name))
+        rulesets.append(rs)
+    if overrides:
+        raise SystemExit(f"--param names rule sets not loaded: {', '.join(overrides)}")
+    return Engine(rulesets, tz=tz)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from app.replay import Replay, progress, read_lines, write_jsonl
+
+    engine = build_engine(args.rules, args.param, args.tz)
+    started = time.perf_counter()
+    with _open_out(args.changes_out) as changes, _open_out(args.rejects_out) as rejects, \
+            _open_out(args.segments_out) as segments:
+        def on_change(event: dict[str, Any]) -> None:
+            if changes is not None:
+                changes.write(orjson.dumps(event) + b"\n")
+
+        def on_reject(row: dict[str, Any]) -> None:
+            if rejects is not None:
+                rejects.write(orjson.dumps(row) + b"\n")
+
+        replay = Replay(engine, args.as_of, on_change, on_reject)
+        if args.profiles:
+            with _open_in(args.profiles) as fh:
+                for n, line in read_lines(fh):
+                    replay.profile_line(line, n)
+        show = sys.stderr.isatty() and not args.quiet
+        with _open_in(args.input) as fh:
+            for n, line in progress(read_lines(fh), None, show):
+                replay.receipt_line(line, n)
+        rows = replay.finish()
+        if segments is not None:
+            write_jsonl(segments, rows)
+    elapsed = time.perf_counter() - started
+    st = replay.stats
+    summary = {"lines": st.lines, "applied": st.applied, "duplicates": st.duplicates,
+               "anonymous": st.anonymous, "profiles": st.profiles, "rejected": st.rejected,
+               "clients": st.clients, "changes": st.changes, "rule_errors": engine.errors,
+               "seconds": round(elapsed, 3),
+               "receipts_per_second": round(st.lines / elapsed) if elapsed > 0 else None}
+    sys.stderr.write(orjson.dumps(summary).decode() + "\n")
+    if args.strict and st.rejected_total:
+        sys.stderr.write(f"loyalty replay: {st.rejected_total} rejected line(s) (--strict)\n")
+        return 3
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.simulate import DEFAULT_END, SimConfig, generate, profiles
+
+    end = args.end if args.end is not None else DEFAULT_END
+    cfg = SimConfig(clients=args.clients, days=args.days, seed=args.seed, end=end)
+    with _open_out(args.out) as out:
+        assert out is not None
+        for line in generate(cfg):
+            out.write(line + b"\n")
+    if args.profiles_out:
+        with _open_out(args.profiles_out) as out:
+            assert out is not None
+            for line in profiles(cfg):
+                out.write(line + b"\n")
+    return 0
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    failed = 0
+    for spec in args.files:
+        try:
+            rs = load_ruleset(spec)
+        except RuleSetError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        dims = ", ".join(f"{d.id}({len(d.segments) or 'value'})" for d in rs.dimensions)
+        print(f"ok: {rs.path}: ruleset {rs.name} version {rs.version}: {dims}")
+    return 1 if failed else 0
+
+
+def cmd_rules_list(args: argparse.Namespace) -> int:
+    for name in preset_names():
+        rs = load_ruleset(name)
+        print(f"{name:14} {rs.version}  dimensions: {', '.join(d.id for d in rs.dimensions)}")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from rules.metrics import catalogue_markdown
+
+    print(catalogue_markdown())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loyalty", description="Streaming loyalty segmentation")
+    sub = p.add_subparsers(dest="command", required=True)
+    tz_default = os.environ.get("LOYALTY_TIMEZONE", "UTC")
+
+    r = sub.add_parser("replay", help="run the rules over JSON Lines receipts, no Kafka")
+    r.add_argument("--rules", action="append", required=True, help="preset name or YAML path (repeatable)")
+    r.add_argument("--param", action="append", default=[], help="RULESET.NAME=VALUE override")
+    r.add_argument("--input", required=True, help="receipts JSON Lines ('-' for stdin)")
+    r.add_argument("--profiles", help="client profiles JSON Lines")
+    r.add_argument("--as-of", type=_instant, required=True, help="fire time-based changes up to this instant")
+    r.add_argument("--segments-out", help="one line per client")
+    r.add_argument("--changes-out", help="CloudEvents of every segment change")
+    r.add_argument("--rejects-out", help="rejected lines with reasons")
+    r.add_argument("--tz", default=tz_default, help="business time zone (LOYALTY_TIMEZONE)")
+    r.add_argument("--strict", action="store_true", help="exit 3 if any line was rejected")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("simulate", help="generate realistic POS receipts")
+    s.add_argument("--clients", type=int, default=1000)
+    s.add_argument("--days", type=int, default=90)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--end", type=_instant, default=None, help="end of the simulated period ('now' allowed)")
+    s.add_argument("--out", default="-")
+    s.add_argument("--profiles-out")
+    s.set_defaults(fn=cmd_simulate)
+
+    rules_p = sub.add_parser("rules", help="rule sets")
+    rsub = rules_p.add_subparsers(dest="rules_command", required=True)
+    c = rsub.add_parser("check", help="validate rule set files")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(fn=cmd_rules_check)
+    ls = rsub.add_parser("list", help="list presets")
+    ls.set_defaults(fn=cmd_rules_list)
+    m = rsub.add_parser("metrics", help="print the metric catalogue")
+    m.set_defaults(fn=cmd_metrics)
+    _add_service_commands(sub)
+    return p
+
+
+def _add_service_commands(sub: Any) -> None:
+    """Commands that need the streaming stack are registered by app.service_cli if present."""
+    try:
+        from app import service_cli
+    except ImportError:
+        return
+    service_cli.register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except RuleSetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""POS simulator: realistic receipts (and CRM profiles) for the demo, tests and benchmarks.
+
+Archetypes: VIP regulars (almost daily), loyal (every 2-4 days), occasional (weekly-ish),
+one-timers, churners (regular, then gone), rare (every 1-4 months); coffee, tea or food
+baskets; returns (most of them full refunds naming the original receipt), anonymous sales,
+duplicate sends, late arrivals (emitted up to 3 days after their place) and a small share of
+malformed lines. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+ARCHETYPES = (  # name, share, (min, max) days between visits, churn?
+    ("vip", 0.05, (0.6, 1.4), False),
+    ("loyal", 0.15, (2.0, 4.0), False),
+    ("occasional", 0.25, (5.0, 12.0), False),
+    ("one_timer", 0.20, (0.0, 0.0), False),
+    ("churner", 0.20, (1.5, 5.0), True),
+    ("rare", 0.15, (30.0, 120.0), False),
+)
+BASKETS = {
+    "coffee": (("coffee", 0.7), ("dessert", 0.2), ("food", 0.1)),
+    "tea": (("tea", 0.7), ("dessert", 0.2), ("food", 0.1)),
+    "food": (("food", 0.6), ("coffee", 0.2), ("tea", 0.2)),
+}
+PRICES = {"coffee": (180, 450), "tea": (150, 350), "dessert": (200, 400), "food": (300, 900)}
+MALFORMED = (
+    b"{not json",
+    b'{"receipt_id": "bad-1", "type": "sale", "total": "10.00"}',
+    b'{"receipt_id": "bad-2", "client_id": "c-x", "occurred_at": "2026-01-01T10:00:00+03:00", "type": "sale", "total": "-5.00"}',
+    b'{"receipt_id": "bad-3", "client_id": "c-x", "occurred_at": "2026-01-01T10:00:00+03:00", "type": "refund", "total": "5.00"}',
+    b'["an", "array"]',
+)
+
+
+DEFAULT_END = datetime(2026, 6, 1, tzinfo=timezone(timedelta(hours=3)))
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    clients: int = 1000
+    days: int = 90
+    seed: int = 1
+    end: datetime = DEFAULT_END
+    store_count: int = 5
+    dup_rate: float = 0.01
+    late_rate: float = 0.02
+    anon_rate: float = 0.03
+    return_rate: float = 0.02
+    malformed_rate: float = 0.002
+
+
+def _money(kop: int) -> str:
+    return f"{kop // 100}.{kop % 100:02d}"
+
+
+def _client_receipts(rng: random.Random, cfg: SimConfig, n: int) -> Iterator[dict[str, Any]]:
+    roll, acc = rng.random(), 0.0
+    arch = ARCHETYPES[-1]
+    for a in ARCHETYPES:
+        acc += a[1]
+        if roll < acc:
+            arch = a
+            break
+    name, _share, (lo, hi), churns = arch
+    basket = BASKETS[rng.choice(("coffee", "coffee", "tea", "food"))]
+    start = cfg.end - timedelta(days=cfg.days)
+    t = start + timedelta(days=rng.uniform(0, cfg.days * (0.3 if name != "one_timer" else 1.0)))
+    stop = start + timedelta(days=rng.uniform(cfg.days * 0.3, cfg.days * 0.8)) if churns else cfg.end
+    store = f"s-{rng.randrange(cfg.store_count) + 1}"
+    cid = f"c-{n:07d}"
+    k = 0
+    while t < stop:
+        k += 1
+        items = []
+        for _ in range(rng.choice((1, 1, 2, 2, 3))):
+            cat = rng.choices([c for c, _ in basket], [w for _, w in basket])[0]
+            p_lo, p_hi = PRICES[cat]
+            items.append({"sku": f"{cat}-{rng.randrange(5)}", "category": cat, "qty": 1,
+                          "amount": _money(rng.randrange(p_lo, p_hi) * 100 + rng.choice((0, 50)))})
+        total = sum(int(i["amount"].replace(".", "")) for i in items)
+        local = t.replace(hour=rng.randrange(8, 21), minute=rng.randrange(60), second=rng.randrange(60), microsecond=0)
+        rid = f"r-{n:07d}-{k}"
+        yield {"receipt_id": rid, "client_id": cid, "store_id": store, "occurred_at": local.isoformat(),
+               "type": "sale", "total": _money(total), "currency": "RUB", "items": items,
+               "original_receipt_id": None}
+        if rng.random() < cfg.return_rate:
+            full = rng.random() < 0.7
+            amount = total if full else max(100, total // 2)
+            yield {"receipt_id": f"{rid}-ret", "client_id": cid, "store_id": store,
+                   "occurred_at": (local + timedelta(hours=rng.uniform(0.1, 20))).isoformat(),
+                   "type": "return", "total": _money(amount), "currency": "RUB",
+                   "original_receipt_id": rid}
+        if name == "one_timer":
+            break
+        t += timedelta(days=rng.uniform(lo, hi))
+
+
+def generate(cfg: SimConfig) -> Iterator[bytes]:
+    """JSON lines in arrival order (event-time order, with the configured disorder)."""
+    rng = random.Random(cfg.seed)
+    rows: list[tuple[datetime, int, dict[str, Any]]] = []
+    seq = 0
+    for n in range(cfg.clients):
+        for r in _client_receipts(rng, cfg, n):
+            rows.append((datetime.fromisoformat(r["occurred_at"]), seq, r))
+            seq += 1
+            if rng.random() < cfg.anon_rate:
+                anon = dict(r, receipt_id=f"{r['receipt_id']}-anon", client_id=None)
+                rows.append((datetime.fromisoformat(r["occurred_at"]), seq, anon))
+                seq += 1
+    end = cfg.end
+    arrivals = []
+    for t, s, r in rows:
+        if t > end:  # a return after the end of the simulated period never happened
+            continue
+        arrive = t + timedelta(days=rng.uniform(0.1, 3.0)) if rng.random() < cfg.late_rate else t
+        arrivals.append((min(arrive, end), s, r))
+        if rng.random() < cfg.dup_rate:
+            arrivals.append((min(arrive + timedelta(minutes=rng.uniform(0, 30)), end), s, r))
+    arrivals.sort(key=lambda a: (a[0], a[1]))
+    for _arrive, _s, r in arrivals:
+        if rng.random() < cfg.malformed_rate:
+            yield rng.choice(MALFORMED)
+        yield orjson.dumps(r)
+
+
+def profiles(cfg: SimConfig) -> Iterator[bytes]:
+    """CRM profiles for 60% of the simulated clients (same seed, same ids)."""
+    rng = random.Random(cfg.seed + 7919)
+    start = cfg.end - timedelta(days=cfg.days)
+    for n in range(cfg.clients):
+        if rng.random() >= 0.6:
+            continue
+        born = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 55 * 365))
+        doc: dict[str, Any] = {"client_id": f"c-{n:07d}", "birth_date": born.date().isoformat(),
+                               "gender": rng.choice(("f", "m")),
+                               "city": rng.choice(("Moscow", "Kazan", "Voronezh")),
+                               "registered_at": start.isoformat(), "tags": []}
+        yield orjson.dumps(doc)
