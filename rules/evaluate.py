@@ -20,6 +20,7 @@ the exact instant of the next change.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -169,6 +170,7 @@ class Plan:
             for metric, keys in rs.map_keys.items():
                 map_keys.setdefault(metric, set()).update(keys)
         self.names = tuple(sorted(names))
+        self._getters = [(n, CATALOGUE[n].fn, CATALOGUE[n].money) for n in self.names]
         self.map_keys = {m: tuple(sorted(k)) for m, k in map_keys.items()}
         unique: dict[tuple[Any, ...], tuple[Any, Any, tuple[str, ...], RuleSet]] = {}
         for rs, d in self.dims:
@@ -176,6 +178,17 @@ class Plan:
                 key = (th, rhs if isinstance(rhs, (int, float)) else id(rhs), id(rs))
                 unique.setdefault(key, (th, rhs, rhs_names, rs))
         self.thresholds = list(unique.values())
+        # constant thresholds of whole-day counters: anchor -> sorted day counts that flip
+        by_anchor: dict[Any, set[int]] = {}
+        self._other_thresholds = []
+        for th, rhs, rhs_names, rs in self.thresholds:
+            metric = CATALOGUE[th.metric]
+            if metric.kind == "days" and isinstance(rhs, (int, float)):
+                by_anchor.setdefault(metric.anchor, set()).update(
+                    n for n in _threshold_steps(th.op, rhs) if n >= 0)
+            else:
+                self._other_thresholds.append((th, rhs, rhs_names, rs))
+        self._day_steps = [(fn, sorted(steps)) for fn, steps in by_anchor.items()]
         self.daily_windows = tuple(sorted({n for _, d in self.dims for n in d.daily_windows}))
         self.monthly_window = min(max((d.monthly_window for _, d in self.dims), default=0), MONTHS_KEPT)
         self.hysteresis = any(d.min_days or any(s.min_days for s in d.segments) for _, d in self.dims)
@@ -188,7 +201,16 @@ class Plan:
     def verdicts(self, state: ClientState, t: int, cal: BusinessCalendar) -> list[Verdict]:
         """Raw verdicts (before hysteresis) of every dimension, in ``self.dims`` order."""
         view = MetricView(state, t, cal)
-        ctx = {n: cel_value(view, n, self.map_keys.get(n)) for n in self.names}
+        scale = view.scale
+        ctx = {}
+        for name, fn, money in self._getters:
+            value = fn(view)
+            ctx[name] = value / scale if money else value
+        for name, keys in self.map_keys.items():
+            if name in ctx:
+                ctx[name] = dict(ctx[name])
+                for k in keys:
+                    ctx[name].setdefault(k, 0.0)
         try:
             result = self.program.execute(ctx)
         except (TypeError, RuntimeError, ValueError):
@@ -211,8 +233,19 @@ class Plan:
                    cal: BusinessCalendar) -> list[int]:
         """Instants in (after, until] at which some rule input can change."""
         out: set[int] = set()
+        for anchor_fn, steps in self._day_steps:
+            anchor = anchor_fn(state)
+            if anchor is None:
+                continue
+            lo = bisect_right(steps, (after - anchor) // DAY_S)
+            for n in steps[lo:]:
+                c = anchor + n * DAY_S
+                if c > until:
+                    break
+                if c > after:
+                    out.add(c)
         envs: dict[int, Env] = {}
-        for th, rhs, names, rs in self.thresholds:
+        for th, rhs, names, rs in self._other_thresholds:
             metric = CATALOGUE[th.metric]
             anchor: int | None = None
             born: str | None = None
@@ -246,14 +279,15 @@ class Plan:
                     out.add(c)
         if self.daily_windows and (state.sales or state.rets):
             lo_day, hi_day = cal.day(after), cal.day(min(until, FAR))
+            days = {row[1] for row in state.sales}
+            days.update(row[1] for row in state.rets)
             for n in self.daily_windows:
                 # business day d leaves an n-day window when day d + n begins
-                for rows in (state.sales, state.rets):
-                    for row in rows:
-                        if lo_day <= row[1] + n <= hi_day:
-                            c = cal.day_start(row[1] + n)
-                            if after < c <= until:
-                                out.add(c)
+                for d in days:
+                    if lo_day <= d + n <= hi_day:
+                        c = cal.day_start(d + n)
+                        if after < c <= until:
+                            out.add(c)
         if self.monthly_window and state.months:
             first = cal.month(after) + 1
             last = min(max(state.months) + self.monthly_window + 1, cal.month(min(until, FAR)))

@@ -54,7 +54,7 @@ class MetricView:
         self.cal = cal
         self.day = cal.day(t)
         self.month = cal.month_of_day(self.day)
-        self._memo: dict[str, Any] = {}
+        self._memo: dict[Any, Any] = {}
 
     def raw(self, name: str) -> Any:
         """Value in core units (money as minor-unit int)."""
@@ -102,29 +102,31 @@ class MetricView:
 
     def window(self, days: int) -> tuple[int, int, int]:
         """(visits, net revenue, returns) over the last ``days`` business days."""
-        key = f"#w{days}"
         memo = self._memo
-        if key not in memo:
-            lo, hi = self.day - days + 1, self.day
-            cancelled = self.cancelled() if self.s.rets else frozenset()
-            visits = revenue = returns = 0
-            for h, d, amount in self.s.sales:
-                if lo <= d <= hi:
-                    revenue += amount
-                    if h not in cancelled:
-                        visits += 1
-            for _h, d, amount, _o in self.s.rets:
-                if lo <= d <= hi:
-                    revenue -= amount
-                    returns += 1
-            memo[key] = (visits, revenue, returns)
-        result: tuple[int, int, int] = memo[key]
+        cached = memo.get(days)
+        if cached is not None:
+            result: tuple[int, int, int] = cached
+            return result
+        lo, hi = self.day - days + 1, self.day
+        visits = revenue = returns = 0
+        rets = self.s.rets
+        cancelled = self.cancelled() if rets else ()
+        for h, d, amount in self.s.sales:
+            if lo <= d <= hi:
+                revenue += amount
+                if not cancelled or h not in cancelled:
+                    visits += 1
+        for _h, d, amount, _o in rets:
+            if lo <= d <= hi:
+                revenue -= amount
+                returns += 1
+        result = memo[days] = (visits, revenue, returns)  # type: ignore[index]
         return result
 
     def months_back(self, n: int) -> list[list[int]]:
         """Buckets [visits, revenue] of the current month and the n-1 before it."""
-        get = self.s.months.get
-        return [get(self.month - i) or [0, 0] for i in range(n)]
+        lo = self.month - n
+        return [b for m, b in self.s.months.items() if lo < m <= self.month]
 
     def streak_anchor(self) -> int:
         bucket = self.s.months.get(self.month)
@@ -243,12 +245,12 @@ _add("returns_30d", "int", "daily", lambda v: v.window(30)[2], "return receipts 
 
 for _n in (1, 3, 6, 12):
     _label = "this_month" if _n == 1 else f"{_n}m"
-    _add(f"visits_{_label}", "int", "monthly", (lambda n: lambda v: sum(b[0] for b in v.months_back(n)))(_n),
+    _add(f"visits_{_label}", "int", "monthly", (lambda n: lambda v: sum([b[0] for b in v.months_back(n)]))(_n),
          f"visits in the current calendar month and the {_n - 1} before it", window=_n)
-    _add(f"revenue_{_label}", "double", "monthly", (lambda n: lambda v: sum(b[1] for b in v.months_back(n)))(_n),
+    _add(f"revenue_{_label}", "double", "monthly", (lambda n: lambda v: sum([b[1] for b in v.months_back(n)]))(_n),
          f"net revenue in the current calendar month and the {_n - 1} before it", money=True, window=_n)
 _add("visits_prev_month", "int", "monthly", lambda v: (v.s.months.get(v.month - 1) or [0, 0])[0], "visits in the previous calendar month", window=2)
-_add("active_months_12m", "int", "monthly", lambda v: sum(1 for b in v.months_back(12) if b[0] > 0), "months with a visit among the last 12 (current included)", window=12)
+_add("active_months_12m", "int", "monthly", lambda v: len([b for b in v.months_back(12) if b[0] > 0]), "months with a visit among the last 12 (current included)", window=12)
 _add("active_months_streak", "int", "monthly", _streak,
      "consecutive calendar months with a visit, ending this month (or last month if none yet this month)", window=13)
 _add("min_month_revenue_3m", "double", "monthly", _min_month_revenue_3m,

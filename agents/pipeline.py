@@ -1,0 +1,194 @@
+"""Faust agents and the due timer. Thin: bytes in, core via :mod:`agents.handler`, bytes out.
+
+Flow::
+
+    pos.receipts ─┐ route_receipts ─┐                      ┌─> loyalty.segment-changes
+                  └─> DLQ           ├─> client-events ─> clients ─┤   (CloudEvents, key = client)
+    crm.client-profiles ─ route_profiles ┘      ^                  └─> clients / due tables
+                                                └── due_scanner (ticks, same partition)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import faust
+import orjson
+
+from agents.handler import ClientHandler, route
+from app import codecs
+from app.metrics import Metrics
+from rules import Engine, RejectedInput
+from rules.calendar import to_epoch
+
+log = logging.getLogger("loyalty.agents")
+
+
+@dataclass
+class Pipeline:
+    app: faust.App
+    engine: Engine
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    receipts: Any
+    profiles: Any
+    client_events: Any
+    changes: Any
+    dlq: Any
+    clients: Any  # faust Table: client id -> codecs.table_value
+    due: Any  # faust Table: codecs.due_key -> b""
+    inflight: dict[bytes, float]
+    input_next: dict[Any, int]  # input TP -> next offset to route (watermark for due ticks)
+
+
+def _events_of(stream: Any) -> Any:
+    return stream.events()
+
+
+async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str) -> None:
+    msg = event.message
+    p.metrics.rejected.labels(exc.reason).inc()
+    p.metrics.dlq_writes.labels(source).inc()
+    await p.dlq.send(key=event.key, value=raw,
+                     headers=codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset))
+
+
+def register(p: Pipeline, due_interval: float) -> None:
+    app = p.app
+    handler = ClientHandler(p.engine, p.clock)
+    value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
+
+    async def _route(stream: Any, kind: bytes, source: str) -> None:
+        async for event in stream.events():
+            raw = event.value
+            msg = event.message
+            try:
+                client_id, env = route(raw, kind, p.clock())
+            except RejectedInput as exc:
+                await _to_dlq(p, event, raw, exc, source)
+            else:
+                if client_id is None:
+                    p.metrics.receipts.labels("anonymous").inc()
+                else:
+                    await p.client_events.send(key=client_id.encode(), value=env)
+            p.input_next[msg.tp] = msg.offset + 1
+
+    @app.agent(p.receipts, name="route_receipts")
+    async def route_receipts(stream: Any) -> None:
+        await _route(stream, codecs.RECEIPT, "receipts")
+
+    @app.agent(p.profiles, name="route_profiles")
+    async def route_profiles(stream: Any) -> None:
+        await _route(stream, codecs.PROFILE, "profiles")
+
+    @app.agent(p.client_events, name="clients")
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            started = time.perf_counter()
+            key: bytes = event.key
+            message: bytes = event.value
+            try:
+                out = handler.handle(key.decode(), message, p.clients.get(key))
+            except RejectedInput as exc:
+                await _to_dlq(p, event, message[1:], exc, "client-events")
+                continue
+            if out.value is not None:
+                p.clients[key] = out.value  # the changelog needs the write
+            if message[:1] == codecs.TICK:
+                ticked = codecs.tick_due(message)
+                p.inflight.pop(codecs.due_key(ticked, key.decode()), None)
+                if ticked != out.due_new:
+                    _drop_due(p, ticked, key)
+            if out.due_old != out.due_new:
+                if out.due_old is not None:
+                    _drop_due(p, out.due_old, key)
+                if out.due_new is not None:
+                    p.due[codecs.due_key(out.due_new, key.decode())] = b""
+            now = time.time()
+            for change in out.events:
+                data = change["data"]
+                p.metrics.transition(data["dimension"], data["from"], data["to"],
+                                     data["dimension"] in value_dims)
+                if data["cause"] == "time":
+                    due_at = datetime.fromisoformat(change["time"]).timestamp()
+                    p.metrics.due_lateness.observe(max(0.0, now - due_at))
+                await p.changes.send(key=key, value=orjson.dumps(change))
+            if out.kind == "receipt":
+                p.metrics.receipts.labels(out.outcome).inc()
+                if out.occurred_at is not None:
+                    p.metrics.event_time_lag.observe(max(0.0, now - out.occurred_at.timestamp()))
+            p.metrics.processing.labels(out.kind).observe(time.perf_counter() - started)
+
+    input_topics = {p.receipts.get_topic_name(), p.profiles.get_topic_name()}
+
+    def inputs_caught_up() -> bool:
+        """True when every input partition of this worker has been routed up to its end.
+
+        Ticks then follow, in each client-events partition, every receipt already
+        published: a backlog of receipts is applied before the time-based changes it might
+        prevent (like an event-time watermark). Idle partitions do not hold ticks back.
+        """
+        committed = getattr(app.consumer, "_committed_offset", {})
+        for tp in app.assignor.assigned_actives():
+            if tp.topic not in input_topics:
+                continue
+            highwater = app.consumer.highwater(tp)
+            if highwater is None:
+                return False
+            done = max(p.input_next.get(tp, 0), committed.get(tp) or 0)
+            if done < highwater:
+                return False
+        return True
+
+    @app.timer(due_interval, name="due_scanner")
+    async def due_scanner() -> None:
+        if app.rebalancing or not inputs_caught_up():
+            return
+        now = to_epoch(p.clock())
+        topic = p.client_events.get_topic_name()
+        backlog = 0
+        resend_after = time.monotonic() - max(30.0, due_interval * 6)
+        for tp in sorted(app.assignor.assigned_actives()):
+            if tp.topic != topic:
+                continue
+            for key in due_keys(p.due, tp.partition, now):
+                backlog += 1
+                sent = p.inflight.get(key)
+                if sent is not None and sent > resend_after:
+                    continue
+                due, client_id = codecs.parse_due_key(key)
+                p.inflight[key] = time.monotonic()
+                await p.client_events.send(key=client_id.encode(), value=codecs.tick(due),
+                                           partition=tp.partition)
+        p.metrics.due_backlog.set(backlog)
+
+
+def _drop_due(p: Pipeline, due: int, key: bytes) -> None:
+    dk = codecs.due_key(due, key.decode())
+    if p.due.get(dk) is not None:
+        del p.due[dk]
+
+
+def due_keys(table: Any, partition: int, now: int) -> Iterator[bytes]:
+    """Due-index keys of one partition that are due at or before ``now``, in due order.
+
+    RocksDB keeps keys sorted, so this reads only the due entries; the memory store (unit
+    tests) has no order and is filtered.
+    """
+    bound = codecs.due_key_bound(now)
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        db = store._db_for_partition(partition)
+        for key in db.keys():
+            if key > bound:
+                break
+            if key[:1].isdigit():
+                yield key
+    else:
+        for key in sorted(k for k in store if k <= bound):
+            yield key

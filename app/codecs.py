@@ -1,0 +1,69 @@
+"""Wire formats: the internal client-events envelope, table values, due-index keys, DLQ.
+
+* ``loyalty.client-events`` values: one kind byte then the payload: ``R`` + receipt JSON,
+  ``P`` + profile JSON, ``T`` + 8-byte due instant (a tick from the due scanner).
+* ``clients`` table values: 8-byte next-due instant (0: none) then the client record.
+* ``due`` table keys: ``b"%012d|" % due + client_id`` so that RocksDB's key order is due
+  order and a scan stops at the first key after now.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import orjson
+
+from rules import RejectedInput
+
+RECEIPT, PROFILE, TICK = b"R", b"P", b"T"
+_DUE = struct.Struct(">q")
+_DUE_KEY_DIGITS = 12
+
+
+def envelope(kind: bytes, payload: bytes) -> bytes:
+    return kind + payload
+
+
+def tick(due: int) -> bytes:
+    return TICK + _DUE.pack(due)
+
+
+def table_value(next_due: int | None, state: bytes) -> bytes:
+    return _DUE.pack(next_due or 0) + state
+
+
+def split_table_value(value: bytes) -> tuple[int | None, bytes]:
+    due = _DUE.unpack_from(value)[0]
+    return (due or None), value[_DUE.size:]
+
+
+def tick_due(value: bytes) -> int:
+    return int(_DUE.unpack_from(value, 1)[0])
+
+
+def due_key(due: int, client_id: str) -> bytes:
+    return b"%012d|" % due + client_id.encode()
+
+
+def parse_due_key(key: bytes) -> tuple[int, str]:
+    return int(key[:_DUE_KEY_DIGITS]), key[_DUE_KEY_DIGITS + 1:].decode()
+
+
+def due_key_bound(now: int) -> bytes:
+    """Every due key <= this bound is due at or before ``now``."""
+    return b"%012d|\xff" % now
+
+
+def dlq_headers(exc: RejectedInput, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    return [
+        ("reason", exc.reason.encode()),
+        ("detail", exc.detail.encode()),
+        ("field", (exc.field or "").encode()),
+        ("source-topic", topic.encode()),
+        ("source-partition", str(partition).encode()),
+        ("source-offset", str(offset).encode()),
+    ]
+
+
+def dumps(obj: object) -> bytes:
+    return orjson.dumps(obj)

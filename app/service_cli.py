@@ -1,0 +1,99 @@
+"""CLI commands that talk to Kafka: worker, produce, tail, topics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+from app.settings import Settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from app.faust_app import create_app
+    from app.kafka_io import ensure_topics
+
+    settings = Settings.from_env()
+    asyncio.run(ensure_topics(settings))
+    app, _ = create_app(settings)
+    worker = Worker(app, loglevel=settings.log_level.upper(), logfile=None,
+                    redirect_stdouts=False)
+    logging.getLogger("loyalty").setLevel(settings.log_level.upper())
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from app.kafka_io import ensure_topics, service_topics
+
+    settings = Settings.from_env()
+    asyncio.run(ensure_topics(settings))
+    print("\n".join(service_topics(settings)))
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from app.kafka_io import ensure_topics, produce
+    from app.simulate import DEFAULT_END, SimConfig, generate, profiles
+
+    settings = Settings.from_env()
+    topic = args.topic or (settings.topic_profiles if args.profiles else settings.topic_receipts)
+    lines: Any
+    if args.input:
+        fh = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+        lines = (line.strip() for line in fh if line.strip())
+    else:
+        end = args.end if args.end is not None else DEFAULT_END
+        cfg = SimConfig(clients=args.clients, days=args.days, seed=args.seed, end=end)
+        lines = profiles(cfg) if args.profiles else generate(cfg)
+    asyncio.run(ensure_topics(settings))
+    n, seconds = asyncio.run(produce(settings, topic, lines, rate=args.rate))
+    print(orjson.dumps({"topic": topic, "messages": n, "seconds": round(seconds, 3),
+                        "per_second": round(n / seconds) if seconds else None}).decode(),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from app.kafka_io import tail
+
+    settings = Settings.from_env()
+    topic = args.topic or settings.topic_changes
+
+    async def run() -> None:
+        async for record in tail(settings, topic, idle_timeout=args.idle, max_messages=args.max):
+            sys.stdout.buffer.write(record.value + b"\n")
+        sys.stdout.flush()
+
+    asyncio.run(run())
+    return 0
+
+
+def register(sub: Any) -> None:
+    from app.cli import _instant
+
+    w = sub.add_parser("worker", help="run a Faust worker (settings from the environment)")
+    w.set_defaults(fn=cmd_worker)
+    t = sub.add_parser("topics", help="create the service's topics")
+    t.set_defaults(fn=cmd_topics)
+    p = sub.add_parser("produce", help="send receipts (a file or the simulator) to Kafka")
+    p.add_argument("--input", help="JSON Lines file ('-' stdin); default: the simulator")
+    p.add_argument("--profiles", action="store_true", help="send profiles instead of receipts")
+    p.add_argument("--topic")
+    p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: max)")
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--days", type=int, default=90)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--end", type=_instant, default=None)
+    p.set_defaults(fn=cmd_produce)
+    tl = sub.add_parser("tail", help="print messages of a topic (default: segment changes)")
+    tl.add_argument("--topic")
+    tl.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
+    tl.add_argument("--max", type=int, default=None)
+    tl.set_defaults(fn=cmd_tail)

@@ -1,0 +1,133 @@
+"""Shared helpers for tests/deploy: repo paths, tool lookup, PromQL metric-name extraction."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DATA = Path(__file__).resolve().parent / "data"
+
+INSTALL_HINT = "run deploy/local/install-tools.sh"
+
+# Metric names the worker exposes (the ops contract), with their Prometheus types.
+DOMAIN_METRICS: dict[str, str] = {
+    "loyalty_receipts_total": "counter",
+    "loyalty_receipts_rejected_total": "counter",
+    "loyalty_dlq_writes_total": "counter",
+    "loyalty_segment_transitions_total": "counter",
+    "loyalty_segment_clients": "gauge",
+    "loyalty_processing_seconds": "histogram",
+    "loyalty_event_time_lag_seconds": "histogram",
+    "loyalty_due_backlog": "gauge",
+    "loyalty_due_lateness_seconds": "histogram",
+    "loyalty_consumer_lag": "gauge",
+    "loyalty_partition_stalled": "gauge",
+    "loyalty_ready": "gauge",
+    "loyalty_projection_lag_seconds": "gauge",
+    "loyalty_projection_errors_total": "counter",
+    "loyalty_scenario_actions_total": "counter",
+    "loyalty_scenario_conversions_total": "counter",
+}
+
+# Series Prometheus itself attaches to every target.
+SCRAPE_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+
+
+def domain_series_names() -> set[str]:
+    """Every series name the domain metrics produce (histograms: _bucket/_sum/_count)."""
+    names: set[str] = set()
+    for name, kind in DOMAIN_METRICS.items():
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        else:
+            names.add(name)
+    return names
+
+
+def base_metric(series: str) -> str:
+    """loyalty_processing_seconds_bucket -> loyalty_processing_seconds (others unchanged)."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = series[: -len(suffix)]
+        if series.endswith(suffix) and DOMAIN_METRICS.get(base) == "histogram":
+            return base
+    return series
+
+
+def faust_series_names(prefix: str = "loyalty") -> set[str] | None:
+    """Series names of Faust's Prometheus sensor with this prefix, or None without faust."""
+    try:
+        from faust.sensors.prometheus import FaustMetrics
+        from prometheus_client import CollectorRegistry
+    except Exception:
+        return None
+    registry = CollectorRegistry()
+    FaustMetrics.create(registry, prefix)
+    names: set[str] = set()
+    for family in registry.collect():
+        kind = family.type
+        name = family.name
+        if kind == "counter":
+            names.add(f"{name}_total")
+        elif kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        else:
+            names.add(name)
+    return names
+
+
+_KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right",
+    "and", "or", "unless", "bool", "offset", "atan2", "inf", "nan",
+}
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\[\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENT = re.compile(r"(?<![\w:$.])([A-Za-z_:][\w:]*)(\s*\()?")
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (functions, keywords, labels removed).
+
+    Good enough for the expressions in this repo; not a full PromQL parser.
+    """
+    s = _STRING.sub('""', expr)
+    s = _MATCHERS.sub("", s)
+    s = _RANGES.sub("", s)
+    s = _GROUPING.sub("", s)
+    s = re.sub(r"\$\w+", "", s)  # Grafana variables outside matchers
+    names = set()
+    for m in _IDENT.finditer(s):
+        ident, call = m.group(1), m.group(2)
+        if call or ident.lower() in _KEYWORDS:
+            continue
+        names.add(ident)
+    return names
+
+
+def grafana_expr_for_promtool(expr: str) -> str:
+    """Replace Grafana's template variables so promtool can parse the expression."""
+    expr = expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
+    expr = expr.replace("$__interval", "15s")
+    return re.sub(r"\$\{?(\w+)\}?", ".*", expr)
+
+
+def find_tool(name: str) -> str | None:
+    """A command on PATH or next to this interpreter (the project venv's bin/)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return None
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, **kw)  # type: ignore[call-overload, no-any-return]

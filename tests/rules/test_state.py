@@ -1,0 +1,256 @@
+"""Per-client state as pure functions: initialize -> update (apply_receipt) -> result.
+
+Written like a quix-streams / Faust table loop with no broker: the state is a value that a
+plain ``for`` loop threads through ``apply_receipt``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from rules_testkit import DAY, MSK, engine, feed, rcpt, ts
+
+from rules import RejectedInput, parse_profile, preset_names
+from rules.calendar import BusinessCalendar
+from rules.metrics import MetricView
+from rules.receipts import Receipt
+from rules.state import (
+    HORIZON_DAYS,
+    ClientState,
+    Outcome,
+    apply_profile,
+    apply_receipt,
+    canonical,
+    dumps,
+    initialize,
+    loads,
+)
+
+UTC_CAL = BusinessCalendar("UTC")
+MSK_CAL = BusinessCalendar(MSK)
+T0 = ts("2026-03-02T10:00:00+03:00")
+
+
+def run(receipts: list[Receipt], cal: BusinessCalendar = UTC_CAL,
+        state: ClientState | None = None) -> tuple[ClientState, list[Outcome]]:
+    """initialize / update over a stream of receipts."""
+    state = state or initialize("c-1")
+    outcomes = []
+    for r in receipts:
+        state, outcome = apply_receipt(state, r, cal)
+        outcomes.append(outcome)
+    return state, outcomes
+
+
+def result(state: ClientState, at: int, cal: BusinessCalendar = UTC_CAL) -> dict[str, Any]:
+    view = MetricView(state, at, cal)
+    names = ("lifetime_visits", "lifetime_revenue", "lifetime_returns", "lifetime_return_amount",
+             "visits_30d", "revenue_30d", "returns_30d", "avg_check", "visits_this_month")
+    return {n: view.raw(n) for n in names}
+
+
+def test_initialize_is_empty() -> None:
+    s = initialize("c-1")
+    assert s.client_id == "c-1" and not s.has_purchase and s.visits == 0 and s.revenue == 0
+    assert canonical(s) == canonical(loads(dumps(s)))
+
+
+def test_lifetime_visits_and_revenue() -> None:
+    s, outcomes = run([rcpt("a", T0, "100.00"), rcpt("b", T0 + DAY, 200.5),
+                       rcpt("c", T0 + 2 * DAY, "300")])
+    assert outcomes == [Outcome.APPLIED] * 3
+    assert (s.visits, s.revenue, s.returns) == (3, 60050, 0)
+    assert (s.first_purchase, s.last_purchase, s.max_seen) == (T0, T0 + 2 * DAY, T0 + 2 * DAY)
+    assert s.currency == "RUB" and s.last_store == "s-1"
+    r = result(s, T0 + 2 * DAY)
+    assert r["lifetime_visits"] == 3 and r["lifetime_revenue"] == 60050
+    assert r["visits_30d"] == 3 and r["revenue_30d"] == 60050
+    assert r["avg_check"] == pytest.approx(60050 / 3)
+
+
+def test_late_receipt_moves_first_purchase_back() -> None:
+    s, _ = run([rcpt("b", T0 + 5 * DAY), rcpt("a", T0)])
+    assert (s.first_purchase, s.last_purchase, s.max_seen) == (T0, T0 + 5 * DAY, T0 + 5 * DAY)
+
+
+def test_returns_are_net_revenue() -> None:
+    s, _ = run([rcpt("a", T0, "500.00"),
+                rcpt("ret", T0 + DAY, "200.00", kind="return", original="a")])
+    assert (s.visits, s.revenue, s.returns, s.return_amount) == (1, 30000, 1, 20000)
+    r = result(s, T0 + DAY)
+    assert r["revenue_30d"] == 30000 and r["returns_30d"] == 1 and r["visits_30d"] == 1
+    assert r["lifetime_return_amount"] == 20000
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_full_return_cancels_the_visit_in_any_order(order: tuple[int, ...]) -> None:
+    stream = [rcpt("a", T0, "500.00"), rcpt("b", T0 + 3 * DAY, "120.00"),
+              rcpt("ret-a", T0 + DAY, "500.00", kind="return", original="a")]
+    s, _ = run([stream[i] for i in order])
+    assert (s.visits, s.revenue, s.returns, s.return_amount) == (1, 12000, 1, 50000)
+    r = result(s, T0 + 3 * DAY)
+    assert r["visits_30d"] == 1 and r["revenue_30d"] == 12000 and r["visits_this_month"] == 1
+    reference, _ = run(stream)
+    assert canonical(s) == canonical(reference)
+
+
+def test_full_return_across_months_cancels_the_sales_month() -> None:
+    sale = rcpt("a", ts("2026-02-28T12:00:00Z"), "500.00")
+    ret = rcpt("ret", ts("2026-03-01T12:00:00Z"), "500.00", kind="return", original="a")
+    one, _ = run([sale, ret])
+    two, _ = run([ret, sale])
+    assert canonical(one) == canonical(two)
+    feb, mar = 2026 * 12 + 1, 2026 * 12 + 2
+    assert one.months == {feb: [0, 50000], mar: [0, -50000]}
+    assert one.visits == 0 and one.revenue == 0
+
+
+@pytest.mark.parametrize("return_first", [False, True])
+def test_partial_return_does_not_cancel(return_first: bool) -> None:
+    sale = rcpt("a", T0, "500.00")
+    ret = rcpt("ret", T0 + DAY, "499.99", kind="return", original="a")
+    s, _ = run([ret, sale] if return_first else [sale, ret])
+    assert (s.visits, s.revenue) == (1, 1)
+    assert result(s, T0 + DAY)["visits_30d"] == 1
+
+
+def test_full_amount_return_without_original_does_not_cancel() -> None:
+    s, _ = run([rcpt("a", T0, "500.00"), rcpt("ret", T0 + DAY, "500.00", kind="return")])
+    assert (s.visits, s.revenue, s.returns) == (1, 0, 1)
+
+
+def test_two_full_returns_of_one_sale_cancel_it_once() -> None:
+    sale, b = rcpt("a", T0, "500.00"), rcpt("b", T0, "100.00")
+    r1 = rcpt("ret1", T0 + DAY, "500.00", kind="return", original="a")
+    r2 = rcpt("ret2", T0 + DAY, "500.00", kind="return", original="a")
+    states = [run(list(p))[0] for p in itertools.permutations([sale, b, r1, r2])]
+    assert {canonical(s) for s in states} == {canonical(states[0])}
+    assert states[0].visits == 1 and states[0].revenue == 10000 - 50000
+
+
+def test_duplicates_are_counted_once() -> None:
+    stream = [rcpt("a", T0, "100.00"), rcpt("ret", T0 + DAY, "30.00", kind="return",
+                                           original="a")]
+    once, _ = run(stream)
+    twice, outcomes = run(stream + stream)
+    assert outcomes == [Outcome.APPLIED] * 2 + [Outcome.DUPLICATE] * 2
+    assert dumps(once) == dumps(twice)
+    # a resend with other content is still the same receipt
+    again, outcome = apply_receipt(twice, rcpt("a", T0 + 2 * DAY, "999.00"), UTC_CAL)
+    assert outcome is Outcome.DUPLICATE and dumps(again) == dumps(once)
+
+
+def test_duplicate_via_engine() -> None:
+    eng = engine("boostfeel")
+    s, _ = feed(eng, [rcpt("a", T0)])
+    res = eng.receipt(s, rcpt("a", T0))
+    assert res.outcome is Outcome.DUPLICATE and res.events == []
+    assert eng.receipt(None, rcpt("x", T0, client=None)).outcome is Outcome.ANONYMOUS
+
+
+def test_beyond_retention_horizon_in_business_days() -> None:
+    newest = ts("2026-03-10T12:00:00+03:00")  # business day D in Moscow
+    # 2026-02-04T00:30+03:00 is day D-34 in Moscow but D-35 in UTC (2026-02-03T21:30Z)
+    edge = ts("2026-02-04T00:30:00+03:00")
+    s, _ = run([rcpt("new", newest)], MSK_CAL)
+    s, outcome = apply_receipt(s, rcpt("edge", edge), MSK_CAL)
+    assert outcome is Outcome.APPLIED and s.visits == 2
+    with pytest.raises(RejectedInput) as info:
+        apply_receipt(s, rcpt("older", ts("2026-02-03T23:59:59+03:00")), MSK_CAL)
+    assert (info.value.reason, info.value.field) == ("beyond_retention_horizon", "occurred_at")
+    assert s.visits == 2  # the record is untouched
+
+    u, _ = run([rcpt("new", newest)], UTC_CAL)
+    with pytest.raises(RejectedInput):
+        apply_receipt(u, rcpt("edge", edge), UTC_CAL)
+    assert HORIZON_DAYS == 35
+
+
+def test_duplicate_inside_horizon_wins_over_rejection() -> None:
+    s, _ = run([rcpt("a", T0), rcpt("b", T0 + 34 * DAY)])
+    s, outcome = apply_receipt(s, rcpt("a", T0), UTC_CAL)
+    assert outcome is Outcome.DUPLICATE
+
+
+def test_old_receipts_are_pruned_but_totals_stay() -> None:
+    s, _ = run([rcpt("a", T0, "10.00"), rcpt("b", T0 + 40 * DAY, "20.00")])
+    assert [row[1] for row in s.sales] == [UTC_CAL.day(T0 + 40 * DAY)]
+    assert (s.visits, s.revenue, s.first_purchase) == (2, 3000, T0)
+    r = result(s, T0 + 40 * DAY)
+    assert r["visits_30d"] == 1 and r["lifetime_visits"] == 2
+
+
+def test_last_store_is_the_latest_receipt_and_ties_are_ordered() -> None:
+    s, _ = run([rcpt("a", T0 + DAY, store="s-9"), rcpt("b", T0, store="s-1")])
+    assert s.last_store == "s-9"
+    x, _ = run([rcpt("a", T0, store="s-2"), rcpt("b", T0, store="s-7")])
+    y, _ = run([rcpt("b", T0, store="s-7"), rcpt("a", T0, store="s-2")])
+    assert x.last_store == y.last_store == "s-7"
+
+
+def test_apply_profile_keeps_the_newest_update() -> None:
+    s = initialize("c-1")
+    new = parse_profile({"client_id": "c-1", "updated_at": "2026-03-02T00:00:00Z",
+                         "gender": "f", "birth_date": "1990-05-17",
+                         "welcome_bonus_at": "2026-03-01T00:00:00Z"}, None)
+    old = parse_profile({"client_id": "c-1", "updated_at": "2026-03-01T00:00:00Z",
+                         "gender": "m", "city": "Kazan"}, None)
+    s = apply_profile(apply_profile(s, new), old)
+    assert s.profile == {"gender": "f", "birth_date": "1990-05-17",
+                         "welcome_bonus_at": ts("2026-03-01T00:00:00Z")}
+    assert s.profile_at == ts("2026-03-02T00:00:00Z")
+    unstamped = parse_profile({"client_id": "c-1", "city": "Omsk"}, None)
+    assert apply_profile(s, unstamped).profile["city"] == "Omsk"
+
+
+def test_dumps_loads_round_trip() -> None:
+    eng = engine(*preset_names())  # UTC: next_due overflows east of UTC (see test_presets)
+    s, _ = feed(eng, [
+        rcpt("a", T0, "450.10", items=[{"category": "coffee", "amount": "450.10"}]),
+        rcpt("b", T0 + DAY, "100.00", store="s-2"),
+        rcpt("ret", T0 + 2 * DAY, "100.00", kind="return", original="b"),
+    ])
+    s = eng.profile(s, parse_profile({"client_id": "c-1", "birth_date": "1990-05-17",
+                                      "tags": ["vip"]}, None)).state
+    assert s is not None and s.segments
+    raw = dumps(s)
+    back = loads(raw)
+    assert dumps(back) == raw
+    for name in ClientState.__slots__:  # type: ignore[attr-defined]
+        if name not in ("sales", "rets"):
+            assert getattr(back, name) == getattr(s, name), name
+    assert sorted(back.sales) == sorted(s.sales) and sorted(back.rets) == sorted(s.rets)
+    assert eng.segments(back) == eng.segments(s)
+    assert eng.metrics(back, T0 + 3 * DAY) == eng.metrics(s, T0 + 3 * DAY)
+    assert eng.next_due(back) == eng.next_due(s)
+
+
+def test_loads_rejects_other_versions() -> None:
+    with pytest.raises(ValueError, match="version"):
+        loads(b'{"v": 99, "id": "c-1"}')
+
+
+def _three_years_daily() -> list[Receipt]:
+    start = ts("2023-03-01T09:30:00+03:00")
+    items = [{"category": "coffee", "amount": "300.00"}, {"category": "dessert", "amount": "200.50"},
+             {"category": "food", "amount": "150.00"}]
+    return [rcpt(f"r-0000001-{i}", start + i * DAY, "650.50", client="c-0000001", store="s-12",
+                 items=items) for i in range(3 * 365)]
+
+
+def test_three_years_of_daily_visits_fit_in_2kib() -> None:
+    stream = _three_years_daily()
+    s, outcomes = run(stream, MSK_CAL, initialize("c-0000001"))
+    assert set(outcomes) == {Outcome.APPLIED}
+    assert s.visits == 3 * 365 and s.revenue == 3 * 365 * 65050
+    assert len(s.sales) == HORIZON_DAYS and len(s.months) == 14 and len(s.cats) == 3
+    assert len(dumps(s)) <= 2048
+
+
+def test_three_years_with_every_preset_segment_fit_in_2kib() -> None:
+    eng = engine(*preset_names(), tz=MSK)
+    s, _ = feed(eng, _three_years_daily())
+    assert len(s.segments) == 11
+    assert len(dumps(s)) <= 2048
