@@ -1,0 +1,208 @@
+"""Grafana provisioning and the loyalty dashboard: JSON shape, datasource uid, layout,
+metric names used by the queries, and PromQL syntax (promtool, when installed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import (
+    DEPLOY,
+    DOMAIN_METRICS,
+    INSTALL_HINT,
+    ROOT,
+    SCRAPE_METRICS,
+    base_metric,
+    domain_series_names,
+    faust_series_names,
+    find_tool,
+    grafana_expr_for_promtool,
+    promql_metric_names,
+    run,
+)
+
+GRAFANA = DEPLOY / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "loyalty.json"
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    data = json.loads(DASHBOARD.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def datasource() -> dict[str, Any]:
+    doc = yaml.safe_load(DATASOURCES.read_text())
+    assert doc["apiVersion"] == 1
+    sources = doc["datasources"]
+    assert len(sources) == 1
+    return sources[0]  # type: ignore[no-any-return]
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, including those nested in collapsed rows; rows themselves excluded."""
+    out = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            out.extend(panel.get("panels", []))
+        else:
+            out.append(panel)
+    return out
+
+
+def _exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(p["title"], t["expr"]) for p in _panels(dashboard) for t in p["targets"]]
+
+
+# ------------------------------------------------------------------ provisioning
+
+
+def test_datasource_provisioning(datasource: dict[str, Any]) -> None:
+    assert datasource["type"] == "prometheus"
+    assert datasource["uid"]
+    assert datasource["access"] == "proxy"
+    # The compose service name and port of Prometheus.
+    assert datasource["url"] == "http://prometheus:9090"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert "prometheus" in compose["services"]
+    assert any(p.endswith(":9090") for p in compose["services"]["prometheus"]["ports"])
+
+
+def test_dashboard_provider() -> None:
+    doc = yaml.safe_load(PROVIDERS.read_text())
+    assert doc["apiVersion"] == 1
+    (provider,) = doc["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/")
+
+
+# ------------------------------------------------------------------ dashboard JSON
+
+
+def test_dashboard_top_level(dashboard: dict[str, Any]) -> None:
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    assert dashboard["uid"] and len(dashboard["uid"]) <= 40
+    assert dashboard["title"]
+    assert dashboard.get("id") is None, "provisioned dashboards must not carry a database id"
+    assert isinstance(dashboard["panels"], list) and dashboard["panels"]
+    assert dashboard["time"]["from"].startswith("now-")
+
+
+def test_panel_ids_unique_and_layout_fits_the_grid(dashboard: dict[str, Any]) -> None:
+    every = list(dashboard["panels"]) + [p for r in dashboard["panels"] for p in r.get("panels", [])]
+    ids = [p["id"] for p in every]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert pos["w"] >= 1 and pos["h"] >= 1 and pos["x"] >= 0 and pos["y"] >= 0
+        assert pos["x"] + pos["w"] <= 24, f"{panel['title']} overflows the 24-column grid"
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_every_panel_queries_the_provisioned_datasource(
+    dashboard: dict[str, Any], datasource: dict[str, Any]
+) -> None:
+    uid = datasource["uid"]
+    panels = _panels(dashboard)
+    assert len(panels) >= 15
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
+        assert panel["targets"], f"{panel['title']}: no targets"
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
+        for target in panel["targets"]:
+            assert target.get("expr", "").strip(), f"{panel['title']}: empty expr"
+            assert target.get("datasource", {"uid": uid})["uid"] == uid, panel["title"]
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            assert var["datasource"]["uid"] == uid, var["name"]
+
+
+def test_exprs_reference_only_known_metrics(dashboard: dict[str, Any]) -> None:
+    faust = faust_series_names()
+    known = domain_series_names() | SCRAPE_METRICS
+    for title, expr in _exprs(dashboard):
+        used = promql_metric_names(expr)
+        assert used, f"{title}: no metric in {expr!r}"
+        for name in used - known:
+            assert name.startswith("loyalty_"), f"{title}: {name} is neither a domain nor a Faust metric"
+            if faust is not None:
+                assert name in faust, f"{title}: {name} is not a series of Faust's Prometheus sensor"
+
+
+def test_dashboard_covers_every_domain_metric(dashboard: dict[str, Any]) -> None:
+    used = {base_metric(n) for _, e in _exprs(dashboard) for n in promql_metric_names(e)}
+    missing = set(DOMAIN_METRICS) - used
+    assert not missing, f"no panel for {sorted(missing)}"
+
+
+def test_depends_on_faust_metrics_in_at_most_two_panels(dashboard: dict[str, Any]) -> None:
+    domain = domain_series_names() | SCRAPE_METRICS
+    faust_panels = {
+        p["title"] for p in _panels(dashboard) for t in p["targets"]
+        if promql_metric_names(t["expr"]) - domain
+    }
+    assert len(faust_panels) <= 2, sorted(faust_panels)
+
+
+def test_required_views_exist(dashboard: dict[str, Any]) -> None:
+    exprs = "\n".join(e for _, e in _exprs(dashboard))
+    assert "sum by (outcome) (rate(loyalty_receipts_total" in exprs
+    assert "sum by (reason) (rate(loyalty_receipts_rejected_total" in exprs
+    assert "histogram_quantile(0.5, sum by (le, kind) (rate(loyalty_processing_seconds_bucket" in exprs
+    assert "histogram_quantile(0.99, sum by (le, kind) (rate(loyalty_processing_seconds_bucket" in exprs
+    assert "histogram_quantile(0.99, sum by (le) (rate(loyalty_due_lateness_seconds_bucket" in exprs
+    assert "sum by (topic, partition) (loyalty_consumer_lag" in exprs
+    assert "sum by (dimension, segment) (loyalty_segment_clients" in exprs
+    assert "sum by (dimension, from_segment, to_segment) (rate(loyalty_segment_transitions_total" in exprs
+
+
+def test_dashboard_metrics_exist_in_app_metrics(dashboard: dict[str, Any]) -> None:
+    """Cross-check with the worker's own registry, when the app package can be imported."""
+    try:
+        from app.metrics import Metrics
+    except Exception as exc:
+        pytest.skip(f"app.metrics not importable ({exc.__class__.__name__}): contract list only")
+    registry = Metrics.create().registry
+    exported = set()
+    for family in registry.collect():
+        kind = family.type
+        if kind == "counter":
+            exported.add(f"{family.name}_total")
+        elif kind == "histogram":
+            exported |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
+        else:
+            exported.add(family.name)
+    used = {n for _, e in _exprs(dashboard) for n in promql_metric_names(e)} & domain_series_names()
+    assert used <= exported, f"dashboard uses metrics the worker does not define: {sorted(used - exported)}"
+
+
+def test_exprs_are_valid_promql(dashboard: dict[str, Any], tmp_path: Path) -> None:
+    promtool = find_tool("promtool")
+    if promtool is None:
+        pytest.skip(f"promtool not found on PATH ({INSTALL_HINT}): PromQL syntax not checked")
+    rules = [
+        {"record": f"dashboard:check:{i}", "expr": grafana_expr_for_promtool(expr)}
+        for i, (_, expr) in enumerate(_exprs(dashboard))
+    ]
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            query = var["definition"]
+            assert query.startswith("label_values(")
+            selector = query[len("label_values("):].rsplit(",", 1)[0]
+            rules.append({"record": "dashboard:check:var", "expr": selector})
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    res = run([promtool, "check", "rules", str(path)])
+    assert res.returncode == 0, res.stdout + res.stderr

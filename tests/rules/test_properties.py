@@ -1,0 +1,254 @@
+"""Properties of the core, checked with hypothesis.
+
+(a) order independence inside the retention horizon, (b) idempotence under duplicates,
+(c) ``next_due`` is exact: nothing changes before it, something changes at it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rules_testkit import DAY, MSK, engine, iso, rcpt, ts
+
+from rules import Engine, RejectedInput, parse_profile, preset_names
+from rules.calendar import BusinessCalendar
+from rules.receipts import Receipt
+from rules.ruleset import loads as load_ruleset_text
+from rules.state import ClientState, Outcome, apply_receipt, canonical, dumps, initialize, loads
+
+BASE = ts("2026-01-20T00:00:00Z")
+CATEGORIES = ("coffee", "tea", "food", "dessert")
+CALENDARS = {"UTC": BusinessCalendar("UTC"), MSK: BusinessCalendar(MSK)}
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def money(minor: int) -> str:
+    return f"{minor // 100}.{minor % 100:02d}"
+
+
+@st.composite
+def receipt_sets(draw: Any, span_days: int = 30, max_n: int = 10) -> list[Receipt]:
+    """Receipts of one client, event times within ``span_days`` of each other."""
+    n = draw(st.integers(1, max_n))
+    out: list[Receipt] = []
+    sales: dict[str, int] = {}
+    for i in range(n):
+        t = BASE + draw(st.integers(0, span_days * DAY - 1))
+        store = draw(st.sampled_from([None, "s-1", "s-2", "s-3"]))
+        if sales and draw(st.integers(0, 3)) == 0:
+            original = draw(st.sampled_from([*sales, None]))
+            full = original is not None and draw(st.booleans())
+            amount = sales[original] if full and original else draw(st.integers(0, 50_000))
+            out.append(rcpt(f"ret-{i}", t, money(amount), kind="return", original=original,
+                            store=store))
+            continue
+        amount = draw(st.integers(0, 300_000))
+        cats = draw(st.lists(st.sampled_from(CATEGORIES), max_size=3))
+        items = [{"category": c, "amount": money(amount // len(cats))} for c in cats] or None
+        sales[f"s-{i}"] = amount
+        out.append(rcpt(f"s-{i}", t, money(amount), items=items, store=store))
+    return out
+
+
+def fold(receipts: list[Receipt], cal: BusinessCalendar) -> tuple[ClientState, list[Outcome]]:
+    state, outcomes = initialize("c-1"), []
+    for r in receipts:
+        state, outcome = apply_receipt(state, r, cal)
+        outcomes.append(outcome)
+    return state, outcomes
+
+
+# -- (a) order independence ------------------------------------------------------------------
+
+
+@FAST
+@given(data=st.data(), receipts=receipt_sets(), tz=st.sampled_from(sorted(CALENDARS)))
+def test_any_order_gives_the_same_state(data: Any, receipts: list[Receipt], tz: str) -> None:
+    cal = CALENDARS[tz]
+    reference, outcomes = fold(receipts, cal)
+    assert set(outcomes) == {Outcome.APPLIED}
+    shuffled = data.draw(st.permutations(receipts))
+    state, _ = fold(shuffled, cal)
+    assert canonical(state) == canonical(reference)
+
+
+ALL_PRESETS_MSK = engine(*preset_names(), tz=MSK)
+
+
+@SLOW
+@given(data=st.data(), receipts=receipt_sets(max_n=8))
+def test_any_order_gives_the_same_segments(data: Any, receipts: list[Receipt]) -> None:
+    """Through the engine (Moscow): after the same time has passed, the same segments."""
+    until = BASE + 90 * DAY
+    results = []
+    for order in (receipts, data.draw(st.permutations(receipts))):
+        state: ClientState | None = None
+        for r in order:
+            state = ALL_PRESETS_MSK.receipt(state, r).state
+        assert state is not None
+        ALL_PRESETS_MSK.advance(state, until)
+        results.append((canonical(state), ALL_PRESETS_MSK.segments(state)))
+    assert results[0] == results[1]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (design): rules/state.py apply_receipt sets state.currency = receipt.currency "
+    "(last applied wins) and adds minor units of different currencies into one revenue, "
+    "so a client with RUB and JPY receipts gets an order-dependent record and money scale"))
+def test_mixed_currencies_are_order_independent() -> None:
+    cal = CALENDARS["UTC"]
+    a = rcpt("a", BASE, "100.00")
+    b = rcpt("b", BASE + DAY, "100", currency="JPY")
+    assert canonical(fold([a, b], cal)[0]) == canonical(fold([b, a], cal)[0])
+
+
+# -- (b) duplicates ----------------------------------------------------------------------------
+
+
+@FAST
+@given(data=st.data(), receipts=receipt_sets(), tz=st.sampled_from(sorted(CALENDARS)))
+def test_every_receipt_twice_gives_the_same_state(data: Any, receipts: list[Receipt],
+                                                   tz: str) -> None:
+    cal = CALENDARS[tz]
+    once, _ = fold(receipts, cal)
+    doubled = data.draw(st.permutations(receipts + receipts))
+    twice, outcomes = fold(doubled, cal)
+    assert outcomes.count(Outcome.DUPLICATE) == len(receipts)
+    assert canonical(twice) == canonical(once)
+
+
+# -- (c) next_due is exact ---------------------------------------------------------------------
+
+
+@st.composite
+def histories(draw: Any, max_n: int = 14) -> list[Receipt]:
+    """Receipts spread over up to ~a year, in arrival order with a little lateness."""
+    n = draw(st.integers(1, max_n))
+    gaps = draw(st.lists(st.integers(0, 70 * DAY), min_size=n, max_size=n))
+    t, out, sales = BASE, [], {}
+    for i, gap in enumerate(gaps):
+        t += gap
+        if sales and draw(st.integers(0, 5)) == 0:
+            original = draw(st.sampled_from(sorted(sales)))
+            amount = sales[original] if draw(st.booleans()) else draw(st.integers(1, 10_000))
+            out.append(rcpt(f"ret-{i}", t, money(amount), kind="return", original=original))
+            continue
+        amount = draw(st.sampled_from([15_000, 25_000, 45_000, 120_000, 600_000]))
+        cat = draw(st.sampled_from(CATEGORIES))
+        sales[f"s-{i}"] = amount
+        out.append(rcpt(f"s-{i}", t, money(amount), items=[{"category": cat, "amount": money(amount)}]))
+        if draw(st.integers(0, 4)) == 0:  # a burst of daily visits
+            for k in range(draw(st.integers(1, 30))):
+                t += DAY + draw(st.integers(-3600, 3600))
+                out.append(rcpt(f"s-{i}-{k}", t, money(amount)))
+    if len(out) > 1 and draw(st.booleans()):  # one late arrival
+        j = draw(st.integers(0, len(out) - 2))
+        out[j], out[j + 1] = out[j + 1], out[j]
+    return out
+
+
+def copy(state: ClientState) -> ClientState:
+    return loads(dumps(state))
+
+
+def run(eng: Engine, receipts: list[Receipt]) -> ClientState:
+    state: ClientState | None = None
+    for r in receipts:
+        try:
+            state = eng.receipt(state, r).state
+        except RejectedInput:  # a late arrival beyond the horizon
+            pass
+    assert state is not None
+    return state
+
+
+def check_next_due_chain(eng: Engine, state: ClientState, steps: int = 12) -> int:
+    """Walk next_due a few steps; each must be exact. Returns the number of steps walked."""
+    for walked in range(steps):
+        d = eng.next_due(state)
+        if d is None:
+            assert eng.advance(copy(state), state.clock + 3 * 365 * DAY) == []
+            return walked
+        assert d > state.clock
+        assert eng.advance(copy(state), d - 1) == [], f"change before next_due {iso(d)}"
+        after = copy(state)
+        events = eng.advance(after, d)
+        assert events, f"no change at next_due {iso(d)}"
+        assert {e["time"] for e in events} == {iso(d)}
+        assert all(e["data"]["cause"] == "time" for e in events)
+        state = after
+    return steps
+
+
+BFR = engine("boostfeel", "netix", "rfm")
+
+
+@SLOW
+@given(receipts=histories())
+def test_next_due_is_exact_boostfeel_netix_rfm(receipts: list[Receipt]) -> None:
+    check_next_due_chain(BFR, run(BFR, receipts))
+
+
+EVERY_PRESET_NY = engine(*preset_names(), tz="America/New_York")  # with DST
+
+
+@SLOW
+@given(receipts=histories(max_n=8), born=st.dates(), bonus=st.integers(0, 20))
+def test_next_due_is_exact_every_preset_with_profile(receipts: list[Receipt], born: Any,
+                                                     bonus: int) -> None:
+    eng = EVERY_PRESET_NY
+    state = run(eng, receipts)
+    if born.year >= 1900 and born <= receipts[0].occurred_at.date():
+        first = receipts[0].occurred_at
+        doc = {"client_id": "c-1", "birth_date": born.isoformat(),
+               "welcome_bonus_at": iso(int(first.timestamp()) + bonus * DAY)}
+        res = eng.profile(state, parse_profile(doc, None))
+        assert res.state is state
+    check_next_due_chain(eng, state)
+
+
+MSK_TIMELESS = engine("netix", "manzana", "demographics", "check_bands", tz=MSK)
+
+
+@SLOW
+@given(receipts=histories(max_n=8))
+def test_next_due_is_exact_in_moscow_without_windows(receipts: list[Receipt]) -> None:
+    # rule sets with daily/monthly windows cannot be checked in Moscow: next_due overflows
+    # (xfail test_presets.py::test_boostfeel_next_due_in_moscow)
+    check_next_due_chain(MSK_TIMELESS, run(MSK_TIMELESS, receipts))
+
+
+def test_next_due_chain_walks_somewhere() -> None:
+    """The property above is not vacuous: a real history has several due changes."""
+    t = BASE
+    receipts = [rcpt(f"r{i}", t + i * 2 * DAY, "450.00") for i in range(12)]
+    state = run(BFR, receipts)
+    assert check_next_due_chain(BFR, state, steps=50) >= 5
+
+
+HYSTERESIS = Engine([load_ruleset_text("""\
+ruleset: sticky
+dimensions:
+  - id: sticky
+    default: cold
+    min_days: 5
+    segments:
+      - id: hot
+        min_days: 3
+        when: visits_7d >= 2
+      - id: warm
+        when: days_since_last_purchase < 10 && revenue_this_month >= 100.0
+      - id: gone
+        min_days: 0
+        when: days_since_last_purchase >= 20
+""")], tz="America/New_York")
+
+
+@SLOW
+@given(receipts=histories())
+def test_next_due_is_exact_with_hysteresis(receipts: list[Receipt]) -> None:
+    check_next_due_chain(HYSTERESIS, run(HYSTERESIS, receipts), steps=20)
