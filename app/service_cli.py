@@ -45,7 +45,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     topic = args.topic or (settings.topic_profiles if args.profiles else settings.topic_receipts)
     lines: Any
-    if args.input:
+    if args.live:
+        from datetime import UTC, datetime
+
+        from app.simulate import live
+
+        cfg = SimConfig(clients=args.clients, seed=args.seed)
+        lines = live(cfg, args.duration, lambda: datetime.now(UTC))
+        if not args.rate:
+            raise SystemExit("--live needs --rate")
+    elif args.input:
         fh = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
         lines = (line.strip() for line in fh if line.strip())
     else:
@@ -75,6 +84,34 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from app.kafka_io import tail
+
+    settings = Settings.from_env()
+    latest: dict[tuple[str, str], str] = {}
+    causes: Counter[str] = Counter()
+
+    async def run() -> None:
+        async for record in tail(settings, settings.topic_changes, idle_timeout=args.idle):
+            event = orjson.loads(record.value)
+            data = event["data"]
+            latest[(data["client_id"], data["dimension"])] = data["to"]
+            causes[data["cause"]] += 1
+
+    asyncio.run(run())
+    sizes: Counter[tuple[str, str]] = Counter((dim, seg) for (_, dim), seg in latest.items())
+    print(f"segment changes: {sum(causes.values())} ({', '.join(f'{k}: {v}' for k, v in sorted(causes.items()))})")
+    current = None
+    for (dim, seg), count in sorted(sizes.items()):
+        if dim != current:
+            print(f"{dim}:")
+            current = dim
+        print(f"  {seg:22} {count:7d}")
+    return 0
+
+
 def register(sub: Any) -> None:
     from app.cli import _instant
 
@@ -91,7 +128,12 @@ def register(sub: Any) -> None:
     p.add_argument("--days", type=int, default=90)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--end", type=_instant, default=None)
+    p.add_argument("--live", action="store_true", help="receipts stamped now, at --rate, for --duration")
+    p.add_argument("--duration", type=float, default=60.0)
     p.set_defaults(fn=cmd_produce)
+    sm = sub.add_parser("summary", help="segment sizes and change counts from the change topic")
+    sm.add_argument("--idle", type=float, default=3.0)
+    sm.set_defaults(fn=cmd_summary)
     tl = sub.add_parser("tail", help="print messages of a topic (default: segment changes)")
     tl.add_argument("--topic")
     tl.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")

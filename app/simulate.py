@@ -145,3 +145,29 @@ def profiles(cfg: SimConfig) -> Iterator[bytes]:
                                "city": rng.choice(("Moscow", "Kazan", "Voronezh")),
                                "registered_at": start.isoformat(), "tags": []}
         yield orjson.dumps(doc)
+
+
+def live(cfg: SimConfig, duration: float, clock: Any) -> Iterator[bytes]:
+    """Receipts stamped with the current time (``clock()``), for ``duration`` seconds.
+
+    Clients are drawn from the same id space as :func:`generate`, weighted so that a few
+    are frequent; each receipt is a sale of 1-3 items.
+    """
+    rng = random.Random(cfg.seed + 104_729)
+    started = clock()
+    n = 0
+    while (clock() - started).total_seconds() < duration:
+        n += 1
+        client = int(cfg.clients * rng.random() ** 2)
+        basket = BASKETS[("coffee", "tea", "food")[client % 3]]
+        items = []
+        for _ in range(rng.choice((1, 2, 3))):
+            cat = rng.choices([c for c, _ in basket], [w for _, w in basket])[0]
+            p_lo, p_hi = PRICES[cat]
+            items.append({"sku": f"{cat}-{rng.randrange(5)}", "category": cat, "qty": 1,
+                          "amount": _money(rng.randrange(p_lo, p_hi) * 100)})
+        total = sum(int(i["amount"].replace(".", "")) for i in items)
+        yield orjson.dumps({"receipt_id": f"live-{cfg.seed}-{started.timestamp():.0f}-{n}",
+                            "client_id": f"c-{client:07d}", "store_id": f"s-{client % cfg.store_count + 1}",
+                            "occurred_at": clock().isoformat(), "type": "sale",
+                            "total": _money(total), "currency": "RUB", "items": items})

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from rules_testkit import DAY, MSK, changes, engine, feed, iso, rcpt, ts
 
-from rules import parse_profile, preset_names
+from rules import Engine, load_ruleset, parse_profile, preset_names
 from rules.calendar import BusinessCalendar
 from rules.events import EVENT_TYPE
 
@@ -327,3 +327,45 @@ def test_check_bands(totals: list[str], band: str) -> None:
     s, _ = feed(eng, [rcpt(f"r{i}", ts("2026-03-02T10:00:00Z") + i, t) for i, t in enumerate(totals)])
     assert eng.segments(s) == {"check_band": band}
     assert eng.next_due(s) is None
+
+
+# -- events and the time model --------------------------------------------------------------
+
+
+def test_events_are_cloudevents_with_deterministic_ids() -> None:
+    t = ts("2026-03-02T10:00:00Z")
+    stream = [rcpt("a", t, "250.00"), rcpt("b", t + DAY, "250.00")]
+    runs = []
+    for _ in range(2):
+        eng = engine("boostfeel")
+        s, ev = feed(eng, stream)
+        runs.append(ev + eng.advance(s, t + 60 * DAY))
+    assert runs[0] == runs[1] and len(runs[0]) == 3
+    first = runs[0][0]
+    assert {k: first[k] for k in ("specversion", "type", "source", "subject", "datacontenttype")} \
+        == {"specversion": "1.0", "type": EVENT_TYPE, "source": "urn:loyalty:segmentation",
+            "subject": "c-1", "datacontenttype": "application/json"}
+    assert len(first["id"]) == 32 and int(first["id"], 16) >= 0
+    assert first["data"] | {"metrics": None} == {
+        "client_id": "c-1", "dimension": "boostfeel", "from": None, "to": "other",
+        "rule": "boostfeel.default", "ruleset": "boostfeel",
+        "rules_version": load_ruleset("boostfeel").version, "cause": "receipt",
+        "metrics": None, "receipt_id": "a"}
+    assert first["data"]["metrics"]["avg_check_30d"] == "250.00"
+    assert len({e["id"] for e in runs[0]}) == 3
+    # another rules version is another change
+    other = Engine([load_ruleset("boostfeel", {"lost_days": 41})])
+    _, ev = feed(other, stream)
+    assert ev[0]["id"] != first["id"]
+
+
+def test_late_receipt_is_evaluated_at_the_clients_clock() -> None:
+    eng = engine("boostfeel")
+    t = ts("2026-03-02T10:00:00Z")
+    s, _ = feed(eng, [rcpt("a", t, "300.00")])
+    eng.advance(s, t + 25 * DAY)
+    assert eng.segments(s) == {"boostfeel": "at_risk"} and s.clock == t + 20 * DAY
+    res = eng.receipt(s, rcpt("late", t + DAY, "300.00"))  # arrives late, inside the horizon
+    assert changes(res.events) == [(iso(t + 20 * DAY), "other")]  # never in the past
+    assert res.events[0]["data"]["receipt_id"] == "late"
+    assert eng.next_due(s) == t + DAY + 20 * DAY

@@ -22,8 +22,8 @@ from rules.state import ClientState, Outcome, apply_receipt, canonical, dumps, i
 BASE = ts("2026-01-20T00:00:00Z")
 CATEGORIES = ("coffee", "tea", "food", "dessert")
 CALENDARS = {"UTC": BusinessCalendar("UTC"), MSK: BusinessCalendar(MSK)}
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def money(minor: int) -> str:
@@ -196,30 +196,36 @@ def test_next_due_is_exact_boostfeel_netix_rfm(receipts: list[Receipt]) -> None:
 EVERY_PRESET_NY = engine(*preset_names(), tz="America/New_York")  # with DST
 
 
-@SLOW
-@given(receipts=histories(max_n=8), born=st.dates(), bonus=st.integers(0, 20))
-def test_next_due_is_exact_every_preset_with_profile(receipts: list[Receipt], born: Any,
-                                                     bonus: int) -> None:
-    eng = EVERY_PRESET_NY
-    state = run(eng, receipts)
+def add_profile(eng: Engine, state: ClientState, receipts: list[Receipt], born: Any,
+                bonus: int) -> None:
     if born.year >= 1900 and born <= receipts[0].occurred_at.date():
         first = receipts[0].occurred_at
         doc = {"client_id": "c-1", "birth_date": born.isoformat(),
                "welcome_bonus_at": iso(int(first.timestamp()) + bonus * DAY)}
-        res = eng.profile(state, parse_profile(doc, None))
-        assert res.state is state
-    check_next_due_chain(eng, state)
+        assert eng.profile(state, parse_profile(doc, None)).state is state
+
+
+@SLOW
+@given(receipts=histories(max_n=8), born=st.dates(), bonus=st.integers(0, 20))
+def test_next_due_is_exact_every_preset_with_profile(receipts: list[Receipt], born: Any,
+                                                     bonus: int) -> None:
+    state = run(EVERY_PRESET_NY, receipts)
+    add_profile(EVERY_PRESET_NY, state, receipts, born, bonus)
+    check_next_due_chain(EVERY_PRESET_NY, state)
 
 
 MSK_TIMELESS = engine("netix", "manzana", "demographics", "check_bands", tz=MSK)
 
 
 @SLOW
-@given(receipts=histories(max_n=8))
-def test_next_due_is_exact_in_moscow_without_windows(receipts: list[Receipt]) -> None:
+@given(receipts=histories(max_n=8), born=st.dates(), bonus=st.integers(0, 20))
+def test_next_due_is_exact_in_moscow_without_windows(receipts: list[Receipt], born: Any,
+                                                     bonus: int) -> None:
     # rule sets with daily/monthly windows cannot be checked in Moscow: next_due overflows
     # (xfail test_presets.py::test_boostfeel_next_due_in_moscow)
-    check_next_due_chain(MSK_TIMELESS, run(MSK_TIMELESS, receipts))
+    state = run(MSK_TIMELESS, receipts)
+    add_profile(MSK_TIMELESS, state, receipts, born, bonus)
+    check_next_due_chain(MSK_TIMELESS, state)
 
 
 def test_next_due_chain_walks_somewhere() -> None:

@@ -1,0 +1,49 @@
+# Two commands for a new user: `make demo` (the main job) and `make test` (the tests).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install infra infra-stop tools test test-unit lint demo bench-core bench-stream clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+infra:
+	deploy/local/kafka.sh start
+	deploy/local/redis.sh start
+
+infra-stop:
+	-deploy/local/kafka.sh stop
+	-deploy/local/redis.sh stop
+
+tools:
+	@if [ -x deploy/local/install-tools.sh ]; then deploy/local/install-tools.sh; fi
+
+test: install infra tools
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+demo: install infra
+	deploy/local/demo.sh
+
+bench-core: install
+	$(BIN)/python bench/bench_core.py
+
+bench-stream: install infra
+	$(BIN)/python bench/bench_stream.py
+
+clean: infra-stop
+	rm -rf .local
