@@ -145,7 +145,7 @@ def register(p: Pipeline, due_interval: float) -> None:
                 return False
         return True
 
-    @app.timer(due_interval, name="due_scanner")
+    @app.timer(due_interval, name="due_scanner")  # type: ignore[untyped-decorator]
     async def due_scanner() -> None:
         if app.rebalancing or not inputs_caught_up():
             return
@@ -184,7 +184,7 @@ def due_keys(table: Any, partition: int, now: int) -> Iterator[bytes]:
     store = table.data
     if hasattr(store, "_db_for_partition"):
         db = store._db_for_partition(partition)
-        for key in db.keys():
+        for key in db.keys():  # noqa: SIM118 - rocksdict: an ordered key iterator
             if key > bound:
                 break
             if key[:1].isdigit():

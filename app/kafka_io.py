@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -38,10 +39,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
         existing = set(await admin.list_topics())
         wanted = [n for n in (names or service_topics(settings)) if n not in existing]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics([NewTopic(n, settings.partitions, 1) for n in wanted])
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

@@ -115,7 +115,8 @@ def progress(iterable: Iterable[Any], total_bytes: int | None, enabled: bool) ->
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, unit=" lines", file=sys.stderr, mininterval=0.5)
+    bar: Iterable[Any] = tqdm(iterable, unit=" lines", file=sys.stderr, mininterval=0.5)
+    return bar
 
 
 def write_jsonl(stream: IO[bytes], rows: Iterable[dict[str, Any]]) -> None:

@@ -34,8 +34,10 @@ PRICES = {"coffee": (180, 450), "tea": (150, 350), "dessert": (200, 400), "food"
 MALFORMED = (
     b"{not json",
     b'{"receipt_id": "bad-1", "type": "sale", "total": "10.00"}',
-    b'{"receipt_id": "bad-2", "client_id": "c-x", "occurred_at": "2026-01-01T10:00:00+03:00", "type": "sale", "total": "-5.00"}',
-    b'{"receipt_id": "bad-3", "client_id": "c-x", "occurred_at": "2026-01-01T10:00:00+03:00", "type": "refund", "total": "5.00"}',
+    b'{"receipt_id": "bad-2", "client_id": "c-x", "occurred_at": "2026-01-01T10:00:00+03:00",'
+    b' "type": "sale", "total": "-5.00"}',
+    b'{"receipt_id": "bad-3", "client_id": "c-x", "occurred_at": "2026-01-01T10:00:00+03:00",'
+    b' "type": "refund", "total": "5.00"}',
     b'["an", "array"]',
 )
 
@@ -79,25 +81,45 @@ def _client_receipts(rng: random.Random, cfg: SimConfig, n: int) -> Iterator[dic
     k = 0
     while t < stop:
         k += 1
-        items = []
+        items: list[dict[str, Any]] = []
         for _ in range(rng.choice((1, 1, 2, 2, 3))):
             cat = rng.choices([c for c, _ in basket], [w for _, w in basket])[0]
             p_lo, p_hi = PRICES[cat]
-            items.append({"sku": f"{cat}-{rng.randrange(5)}", "category": cat, "qty": 1,
-                          "amount": _money(rng.randrange(p_lo, p_hi) * 100 + rng.choice((0, 50)))})
-        total = sum(int(i["amount"].replace(".", "")) for i in items)
+            items.append(
+                {
+                    "sku": f"{cat}-{rng.randrange(5)}",
+                    "category": cat,
+                    "qty": 1,
+                    "amount": _money(rng.randrange(p_lo, p_hi) * 100 + rng.choice((0, 50))),
+                }
+            )
+        total = sum(int(str(i["amount"]).replace(".", "")) for i in items)
         local = t.replace(hour=rng.randrange(8, 21), minute=rng.randrange(60), second=rng.randrange(60), microsecond=0)
         rid = f"r-{n:07d}-{k}"
-        yield {"receipt_id": rid, "client_id": cid, "store_id": store, "occurred_at": local.isoformat(),
-               "type": "sale", "total": _money(total), "currency": "RUB", "items": items,
-               "original_receipt_id": None}
+        yield {
+            "receipt_id": rid,
+            "client_id": cid,
+            "store_id": store,
+            "occurred_at": local.isoformat(),
+            "type": "sale",
+            "total": _money(total),
+            "currency": "RUB",
+            "items": items,
+            "original_receipt_id": None,
+        }
         if rng.random() < cfg.return_rate:
             full = rng.random() < 0.7
             amount = total if full else max(100, total // 2)
-            yield {"receipt_id": f"{rid}-ret", "client_id": cid, "store_id": store,
-                   "occurred_at": (local + timedelta(hours=rng.uniform(0.1, 20))).isoformat(),
-                   "type": "return", "total": _money(amount), "currency": "RUB",
-                   "original_receipt_id": rid}
+            yield {
+                "receipt_id": f"{rid}-ret",
+                "client_id": cid,
+                "store_id": store,
+                "occurred_at": (local + timedelta(hours=rng.uniform(0.1, 20))).isoformat(),
+                "type": "return",
+                "total": _money(amount),
+                "currency": "RUB",
+                "original_receipt_id": rid,
+            }
         if name == "one_timer":
             break
         t += timedelta(days=rng.uniform(lo, hi))
@@ -140,10 +162,14 @@ def profiles(cfg: SimConfig) -> Iterator[bytes]:
         if rng.random() >= 0.6:
             continue
         born = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 55 * 365))
-        doc: dict[str, Any] = {"client_id": f"c-{n:07d}", "birth_date": born.date().isoformat(),
-                               "gender": rng.choice(("f", "m")),
-                               "city": rng.choice(("Moscow", "Kazan", "Voronezh")),
-                               "registered_at": start.isoformat(), "tags": []}
+        doc: dict[str, Any] = {
+            "client_id": f"c-{n:07d}",
+            "birth_date": born.date().isoformat(),
+            "gender": rng.choice(("f", "m")),
+            "city": rng.choice(("Moscow", "Kazan", "Voronezh")),
+            "registered_at": start.isoformat(),
+            "tags": [],
+        }
         yield orjson.dumps(doc)
 
 
@@ -160,14 +186,28 @@ def live(cfg: SimConfig, duration: float, clock: Any) -> Iterator[bytes]:
         n += 1
         client = int(cfg.clients * rng.random() ** 2)
         basket = BASKETS[("coffee", "tea", "food")[client % 3]]
-        items = []
+        items: list[dict[str, Any]] = []
         for _ in range(rng.choice((1, 2, 3))):
             cat = rng.choices([c for c, _ in basket], [w for _, w in basket])[0]
             p_lo, p_hi = PRICES[cat]
-            items.append({"sku": f"{cat}-{rng.randrange(5)}", "category": cat, "qty": 1,
-                          "amount": _money(rng.randrange(p_lo, p_hi) * 100)})
-        total = sum(int(i["amount"].replace(".", "")) for i in items)
-        yield orjson.dumps({"receipt_id": f"live-{cfg.seed}-{started.timestamp():.0f}-{n}",
-                            "client_id": f"c-{client:07d}", "store_id": f"s-{client % cfg.store_count + 1}",
-                            "occurred_at": clock().isoformat(), "type": "sale",
-                            "total": _money(total), "currency": "RUB", "items": items})
+            items.append(
+                {
+                    "sku": f"{cat}-{rng.randrange(5)}",
+                    "category": cat,
+                    "qty": 1,
+                    "amount": _money(rng.randrange(p_lo, p_hi) * 100),
+                }
+            )
+        total = sum(int(str(i["amount"]).replace(".", "")) for i in items)
+        yield orjson.dumps(
+            {
+                "receipt_id": f"live-{cfg.seed}-{started.timestamp():.0f}-{n}",
+                "client_id": f"c-{client:07d}",
+                "store_id": f"s-{client % cfg.store_count + 1}",
+                "occurred_at": clock().isoformat(),
+                "type": "sale",
+                "total": _money(total),
+                "currency": "RUB",
+                "items": items,
+            }
+        )

@@ -23,7 +23,7 @@ from rules.receipts import Profile, Receipt
 from rules.ruleset import Dimension, RuleSet
 from rules.state import ClientState, Outcome, apply_profile, apply_receipt, initialize
 
-FOREVER = 2**62
+FOREVER = 32_503_680_000  # 3000-01-01: later than any due instant the core computes
 SUMMARY_METRICS = ("lifetime_visits", "lifetime_value", "visits_30d", "revenue_30d",
                    "avg_check_30d", "days_since_last_purchase", "mean_interval_days")
 

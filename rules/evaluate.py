@@ -33,7 +33,7 @@ from rules.metrics import CATALOGUE, MetricView
 from rules.ruleset import Dimension, Expr, RuleSet
 from rules.state import MONTHS_KEPT, ClientState
 
-FAR = 253_402_300_799  # 9999-12-31T23:59:59Z: bounds "forever" for calendar arithmetic
+FAR = 32_503_680_000  # 3000-01-01T00:00:00Z: bounds "forever" for calendar arithmetic
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ def raw_verdict(dim: Dimension, env: Env) -> Verdict:
     if dim.value is not None:
         try:
             return Verdict(_as_segment(env.run(dim.value)), f"{dim.id}.value")
-        except (TypeError, RuntimeError, ValueError):
+        except Exception:  # any CEL runtime error is "no match"
             env.errors += 1
             return Verdict(dim.default or "error", f"{dim.id}.value")
     for seg in dim.segments:
@@ -95,7 +95,7 @@ def raw_verdict(dim: Dimension, env: Env) -> Verdict:
         try:
             if env.run(seg.when) is True:
                 return Verdict(seg.id, f"{dim.id}.{seg.id}")
-        except (TypeError, RuntimeError, ValueError):
+        except Exception:  # any CEL runtime error is "no match"
             env.errors += 1
     assert dim.default is not None
     return Verdict(dim.default, f"{dim.id}.default")
@@ -180,11 +180,11 @@ class Plan:
         self.thresholds = list(unique.values())
         # constant thresholds of whole-day counters: anchor -> sorted day counts that flip
         by_anchor: dict[Any, set[int]] = {}
-        self._other_thresholds = []
+        self._other_thresholds: list[tuple[Any, Any, tuple[str, ...], RuleSet]] = []
         for th, rhs, rhs_names, rs in self.thresholds:
-            metric = CATALOGUE[th.metric]
-            if metric.kind == "days" and isinstance(rhs, (int, float)):
-                by_anchor.setdefault(metric.anchor, set()).update(
+            spec = CATALOGUE[th.metric]
+            if spec.kind == "days" and isinstance(rhs, (int, float)):
+                by_anchor.setdefault(spec.anchor, set()).update(
                     n for n in _threshold_steps(th.op, rhs) if n >= 0)
             else:
                 self._other_thresholds.append((th, rhs, rhs_names, rs))
@@ -213,7 +213,7 @@ class Plan:
                     ctx[name].setdefault(k, 0.0)
         try:
             result = self.program.execute(ctx)
-        except (TypeError, RuntimeError, ValueError):
+        except Exception:  # any CEL runtime error is "no match"
             envs: dict[int, Env] = {}
             out = []
             for rs, d in self.dims:
@@ -234,12 +234,12 @@ class Plan:
         """Instants in (after, until] at which some rule input can change."""
         out: set[int] = set()
         for anchor_fn, steps in self._day_steps:
-            anchor = anchor_fn(state)
-            if anchor is None:
+            start = anchor_fn(state)
+            if start is None:
                 continue
-            lo = bisect_right(steps, (after - anchor) // DAY_S)
+            lo = bisect_right(steps, (after - start) // DAY_S)
             for n in steps[lo:]:
-                c = anchor + n * DAY_S
+                c = start + n * DAY_S
                 if c > until:
                     break
                 if c > after:
@@ -266,7 +266,7 @@ class Plan:
                     env = envs[id(rs)] = Env(rs, MetricView(state, after, cal))
                 try:
                     value = rhs.execute({n: env.get(n) for n in names})
-                except (TypeError, RuntimeError, ValueError):
+                except Exception:  # any CEL runtime error is "no match"
                     continue
             for n in _threshold_steps(th.op, value):
                 if anchor is not None:
@@ -294,8 +294,8 @@ class Plan:
             for m in range(first, last + 1):
                 out.add(cal.month_start(m))
         if self.hysteresis:
-            for _, d in self.dims:
-                hold = hold_until(d, state.segments.get(d.id))
+            for _, dim in self.dims:
+                hold = hold_until(dim, state.segments.get(dim.id))
                 if after < hold <= until:
                     out.add(hold)
         return sorted(out)

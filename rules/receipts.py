@@ -7,10 +7,13 @@
 Reason codes: ``invalid_json``, ``not_an_object``, ``missing_field``, ``bad_type``,
 ``bad_value``, ``bad_amount``, ``negative_total``, ``unknown_type``, ``naive_timestamp``,
 ``bad_timestamp``, ``future_timestamp``, ``too_old_timestamp``.
+(:mod:`rules.state` adds two that need the client's record: beyond_retention_horizon,
+currency_mismatch.)
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -26,6 +29,11 @@ RECEIPT_TYPES = ("sale", "return")
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 _MAX_ID = 128
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?\Z")
+_INSTANT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z"
+)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +88,9 @@ def parse_money(value: Any, exponent: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise RejectedInput("bad_type", f"{field} must be a number or a decimal string", field)
     if isinstance(value, int):
-        return value * 10**exponent
+        return int(value * 10**exponent)
+    if isinstance(value, str) and not _DECIMAL.match(value):
+        raise RejectedInput("bad_amount", f"{field} must be a plain decimal like 450.00", field)
     try:
         # repr of a float is its shortest round-trip form: 450.1 -> "450.1", exact as typed
         dec = Decimal(value if isinstance(value, str) else repr(value))
@@ -103,6 +113,8 @@ def parse_time(value: Any, field: str, now: datetime | None) -> datetime:
         raise RejectedInput("bad_timestamp", f"{field} is not ISO 8601", field) from None
     if t.tzinfo is None or t.utcoffset() is None:
         raise RejectedInput("naive_timestamp", f"{field} needs a UTC offset", field)
+    if not _INSTANT.match(value):
+        raise RejectedInput("bad_timestamp", f"{field} must be YYYY-MM-DDThh:mm[:ss]±hh:mm", field)
     if t < MIN_TIME:
         raise RejectedInput("too_old_timestamp", f"{field} is before 2000-01-01", field)
     if now is not None and t > now + MAX_FUTURE:
@@ -124,7 +136,8 @@ def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
     if kind not in RECEIPT_TYPES:
         raise RejectedInput("unknown_type", f"type must be one of {RECEIPT_TYPES}", "type")
     currency = obj.get("currency", "RUB")
-    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isascii() \
+            or not currency.isalpha() or not currency.isupper():
         raise RejectedInput("bad_value", "currency must be an ISO 4217 code", "currency")
     exponent = CURRENCY_EXPONENT.get(currency, 2)
     if "total" not in obj:
@@ -184,6 +197,8 @@ def parse_profile(obj: Any, now: datetime | None) -> Profile:
         raw = obj["birth_date"]
         if not isinstance(raw, str):
             raise RejectedInput("bad_type", "birth_date must be YYYY-MM-DD", "birth_date")
+        if not _DATE.match(raw):
+            raise RejectedInput("bad_value", "birth_date must be YYYY-MM-DD", "birth_date")
         try:
             born = date.fromisoformat(raw)
         except ValueError:

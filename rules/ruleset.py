@@ -31,7 +31,15 @@ import cel
 import yaml
 
 from rules import yamlines
-from rules.celtext import LexError, Threshold, Token, free_identifiers, substitute, thresholds, tokenize
+from rules.celtext import (
+    LexError,
+    Threshold,
+    Token,
+    free_identifiers,
+    substitute,
+    thresholds,
+    tokenize,
+)
 from rules.errors import RuleSetError
 from rules.metrics import CATALOGUE, SAMPLES
 
@@ -162,10 +170,15 @@ class _Compiler:
         if not isinstance(name, str) or not _ID.match(name):
             raise self.fail("'ruleset' must be an id like my_rules", doc.line_of("ruleset"))
         params = self._params(doc.get("params"), doc.line_of("params"), None)
+        local_names: set[str] = set()
+        for dim in doc.get("dimensions") or []:
+            if isinstance(dim, dict) and isinstance(dim.get("params"), dict):
+                local_names.update(dim["params"])
         for key, value in self.overrides.items():
-            if key not in params:
+            if key in params:
+                params[key] = _coerce(key, params[key], value, self.fail)
+            elif key not in local_names:
                 raise self.fail(f"override of unknown parameter {key!r}", None)
-            params[key] = type(params[key])(value) if not isinstance(params[key], bool) else bool(value)
         lets = doc.get("let") or {}
         if not isinstance(lets, dict):
             raise self.fail("'let' must be a mapping of name: expression", doc.line_of("let"))
@@ -205,6 +218,17 @@ class _Compiler:
             if not isinstance(value, (bool, int, float, str)):
                 raise self.fail(f"parameter {key!r} must be a number, string or boolean", key_line, rule)
         return dict(raw)
+
+    def _lets_used(self, expr: Expr) -> list[str]:
+        """Let names an expression reads, directly or through other lets."""
+        found: list[str] = []
+        todo = [n for n in expr.names if n in self.lets]
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.append(name)
+                todo.extend(n for n in self.lets[name].names if n in self.lets)
+        return found
 
     def _metrics_of(self, expr: Expr) -> set[str]:
         out: set[str] = set()
@@ -259,7 +283,7 @@ class _Compiler:
             if not rhs_names:  # constant once parameters are substituted
                 try:
                     rhs_program = rhs_program.execute({})
-                except (TypeError, RuntimeError, ValueError) as exc:
+                except Exception as exc:
                     raise self.fail(f"error in {th.rhs!r}: {exc}", line, rule) from None
             compiled_th.append((th, rhs_program, rhs_names))
         expr = Expr(source, text, program, tuple(names), line or 0, tuple(compiled_th), _map_keys(tokens))
@@ -283,7 +307,7 @@ class _Compiler:
                 ctx[n] = sample
         try:
             result = expr.program.execute(ctx)
-        except (TypeError, RuntimeError, ValueError) as exc:
+        except Exception as exc:
             message = str(exc).split("\n")[0]
             raise self.fail(f"type error: {message}", line, rule) from None
         if want == "bool" and not isinstance(result, bool):
@@ -296,7 +320,7 @@ class _Compiler:
                 rhs_ctx = {n: ctx[n] if n in ctx else self._sample(n) for n in rhs_names}
                 try:
                     value = rhs_program.execute(rhs_ctx)
-                except (TypeError, RuntimeError, ValueError) as exc:
+                except Exception as exc:
                     raise self.fail(f"type error in {th.rhs!r}: {exc}", line, rule) from None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.fail(f"{th.metric} must be compared with a number", line, rule)
@@ -320,7 +344,7 @@ class _Compiler:
         merged.update(local)
         for key, value in self.overrides.items():
             if key in local:
-                merged[key] = value
+                merged[key] = _coerce(key, local[key], value, self.fail)
         min_days = _nonneg_int(raw.get("min_days", 0), lambda m: self.fail(m, raw.line_of("min_days"), dim_id))
         value_expr = None
         segments: list[Segment] = []
@@ -371,13 +395,28 @@ class _Compiler:
         for expr in dim.exprs():
             metrics |= self._metrics_of(expr)
             ths.extend(expr.thresholds)
-            for n in expr.names:
-                if n in self.lets:
-                    ths.extend(self.lets[n].thresholds)
+            for n in self._lets_used(expr):
+                ths.extend(self.lets[n].thresholds)
         dim.metrics = tuple(sorted(metrics))
         dim.thresholds = tuple(dict.fromkeys(ths))
         dim.daily_windows = tuple(sorted({CATALOGUE[m].window for m in metrics if CATALOGUE[m].kind == "daily"}))
         dim.monthly_window = max((CATALOGUE[m].window for m in metrics if CATALOGUE[m].kind == "monthly"), default=0)
+
+
+def _coerce(name: str, default: Any, value: Any, fail: Any) -> Any:
+    """An override takes the type of the parameter's default."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false"):
+                    raise ValueError(value)
+                return value.lower() == "true"
+            return bool(value)
+        if isinstance(default, (int, float)) and isinstance(value, bool):
+            raise ValueError(value)
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise fail(f"override {name}={value!r} is not a {type(default).__name__}", None) from None
 
 
 def _nonneg_int(value: Any, fail: Any) -> int:

@@ -17,7 +17,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 from datetime import date
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -34,7 +34,7 @@ _SALE = struct.Struct("<QHq")  # receipt hash, business day, amount (minor units
 _RET = struct.Struct("<QHqQ")  # receipt hash, business day, amount, original receipt hash
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     ANONYMOUS = "anonymous"
@@ -96,6 +96,12 @@ def apply_receipt(
     h = receipt_hash(receipt.receipt_id)
     if any(s[0] == h for s in state.sales) or any(r[0] == h for r in state.rets):
         return state, Outcome.DUPLICATE
+    if state.currency and receipt.currency != state.currency:
+        raise RejectedInput(
+            "currency_mismatch",
+            f"client {state.client_id} trades in {state.currency}, not {receipt.currency}",
+            "currency",
+        )
     if state.max_seen is not None and day <= cal.day(state.max_seen) - HORIZON_DAYS:
         raise RejectedInput(
             "beyond_retention_horizon",

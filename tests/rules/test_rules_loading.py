@@ -177,19 +177,10 @@ def fail_override(overrides: dict[str, object]) -> RuleSetError:
     return info.value
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: rules/ruleset.py _Compiler.build converts overrides with type(params[key])(value) "
-    "outside any try: a non-numeric override of a numeric parameter raises a bare "
-    "ValueError instead of RuleSetError (CLI: loyalty replay --param shop.many=abc -> "
-    "traceback, not exit code 2)"))
 def test_bad_override_value_is_a_rule_set_error() -> None:
     fail_override({"many": "abc"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: rules/ruleset.py _Compiler.build rejects every override not in the top-level "
-    "params ('override of unknown parameter') before _dimension() can apply it, so the "
-    "dimension-local override branch ('if key in local') is dead code"))
 def test_dimension_local_parameter_can_be_overridden() -> None:
     text = GOOD.replace("    default: idle", "    default: idle\n    params:\n      lots: 9")
     text = text.replace("visits_30d >= many", "visits_30d >= lots")
@@ -197,19 +188,26 @@ def test_dimension_local_parameter_can_be_overridden() -> None:
     assert "2" in rs.dimensions[0].segments[0].when.text  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=(
+_LOAD_CRASH = (
     "BUG: rules/ruleset.py _Compiler._typecheck catches (TypeError, RuntimeError, ValueError) "
-    "only; CEL raises ZeroDivisionError for 'visits_30d / 0 > 1' with the sample values, "
-    "which escapes load() without file, line or rule"))
-def test_division_by_zero_at_load_is_a_rule_set_error() -> None:
-    fail(with_when("visits_30d / 0 > 1"))
+    "only; CEL raises ZeroDivisionError / KeyError / OverflowError for these conditions with "
+    "the sample values, and the exception escapes load() without file, line or rule")
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=(
-    "BUG: rules/evaluate.py Plan.verdicts / raw_verdict / Env.run catch (TypeError, "
-    "RuntimeError, ValueError) only; an integer division by zero at run time "
-    "(ZeroDivisionError, also OverflowError from int(), KeyError from a map lookup) crashes "
-    "Engine.receipt/advance instead of counting as 'no match' as the module docstring says"))
+@pytest.mark.parametrize("when", [
+    pytest.param(w, id=i)
+    for w, exc, i in [
+        ("visits_30d / 0 > 1", ZeroDivisionError, "div-zero"),
+        ("visits_30d % 0 == 1", ZeroDivisionError, "mod-zero"),
+        ("category_share[top_category] > 0.5", KeyError, "map-key"),
+        ("int(lifetime_revenue * 1e30) > 1", OverflowError, "int-overflow"),
+    ]
+])
+def test_cel_runtime_errors_at_load_are_rule_set_errors(when: str) -> None:
+    exc = fail(with_when(when))
+    assert (exc.line, exc.rule) == (10, "activity.busy")
+
+
 def test_division_by_zero_at_run_time_counts_as_no_match() -> None:
     rs = loads(with_when("lifetime_visits / visits_7d > 1"), "a.yaml")
     eng = Engine([rs])
@@ -219,11 +217,6 @@ def test_division_by_zero_at_run_time_counts_as_no_match() -> None:
     assert eng.segments(s) == {"activity": "idle"} and eng.errors >= 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: rules/ruleset.py _Compiler._finalize adds the thresholds of lets named directly "
-    "by a dimension only, not of lets used through other lets; here 'score' uses 'recent' "
-    "(days_since_last_purchase <= 10): evaluation is right but next_due() returns None and "
-    "advance() never fires the change to 'stale'"))
 def test_time_thresholds_through_nested_lets() -> None:
     text = dedent("""\
         ruleset: nested

@@ -234,7 +234,8 @@ def test_loads_rejects_other_versions() -> None:
 
 def _three_years_daily() -> list[Receipt]:
     start = ts("2023-03-01T09:30:00+03:00")
-    items = [{"category": "coffee", "amount": "300.00"}, {"category": "dessert", "amount": "200.50"},
+    items = [{"category": "coffee", "amount": "300.00"},
+             {"category": "dessert", "amount": "200.50"},
              {"category": "food", "amount": "150.00"}]
     return [rcpt(f"r-0000001-{i}", start + i * DAY, "650.50", client="c-0000001", store="s-12",
                  items=items) for i in range(3 * 365)]

@@ -1,0 +1,147 @@
+"""Streaming benchmark on the real local broker: simulator -> Kafka -> one worker process.
+
+1. Throughput: N simulated receipts are produced first, then one worker (boostfeel + rfm,
+   changelog on) drains them; receipts/s = N / (last change event - first change event),
+   from the Kafka timestamps of the change events.
+2. Latency: a fresh worker gets live receipts at --rate receipts/s (new clients, so every
+   receipt yields a change event); latency = change event timestamp - receipt timestamp
+   (both Kafka CreateTime), p50/p99.
+3. Ceiling: a raw aiokafka + orjson consumer over the same receipts topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.simulate import SimConfig, generate
+from tests.integration.harness import Worker, produce_lines, read_topic, unique_env
+
+
+def bootstrap() -> str:
+    import subprocess
+
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        return env
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([str(root / "deploy/local/kafka.sh"), "start"], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+async def raw_consume(boot: str, topic: str, expected: int) -> float:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=boot, auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    await consumer.start()
+    n, started = 0, None
+    try:
+        while n < expected:
+            batch = await consumer.getmany(timeout_ms=2000, max_records=10_000)
+            if not batch:
+                break
+            if started is None:
+                started = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        orjson.loads(r.value)
+                    n += 1
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - (started or time.perf_counter()))
+
+
+def throughput(boot: str, tmp: Path, n: int) -> dict[str, float]:
+    clients = max(10, n * 2000 // 26_000)
+    lines = list(generate(SimConfig(clients=clients, days=90, seed=9)))[:n]
+    w = Worker(unique_env(boot, tmp / "tp", LOYALTY_RULES="boostfeel,rfm",
+                          LOYALTY_CLOCK="2026-06-15T00:00:00Z", LOYALTY_PARTITIONS="4"), tmp / "tp.log")
+    s = w.settings
+    produce_lines(s, lines)
+    w.start()
+    last_count, stable = -1, 0
+    try:
+        while stable < 3:
+            time.sleep(3)
+            records = read_topic(s, s.topic_changes, idle=1.0)
+            stable = stable + 1 if len(records) == last_count else 0
+            last_count = len(records)
+    finally:
+        w.stop()
+    stamps = sorted(r.timestamp for r in records)
+    seconds = (stamps[-1] - stamps[0]) / 1000
+    raw = asyncio.run(raw_consume(boot, s.topic_receipts, len(lines)))
+    return {"receipts": len(lines), "change_events": len(records), "seconds": round(seconds, 1),
+            "receipts_per_s": round(len(lines) / seconds), "raw_aiokafka_orjson_per_s": round(raw)}
+
+
+def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, float]:
+    w = Worker(unique_env(boot, tmp / "lat", LOYALTY_RULES="boostfeel,rfm", LOYALTY_PARTITIONS="4"),
+               tmp / "lat.log")
+    s = w.settings
+    w.start()
+    rng = random.Random(3)
+
+    def live():
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < seconds:
+            n += 1
+            yield orjson.dumps({"receipt_id": f"lat-{n}", "client_id": f"n-{n}-{rng.randrange(10**6)}",
+                                "occurred_at": datetime.now(UTC).isoformat(), "type": "sale",
+                                "total": f"{rng.randrange(100, 900)}.00",
+                                "items": [{"category": "coffee", "amount": "100.00"}]})
+
+    try:
+        produce_lines(s, list(live()) if False else live(), rate=rate)  # type: ignore[arg-type]
+        time.sleep(10)
+        sent = {orjson.loads(r.value)["receipt_id"]: r.timestamp for r in read_topic(s, s.topic_receipts)}
+        lat = []
+        for r in read_topic(s, s.topic_changes):
+            e = orjson.loads(r.value)
+            rid = e["data"].get("receipt_id")
+            if rid in sent and e["data"]["dimension"] == "boostfeel":
+                lat.append(r.timestamp - sent[rid])
+    finally:
+        w.stop()
+    lat.sort()
+    return {"rate": rate, "seconds": seconds, "receipts": len(sent), "measured": len(lat),
+            "p50_ms": lat[len(lat) // 2] if lat else None,
+            "p99_ms": lat[int(len(lat) * 0.99)] if lat else None,
+            "max_ms": lat[-1] if lat else None,
+            "mean_ms": round(statistics.fmean(lat), 1) if lat else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--receipts", type=int, default=100_000)
+    ap.add_argument("--rate", type=float, action="append", default=None)
+    ap.add_argument("--seconds", type=float, default=30)
+    args = ap.parse_args()
+    boot = bootstrap()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                  "throughput": throughput(boot, tmp, args.receipts),
+                  "latency": [latency(boot, tmp, r, args.seconds) for r in (args.rate or [1000, 5000])]}
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
