@@ -109,3 +109,23 @@ install_kustomize() {
 install_promtool
 if [[ "$WITH_PYTHON" -eq 1 ]]; then install_python_tools; fi
 if [[ "$WITH_KUSTOMIZE" -eq 1 ]]; then install_kustomize; fi
+
+# -----------------------------------------------------------------------------------------
+# chromium: the dashboard browser test (tests/integration/test_dashboard.py) drives Debian's
+# /usr/bin/chromium through Playwright (PyPI `playwright`, dev dependency) with
+# executable_path; Playwright's own browser downloads are never used. Idempotent.
+# -----------------------------------------------------------------------------------------
+install_chromium() {
+  if [[ -x /usr/bin/chromium ]]; then
+    say "chromium present: /usr/bin/chromium"
+    return 0
+  fi
+  command -v apt-get >/dev/null || die "apt-get not found: install chromium by other means"
+  say "installing Debian package 'chromium' ..."
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq chromium >/dev/null
+  [[ -x /usr/bin/chromium ]] || die "package 'chromium' installed but /usr/bin/chromium is missing"
+  say "chromium installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+}
+install_chromium

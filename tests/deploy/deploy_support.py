@@ -119,7 +119,11 @@ def grafana_expr_for_promtool(expr: str) -> str:
 
 
 def find_tool(name: str) -> str | None:
-    """A command on PATH or next to this interpreter (the project venv's bin/)."""
+    """A command named by $<NAME> (e.g. PROMTOOL=/path/to/promtool), on PATH, or next to
+    this interpreter (the project venv's bin/)."""
+    override = os.environ.get(name.upper().replace("-", "_"))
+    if override:
+        return override
     found = shutil.which(name)
     if found:
         return found

@@ -182,7 +182,8 @@ def test_kafka_kraft_single_node(compose: dict[str, Any]) -> None:
     advertised = dict(
         item.split("://", 1) for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     )
-    protocols = dict(item.split(":", 1) for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    protocol_map = env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    protocols = dict(item.split(":", 1) for item in protocol_map.split(","))
     assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
     assert set(listeners) <= set(protocols)
     assert "CONTROLLER" not in advertised
@@ -211,10 +212,12 @@ def test_grafana_anonymous_viewer_and_provisioning(compose: dict[str, Any]) -> N
     env = _env(svc)
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
-    mounts = {spec.split(":")[1]: spec.split(":")[0] for spec in svc["volumes"] if spec.startswith("./")}
-    assert mounts["/etc/grafana/provisioning/datasources"] == "./deploy/grafana/provisioning/datasources"
-    assert mounts["/etc/grafana/provisioning/dashboards"] == "./deploy/grafana/provisioning/dashboards"
-    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml").read_text())
+    mounts = {s.split(":")[1]: s.split(":")[0] for s in svc["volumes"] if s.startswith("./")}
+    prov = "/etc/grafana/provisioning"
+    assert mounts[f"{prov}/datasources"] == "./deploy/grafana/provisioning/datasources"
+    assert mounts[f"{prov}/dashboards"] == "./deploy/grafana/provisioning/dashboards"
+    providers_file = ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml"
+    provider = yaml.safe_load(providers_file.read_text())
     dash_path = provider["providers"][0]["options"]["path"]
     assert mounts[dash_path] == "./deploy/grafana/dashboards"
     home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")

@@ -83,7 +83,8 @@ def test_kustomization_lists_every_manifest() -> None:
     assert kust["namespace"] == NAMESPACE
     assert sorted(kust["resources"]) == sorted(p.name for p in _manifest_files())
     image_names = {i["name"] for i in kust.get("images", [])}
-    assert {c["image"].split(":")[0] for c in _one("StatefulSet")["spec"]["template"]["spec"]["containers"]} <= image_names
+    containers = _one("StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert {c["image"].split(":")[0] for c in containers} <= image_names
 
 
 # ------------------------------------------------------------------ StatefulSet
@@ -186,7 +187,8 @@ def test_services(sts: dict[str, Any]) -> None:
         assert svc["spec"]["selector"].items() <= pod_labels.items()
         ports = svc["spec"]["ports"]
         assert [p["port"] for p in ports] == [WEB_PORT]
-        named = {p["name"]: p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        container_ports = sts["spec"]["template"]["spec"]["containers"][0]["ports"]
+        named = {p["name"]: p["containerPort"] for p in container_ports}
         target = ports[0].get("targetPort", WEB_PORT)
         assert named.get(target, target) == WEB_PORT
 
