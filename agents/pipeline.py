@@ -10,6 +10,7 @@ Flow::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +44,9 @@ class Pipeline:
     clients: Any  # faust Table: client id -> codecs.table_value
     due: Any  # faust Table: codecs.due_key -> b""
     inflight: dict[bytes, float]
+    fault_stall_partition: int
     input_next: dict[Any, int]  # input TP -> next offset to route (watermark for due ticks)
+    detector: Any = None  # agents.monitor's StallDetector, set at registration
 
 
 def _events_of(stream: Any) -> Any:
@@ -67,6 +70,9 @@ def register(p: Pipeline, due_interval: float) -> None:
         async for event in stream.events():
             raw = event.value
             msg = event.message
+            if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
+                log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
+                await asyncio.Event().wait()
             try:
                 client_id, env = route(raw, kind, p.clock())
             except RejectedInput as exc:
@@ -90,6 +96,7 @@ def register(p: Pipeline, due_interval: float) -> None:
     async def process(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
+            p.input_next[event.message.tp] = event.message.offset + 1
             key: bytes = event.key
             message: bytes = event.value
             try:

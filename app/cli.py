@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -143,6 +142,25 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_scenarios_check(args: argparse.Namespace) -> int:
+    from agents.scenarios import load_scenario
+    from rules.scenarios import check_against
+
+    rulesets = [load_ruleset(spec) for spec in args.rules]
+    failed = 0
+    for spec in args.files:
+        try:
+            sc = load_scenario(spec)
+            if rulesets:
+                check_against(sc, rulesets)
+        except RuleSetError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        print(f"ok: {sc.path}: scenario {sc.id} version {sc.version}: {sc.summary()}")
+    return 1 if failed else 0
+
+
 def cmd_rules_list(args: argparse.Namespace) -> int:
     for name in preset_names():
         rs = load_ruleset(name)
@@ -194,6 +212,11 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_rules_list)
     m = rsub.add_parser("metrics", help="print the metric catalogue")
     m.set_defaults(fn=cmd_metrics)
+    sc = sub.add_parser("scenarios", help="scenarios").add_subparsers(dest="scenarios_command", required=True)
+    scc = sc.add_parser("check", help="validate scenario files (preset names or paths)")
+    scc.add_argument("files", nargs="+")
+    scc.add_argument("--rules", action="append", default=[], help="also check against these rule sets")
+    scc.set_defaults(fn=cmd_scenarios_check)
     _add_service_commands(sub)
     return p
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.transport.producer import ProducerBuffer
 
+from app import faust_patches
 from app.metrics import Metrics
 from app.settings import Settings
 from rules import Engine, load_ruleset
@@ -53,12 +55,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         consumer_max_fetch_size=4 * 1024 * 1024,
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
-        broker_commit_every=5000,
-        broker_commit_interval=1.0,
+        broker_commit_every=10_000,
+        broker_commit_interval=2.8,
         table_standby_replicas=0,
         web_stats_enabled=False,
         web_graph_enabled=False,
     )
+    # Table writes go through Faust's producer buffer; the conductor stops consuming while it
+    # holds more than max_messages (default 100), which throttled the agent to a few hundred
+    # events/s here. A larger buffer lets the changelog sends batch.
+    ProducerBuffer.max_messages = settings.producer_buffer
+    faust_patches.apply(settings.fast_drain)
     metrics = metrics or Metrics.create()
     setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix="loyalty")
     n = settings.partitions
@@ -78,10 +85,20 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         due=app.Table("due", key_type=bytes, value_type=bytes, partitions=n,
                       options=rocksdb_options(settings)),
         inflight={},
+        fault_stall_partition=settings.fault_stall_partition,
         input_next={},
     )
     register(pipeline, settings.due_interval)
+    from agents.monitor import register_monitor
+
+    register_monitor(app, pipeline, settings)
     from app.web import register_web
 
     register_web(app, pipeline, settings)
+    from agents.projector import register_projector
+
+    register_projector(app, pipeline, settings)
+    from agents.scenarios import register_scenarios
+
+    register_scenarios(app, pipeline, settings)
     return app, pipeline

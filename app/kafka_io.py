@@ -18,7 +18,7 @@ from app.settings import Settings
 
 def service_topics(settings: Settings) -> list[str]:
     return [settings.topic_receipts, settings.topic_profiles, settings.topic_changes,
-            settings.topic_dlq, settings.topic_client_events]
+            settings.topic_dlq, settings.topic_client_events, settings.topic_actions, settings.topic_actions_dlq]
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,

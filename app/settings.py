@@ -24,6 +24,11 @@
 | LOYALTY_API_TOKEN | (empty: auth off) | bearer token for the HTTP API |
 | LOYALTY_STALL_TIMEOUT | 120 | seconds of lag without progress before a partition counts as stalled |
 | LOYALTY_LOG_LEVEL | info | log level |
+| LOYALTY_PRODUCER_BUFFER | 5000 | Faust producer buffer (messages) before consumption pauses |
+| LOYALTY_FAST_DRAIN | false | opt-in consumer patch, ~2x events/s (see app/faust_patches.py) |
+| LOYALTY_STALL_ACTION | none | on a stalled partition: none (not ready only), seek, exit (code 70) |
+| LOYALTY_LOG_FORMAT | text | text or json (one JSON object per line) |
+| LOYALTY_FAULT_STALL_PARTITION | -1 | fault injection for tests: the router blocks on this input partition |
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise SettingsError(name, f"expected an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(name, f"must be >= {minimum}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, options: tuple[str, ...]) -> str:
+    value = env.get(name) or options[0]
+    if value not in options:
+        raise SettingsError(name, f"one of {', '.join(options)}, got {value!r}")
     return value
 
 
@@ -87,6 +99,17 @@ class Settings:
     api_token: str = ""
     stall_timeout: float = 120.0
     log_level: str = "info"
+    producer_buffer: int = 5000
+    stall_action: str = "none"
+    fast_drain: bool = False
+    log_format: str = "text"
+    fault_stall_partition: int = -1
+    topic_actions: str = "loyalty.scenario-actions"
+    topic_actions_dlq: str = "loyalty.scenario-actions.dlq"
+    scenarios: tuple[str, ...] = ("all",)
+    webhook_url: str = ""
+    webhook_attempts: int = 5
+    webhook_backoff: float = 0.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +148,17 @@ class Settings:
             api_token=g("LOYALTY_API_TOKEN", cls.api_token),
             stall_timeout=_float(env, "LOYALTY_STALL_TIMEOUT", cls.stall_timeout),
             log_level=g("LOYALTY_LOG_LEVEL", cls.log_level),
+            producer_buffer=_int(env, "LOYALTY_PRODUCER_BUFFER", cls.producer_buffer, 100),
+            stall_action=_choice(env, "LOYALTY_STALL_ACTION", ("none", "seek", "exit")),
+            fast_drain=g("LOYALTY_FAST_DRAIN", "false").lower() in ("1", "true", "yes"),
+            log_format=_choice(env, "LOYALTY_LOG_FORMAT", ("text", "json")),
+            fault_stall_partition=int(g("LOYALTY_FAULT_STALL_PARTITION", "-1") or -1),
+            topic_actions=g("LOYALTY_TOPIC_ACTIONS", cls.topic_actions),
+            topic_actions_dlq=g("LOYALTY_TOPIC_ACTIONS_DLQ", cls.topic_actions_dlq),
+            scenarios=tuple(x.strip() for x in g("LOYALTY_SCENARIOS", "all").split(",") if x.strip()),
+            webhook_url=g("LOYALTY_WEBHOOK_URL", cls.webhook_url),
+            webhook_attempts=_int(env, "LOYALTY_WEBHOOK_ATTEMPTS", cls.webhook_attempts, 1),
+            webhook_backoff=_float(env, "LOYALTY_WEBHOOK_BACKOFF", cls.webhook_backoff),
         )
         try:
             from zoneinfo import ZoneInfo

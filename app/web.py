@@ -1,13 +1,42 @@
-"""HTTP views on the Faust web server: health, readiness."""
+"""HTTP on the Faust web server: health, readiness, the API, the dashboard.
+
+* ``/health``, ``/ready``, ``/metrics`` (Prometheus), ``/openapi.json``, ``/dashboard`` and
+  ``/static/*`` are public: the dashboard page and its scripts hold no data; the page calls
+  the API with the token it is given (``?token=`` or its input box).
+* Everything else needs ``Authorization: Bearer <LOYALTY_API_TOKEN>`` when that setting is
+  not empty (401 JSON otherwise). The API is in :mod:`app.api`; routes are added to the
+  worker's aiohttp application directly (no Faust view wrapper on the POS lookup path).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import faust
+from aiohttp import web
 from faust.web import Request, Response, View
+from redis.exceptions import RedisError
 
+from app import codecs
+from app.api import Api, ApiError, bad, json_response
+from app.openapi import document
+from app.projection import Projection, namespace
 from app.settings import Settings
+from rules import Engine, LoyaltyError
+from rules.calendar import iso, to_epoch
+from rules.ruleset import loads as load_ruleset_text
+from rules.state import loads as load_state
+
+log = logging.getLogger("loyalty.web")
+STATIC = Path(__file__).resolve().parent / "static"
+PUBLIC = ("/health", "/ready", "/metrics", "/openapi.json", "/dashboard", "/static/")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TableItems = Callable[[], Iterable[tuple[bytes, bytes]]]
 
 
 def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
@@ -17,6 +46,149 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
 
     @app.page("/ready")
     async def ready(self: View, request: Request) -> Response:
-        ok = not app.rebalancing and app.consumer is not None
+        detector = pipeline.detector
+        stalled = sorted(f"{tp.topic}[{tp.partition}]" for tp in detector.stalled) if detector else []
+        ok = not app.rebalancing and app.consumer is not None and not stalled
         pipeline.metrics.ready.set(1 if ok else 0)
-        return self.json({"ready": ok}, status=200 if ok else 503)
+        return self.json({"ready": ok, "stalled": stalled}, status=200 if ok else 503)
+
+    projection = Projection.from_url(settings.redis_url, namespace(settings.app_id),
+                                     settings.timezone)
+    api = Api(projection, pipeline.engine, pipeline.clock)
+    web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]
+    mount(web_app, api, settings.api_token, lambda: pipeline.clients.data.items())
+
+
+def mount(web_app: web.Application, api: Api, token: str, table_items: TableItems) -> None:
+    """Add the API, OpenAPI document, dashboard and middlewares to an aiohttp app."""
+    web_app.middlewares.append(errors_middleware)
+    web_app.middlewares.append(auth_middleware(token))
+    web_app.add_routes(api.routes())
+    spec = document()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(spec)
+
+    async def dashboard(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "dashboard.html")
+
+    async def preview(request: web.Request) -> web.Response:
+        return await rules_preview(request, api, table_items)
+
+    async def close(_: web.Application) -> None:
+        await api.projection.close()
+
+    web_app.add_routes([web.get("/openapi.json", openapi), web.get("/dashboard", dashboard),
+                        web.post("/rules/preview", preview),
+                        web.static("/static/", STATIC)])
+    web_app.on_cleanup.append(close)
+
+
+def _public(path: str) -> bool:
+    return any(path == p or (p.endswith("/") and path.startswith(p)) for p in PUBLIC)
+
+
+def auth_middleware(token: str) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token and not _public(request.path):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise ApiError(401, "unauthorized", "missing or invalid bearer token")
+        return await handler(request)
+
+    return auth
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON errors, never a stack trace."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        resp = exc.response()
+        if exc.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="loyalty"'
+        return resp
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "http_error")
+        return json_response({"error": code, "message": exc.reason}, exc.status)
+    except (RedisError, OSError) as exc:
+        log.warning("projection unavailable for %s: %s: %s", request.path, type(exc).__name__, exc)
+        return json_response({"error": "unavailable",
+                              "message": "the projection store (Redis) is unavailable"}, 503)
+    except Exception:
+        log.exception("error handling %s %s", request.method, request.path)
+        return json_response({"error": "internal", "message": "internal error"}, 500)
+
+
+# -- rule preview -------------------------------------------------------------------------------
+
+async def rules_preview(request: web.Request, api: Api, table_items: TableItems) -> web.Response:
+    """Rule set YAML in the body -> per segment: clients before/after, entering, leaving.
+
+    Evaluated now (the service clock) over the clients of this worker's active partitions
+    with a new engine; nothing is written or published."""
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad("body", "the rule set must be UTF-8 text") from None
+    if not text.strip():
+        raise bad("body", "send a rule set (YAML) as the request body")
+    try:
+        engine = Engine([load_ruleset_text(text, "<request body>")], tz=api.engine.cal.name)
+    except LoyaltyError as exc:
+        raise bad("body", str(exc)) from None
+    now = to_epoch(api.clock())
+    result = await preview_counts(engine, table_items(), now)
+    rs = engine.rulesets[0]
+    return json_response({"ruleset": rs.name, "version": rs.version, "as_of": iso(now),
+                          "scope": "clients of this worker's active partitions", **result})
+
+
+async def preview_counts(engine: Engine, items: Iterable[tuple[bytes, bytes]],
+                         now: int) -> dict[str, Any]:
+    dims = [d.id for _, d in engine.dims]
+    stats: dict[str, dict[str, dict[str, int]]] = {d: {} for d in dims}
+    changed = dict.fromkeys(dims, 0)
+    clients = 0
+
+    def bump(dim: str, seg: str, field: str) -> None:
+        row = stats[dim].setdefault(seg, {"before": 0, "after": 0, "enter": 0, "leave": 0})
+        row[field] += 1
+
+    for n, (_key, value) in enumerate(items):
+        if n % 500 == 499:
+            await asyncio.sleep(0)  # let the worker breathe
+        try:
+            state = load_state(codecs.split_table_value(value)[1])
+        except Exception:
+            continue
+        clients += 1
+        before = {d: str(state.segments[d][0]) for d in dims if d in state.segments}
+        state.segments = {d: v for d, v in state.segments.items() if d in dims}
+        if state.has_purchase:
+            at = max(now, state.clock)
+            engine.advance(state, at)
+            engine._evaluate(state, at, "preview", None)
+        after = {d: str(state.segments[d][0]) for d in dims if d in state.segments}
+        for dim in dims:
+            b, a = before.get(dim), after.get(dim)
+            if b is not None:
+                bump(dim, b, "before")
+            if a is not None:
+                bump(dim, a, "after")
+            if a != b:
+                changed[dim] += 1
+                if b is not None:
+                    bump(dim, b, "leave")
+                if a is not None:
+                    bump(dim, a, "enter")
+    return {"clients": clients,
+            "dimensions": {d: {"changed": changed[d], "segments": dict(sorted(stats[d].items()))}
+                           for d in dims}}

@@ -67,11 +67,14 @@ async def raw_consume(boot: str, topic: str, expected: int) -> float:
     return n / (time.perf_counter() - (started or time.perf_counter()))
 
 
+EXTRA: dict[str, str] = {}
+
+
 def throughput(boot: str, tmp: Path, n: int) -> dict[str, float]:
     clients = max(10, n * 2000 // 26_000)
     lines = list(generate(SimConfig(clients=clients, days=90, seed=9)))[:n]
     w = Worker(unique_env(boot, tmp / "tp", LOYALTY_RULES="boostfeel,rfm",
-                          LOYALTY_CLOCK="2026-06-15T00:00:00Z", LOYALTY_PARTITIONS="4"), tmp / "tp.log")
+                          LOYALTY_CLOCK="2026-06-15T00:00:00Z", LOYALTY_PARTITIONS="4", **EXTRA), tmp / "tp.log")
     s = w.settings
     produce_lines(s, lines)
     w.start()
@@ -92,8 +95,9 @@ def throughput(boot: str, tmp: Path, n: int) -> dict[str, float]:
 
 
 def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, float]:
-    w = Worker(unique_env(boot, tmp / "lat", LOYALTY_RULES="boostfeel,rfm", LOYALTY_PARTITIONS="4"),
-               tmp / "lat.log")
+    w = Worker(unique_env(boot, tmp / f"lat{rate:.0f}", LOYALTY_RULES="boostfeel,rfm", LOYALTY_PARTITIONS="4",
+                          **EXTRA),
+               tmp / f"lat{rate:.0f}.log")
     s = w.settings
     w.start()
     rng = random.Random(3)
@@ -109,7 +113,7 @@ def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, floa
                                 "items": [{"category": "coffee", "amount": "100.00"}]})
 
     try:
-        produce_lines(s, list(live()) if False else live(), rate=rate)  # type: ignore[arg-type]
+        produce_lines(s, live(), rate=rate)  # type: ignore[arg-type]
         time.sleep(10)
         sent = {orjson.loads(r.value)["receipt_id"]: r.timestamp for r in read_topic(s, s.topic_receipts)}
         lat = []
@@ -133,11 +137,15 @@ def main() -> None:
     ap.add_argument("--receipts", type=int, default=100_000)
     ap.add_argument("--rate", type=float, action="append", default=None)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--fast-drain", action="store_true", help="LOYALTY_FAST_DRAIN=true (opt-in patch)")
     args = ap.parse_args()
+    if args.fast_drain:
+        EXTRA["LOYALTY_FAST_DRAIN"] = "true"
     boot = bootstrap()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        result = {"fast_drain": args.fast_drain, "machine": machine,
                   "throughput": throughput(boot, tmp, args.receipts),
                   "latency": [latency(boot, tmp, r, args.seconds) for r in (args.rate or [1000, 5000])]}
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

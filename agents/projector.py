@@ -1,0 +1,376 @@
+"""The projector: segment changes -> the Redis projection (:mod:`app.projection`).
+
+A task of the worker with its own Kafka consumer (group ``<app id>-projector``) on the
+segment-changes topic, apart from Faust's consumer: while Redis is down it retries the same
+batch with backoff (counting ``loyalty_projection_errors``, ``loyalty_projection_lag_seconds``
+growing) and neither polls nor commits, so nothing is lost and the Faust agents go on
+(receipts are processed, changes are published). A Faust agent would not do: once its
+buffer is full, Faust's conductor waits for it and every agent of the worker stops. When
+Redis answers again the projector goes on from its committed offset.
+
+Each change is enriched, when the client's record is in this worker's ``clients`` table,
+with every summary metric (``Engine.metrics`` at the client's clock) for the POS lookup.
+
+``loyalty projection rebuild`` fills a fresh generation of the keyspace from Kafka:
+
+1. the segment-changes topic from its beginning (history: transitions per day, last
+   month's segment, previous segments),
+2. then the ``<app id>-clients-changelog`` topic (the compacted changelog of the clients
+   table: every client's current segments and metrics, complete even where the changes
+   topic's retention has dropped old changes),
+3. copies snapshot and transition days the new generation lacks from the old one (history
+   older than the topic's retention),
+4. switches readers and writers to the new generation, applies the changes published
+   meanwhile, and deletes the old generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+
+from app import codecs
+from app.projection import (
+    REVENUE_METRIC,
+    Projection,
+    Update,
+    cents,
+    drop_generation,
+    namespace,
+    text,
+)
+from app.settings import Settings
+from rules import Engine
+from rules.state import loads as load_state
+
+log = logging.getLogger("loyalty.projector")
+SNAPSHOT_EVERY = 10.0  # seconds between timer runs
+SNAPSHOT_IDLE = 300.0  # snapshot at least this often even without changes
+
+
+def state_updates(engine: Engine, client_id: str, value: bytes) -> list[Update]:
+    """Updates that make the projection hold one client's current state (no counting)."""
+    _, raw = codecs.split_table_value(value)
+    state = load_state(raw)
+    if not state.segments:
+        return []
+    metrics = engine.metrics(state, state.clock)
+    blob = orjson.dumps(metrics)
+    revenue = cents(metrics.get(REVENUE_METRIC))
+    return [Update(client_id, dim, str(seg), str(prev or ""), int(since), count=False,
+                   metrics=blob, metrics_at=state.clock, revenue=revenue)
+            for dim, (seg, since, prev) in sorted(state.segments.items())]
+
+
+class Projector:
+    def __init__(self, settings: Settings, pipeline: Any,
+                 projection: Projection | None = None) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = pipeline.metrics
+        self.engine: Engine = pipeline.engine
+        self.projection = projection or Projection.from_url(
+            settings.redis_url, namespace(settings.app_id), settings.timezone)
+        self.applied = 0
+        self.last_snapshot: tuple[str, float] | None = None
+        self.dirty = True
+        self._last_warning = 0.0
+        self._value_dims = {d.id for _, d in self.engine.dims if d.value is not None}
+
+    def _stored(self, key: bytes, partition: int) -> bytes | None:
+        """The client's table value if its partition is active in this worker.
+
+        The changes topic is keyed by client id like client-events, so partition numbers
+        match when both have the same partition count (otherwise: no value, no harm)."""
+        try:
+            p = self.pipeline
+            tp = TP(p.client_events.get_topic_name(), partition)
+            if tp not in p.app.assignor.assigned_actives():
+                return None
+            store = p.clients.data
+            dbs = getattr(store, "_dbs", None)
+            if dbs is None:  # memory store
+                value = store.get(key)
+            else:
+                db = dbs.get(partition)
+                value = db.get(key) if db is not None else None
+            return value if isinstance(value, bytes) else None
+        except Exception:  # enrichment is best effort: the change itself is projected
+            log.debug("no table value for %r", key, exc_info=True)
+            return None
+
+    def update_of(self, event: dict[str, Any], partition: int,
+                  cache: dict[str, tuple[dict[str, Any], int] | None] | None = None) -> Update:
+        """The update for one change, with the client's summary metrics when its record
+        is here (``cache``: per batch, one metrics computation per client)."""
+        cid = str(event["data"]["client_id"])
+        cache = {} if cache is None else cache
+        if cid not in cache:
+            cache[cid] = None
+            stored = self._stored(cid.encode(), partition)
+            if stored is not None:
+                try:
+                    state = load_state(codecs.split_table_value(stored)[1])
+                    cache[cid] = (self.engine.metrics(state, state.clock), state.clock)
+                except Exception:
+                    log.debug("cannot enrich %r", cid, exc_info=True)
+        found = cache[cid]
+        return Update.from_event(event, *found) if found else Update.from_event(event)
+
+    async def apply_records(self, records: list[Any]) -> int:
+        """Project Kafka records of the changes topic (in offset order per partition)."""
+        updates: list[Update] = []
+        cache: dict[str, tuple[dict[str, Any], int] | None] = {}
+        for rec in records:
+            try:
+                updates.append(self.update_of(orjson.loads(rec.value), rec.partition, cache))
+            except Exception:  # not a change event: nothing to project
+                self.metrics.projection_errors.inc()
+                log.exception("skipping malformed change at %s[%s]@%s", rec.topic,
+                              rec.partition, rec.offset)
+        stamps = [rec.timestamp / 1000.0 for rec in records if rec.timestamp]
+        await self.apply_with_retry(updates, min(stamps, default=0.0))
+        self.metrics.projection_lag.set(max(0.0, time.time() - max(stamps)) if stamps else 0.0)
+        return len(updates)
+
+    async def run(self) -> None:
+        """Consume the changes topic in this worker's own consumer group for the projection
+        (``<app id>-projector``); commit only what Redis has taken."""
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker trouble: start over from the committed offsets
+                self.metrics.projection_errors.inc()
+                log.warning("projector consumer failed (%s: %s); restarting in 5 s",
+                            type(exc).__name__, exc)
+                await asyncio.sleep(5.0)
+
+    async def _consume(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.errors import KafkaError
+
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            s.topic_changes, bootstrap_servers=s.kafka_bootstrap, group_id=f"{s.app_id}-projector",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
+            max_poll_interval_ms=3_600_000)  # a Redis outage is not a reason to leave the group
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                for tp, records in batch.items():
+                    if not records:
+                        continue
+                    await self.apply_records(records)
+                    try:
+                        await consumer.commit({tp: records[-1].offset + 1})
+                    except KafkaError as exc:  # rebalanced meanwhile: redelivery is harmless
+                        log.warning("projector commit failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            await consumer.stop()
+
+    async def apply_with_retry(self, updates: list[Update], oldest: float) -> None:
+        delay = 0.1
+        while True:
+            try:
+                results = await self.projection.apply(updates)
+            except Exception as exc:  # Redis down, timeouts, failover: wait and retry
+                self.metrics.projection_errors.inc()
+                if oldest:
+                    self.metrics.projection_lag.set(max(0.0, time.time() - oldest))
+                now = time.monotonic()
+                if now - self._last_warning > 30:
+                    self._last_warning = now
+                    log.warning("projection write failed (%s: %s); retrying, not acking",
+                                type(exc).__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            applied = sum(results)
+            self.applied += applied
+            self.dirty = self.dirty or applied > 0
+            return
+
+    async def snapshot_tick(self) -> None:
+        """Daily snapshot: rewritten while the day lasts, so the last write is the day's."""
+        now = self.pipeline.clock()
+        day = self.projection.days.day(int(now.timestamp()))
+        mono = time.monotonic()
+        last = self.last_snapshot
+        if last is not None and last[0] == day and not self.dirty and mono - last[1] < SNAPSHOT_IDLE:
+            return
+        try:
+            self.dirty = False
+            await self.projection.snapshot(day)
+            self.last_snapshot = (day, mono)
+            dims: dict[str, list[str]] = {
+                d.id: [x.id for x in d.segments] + ([d.default] if d.default else [])
+                for _, d in self.engine.dims if d.id not in self._value_dims}
+            for dim, segs in (await self.projection.sizes(dims)).items():
+                for seg in dict.fromkeys(dims[dim] + list(segs)):
+                    self.metrics.segment_clients.labels(dim, seg).set(segs.get(seg, 0))
+        except Exception as exc:
+            self.dirty = True
+            self.metrics.projection_errors.inc()
+            log.warning("projection snapshot failed: %s: %s", type(exc).__name__, exc)
+
+
+def register_projector(app: faust.App, pipeline: Any, settings: Settings) -> Projector:
+    projector = Projector(settings, pipeline)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def project() -> None:
+        await projector.run()
+
+    @app.timer(SNAPSHOT_EVERY, name="projection_snapshots")  # type: ignore[untyped-decorator]
+    async def snapshots() -> None:
+        await projector.snapshot_tick()
+
+    return projector
+
+
+# -- rebuild ----------------------------------------------------------------------------------
+
+async def read_topic(settings: Settings, topic: str, on_batch: Callable[[list[Any]], Awaitable[None]],
+                     start: dict[int, int] | None = None) -> dict[int, int]:
+    """Feed ``on_batch`` every record of ``topic`` from ``start`` (default: the beginning)
+    up to the end offsets at the call; return those end offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return {}
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:  # not in the cached metadata yet: load it
+            await consumer._client.add_topic(topic)
+            parts = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        left = set()
+        for tp in tps:
+            begin = max(firsts[tp], (start or {}).get(tp.partition, 0))
+            consumer.seek(tp, begin)
+            if begin < ends[tp]:
+                left.add(tp)
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=2000)
+            for tp, records in batch.items():
+                records = [r for r in records if r.offset < ends[tp]]
+                if records:
+                    await on_batch(records)
+            for tp in list(left):
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+        return {tp.partition: ends[tp] for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None] = print,
+                  settle: float = 2.0) -> dict[str, Any]:
+    proj = Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
+    redis = proj.redis
+    lock = f"{proj.ns}:rebuild:lock"
+    if not await redis.set(lock, str(time.time()), nx=True, ex=3600):
+        await proj.close()
+        raise SystemExit(f"a rebuild is already running (delete {lock} if it is not)")
+    stats = {"changes": 0, "changes_applied": 0, "clients": 0, "catch_up": 0}
+    try:
+        old = await proj.generation(0.0)
+        new = str(max(int(await redis.incr(f"{proj.ns}:gen:seq")), int(old) + 1))
+        await drop_generation(redis, proj.prefix(new))
+        say(f"rebuilding generation {new} (current {old})")
+
+        async def changes(records: list[Any], key: str = "changes") -> None:
+            updates = [Update.from_event(orjson.loads(r.value)) for r in records]
+            results = await proj.apply(updates, gen=new)
+            stats[key] += len(updates)
+            stats["changes_applied"] += sum(results)
+
+        async def changelog(records: list[Any]) -> None:
+            latest = {r.key: r.value for r in records if r.key is not None}  # last write wins
+            updates: list[Update] = []
+            for key, value in latest.items():
+                if value is not None:  # None: a tombstone
+                    updates += state_updates(engine, key.decode(), value)
+                    stats["clients"] += 1
+            await proj.apply(updates, gen=new)
+
+        ends = await read_topic(settings, settings.topic_changes, changes)
+        say(f"changes topic: {stats['changes']} changes, {stats['changes_applied']} applied")
+        await read_topic(settings, f"{settings.app_id}-clients-changelog", changelog)
+        say(f"clients changelog: {stats['clients']} records")
+        copied = await _copy_history(proj, old, new)
+        await redis.set(proj.gen_key, new)
+        say(f"switched to generation {new}; copied {copied} history keys from {old}")
+
+        async def catch_up(records: list[Any]) -> None:
+            await changes(records, "catch_up")
+
+        await asyncio.sleep(settle)  # writers re-read the generation within a second
+        await read_topic(settings, settings.topic_changes, catch_up, start=ends)
+        await proj.snapshot(proj.days.day(int(settings.clock_fn()().timestamp())), gen=new)
+        stats["deleted"] = await drop_generation(redis, proj.prefix(old))
+        stats["generation"] = int(new)
+        say(orjson.dumps(stats).decode())
+        return stats
+    finally:
+        await redis.delete(lock)
+        await proj.close()
+
+
+async def _copy_history(proj: Projection, old: str, new: str) -> int:
+    """Copy ``tr:``/``snap:`` days of the old generation that the new one lacks."""
+    redis, po, pn = proj.redis, proj.prefix(old), proj.prefix(new)
+    copied = 0
+    for dim_raw in await redis.smembers(f"{po}dims"):
+        dim = text(dim_raw)
+        for kind in ("tr", "snap"):
+            have = {text(d) for d in await redis.zrange(f"{pn}{kind}days:{dim}", 0, -1)}
+            days: list[tuple[Any, float]] = await redis.zrange(  # type: ignore[assignment]
+                f"{po}{kind}days:{dim}", 0, -1, withscores=True)
+            for day_raw, score in days:
+                day = text(day_raw)
+                if day in have:
+                    continue
+                row = await redis.hgetall(f"{po}{kind}:{dim}:{day}")
+                if row:
+                    await redis.hset(f"{pn}{kind}:{dim}:{day}",
+                                     mapping={text(k): text(v) for k, v in row.items()})
+                await redis.zadd(f"{pn}{kind}days:{dim}", {day: score})
+                copied += 1
+    return copied
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from app.faust_app import build_engine
+
+    settings = Settings.from_env()
+    asyncio.run(rebuild(settings, build_engine(settings),
+                        say=lambda s: print(f"projection rebuild: {s}", file=sys.stderr)))
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """``loyalty projection rebuild`` (registered by :mod:`app.service_cli`)."""
+    pr = sub.add_parser("projection", help="the Redis projection of segments")
+    prs = pr.add_subparsers(dest="projection_command", required=True)
+    rb = prs.add_parser("rebuild", help="rebuild the projection from Kafka (changes topic "
+                                        "and clients changelog) into a new generation")
+    rb.set_defaults(fn=cmd_rebuild)

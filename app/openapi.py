@@ -1,0 +1,178 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERSION = "1.0.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _q(name: str, description: str, schema: dict[str, Any], required: bool = False,
+       where: str = "query") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "description": description, "schema": schema}
+
+
+_ERR = {
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "404": {"$ref": "#/components/responses/NotFound"},
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+_STR = {"type": "string"}
+_DATE = {"type": "string", "format": "date"}
+_DIM = _q("dimension", "dimension id (see GET /segments)", _STR, required=True)
+_RANGE = [_q("from", "first day, YYYY-MM-DD (business time zone)", _DATE),
+          _q("to", "last day, YYYY-MM-DD (default: today)", _DATE)]
+_MATRIX = {"type": "object", "description": "from segment ('' = none: first segment) -> to "
+           "segment -> changes",
+           "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}}
+_SEGROW = {"type": "object", "properties": {
+    "clients": {"type": "integer"}, "revenue": {"type": "string", "examples": ["1234.50"]},
+    "revenue_per_client": {"type": "string"}}}
+
+
+def _op(summary: str, ok: dict[str, Any], params: list[dict[str, Any]] | None = None,
+        errors: tuple[str, ...] = ("400", "401", "503"), **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": params or [],
+                          "responses": {"200": ok, **{c: _ERR[c] for c in errors}}}
+    op.update(extra)
+    return op
+
+
+def _public(summary: str, ok: dict[str, Any]) -> dict[str, Any]:
+    return {"summary": summary, "security": [], "responses": {"200": ok}}
+
+
+def document() -> dict[str, Any]:
+    client = {"type": "object", "required": ["client_id", "segments", "metrics", "as_of"],
+              "properties": {
+                  "client_id": _STR,
+                  "segments": {"type": "object", "additionalProperties": _ref("ClientSegment")},
+                  "metrics": {"type": "object", "description": "key metrics (money as decimal "
+                              "strings) as of metrics_at"},
+                  "metrics_at": {"type": ["string", "null"], "format": "date-time"},
+                  "as_of": {"type": "string", "format": "date-time"}}}
+    segment = {"type": "object", "required": ["segment", "since"], "properties": {
+        "segment": _STR, "since": {"type": "string", "format": "date-time"},
+        "previous": {"type": ["string", "null"]},
+        "last_month": {"type": ["string", "null"],
+                       "description": "segment held at the end of the previous calendar month"},
+        "rule": {"type": ["string", "null"]}}}
+    error = {"type": "object", "required": ["error", "message"], "properties": {
+        "error": _STR, "message": _STR, "parameter": _STR}}
+    paths: dict[str, Any] = {
+        "/clients/{client_id}": {"get": _op(
+            "A client's segments (since, previous, last month's) and key metrics",
+            _json(_ref("Client"), "the client"),
+            [_q("client_id", "client id", _STR, where="path")],
+            errors=("400", "401", "404", "503"),
+            description="The POS lookup at checkout: one Redis read.")},
+        "/segments": {"get": _op("Clients per segment in every dimension", _json(
+            {"type": "object", "properties": {"as_of": _STR, "dimensions": {
+                "type": "object", "additionalProperties": {"type": "object", "properties": {
+                    "clients": {"type": "integer"}, "segments": {
+                        "type": "object", "additionalProperties": {"type": "integer"}}}}}}},
+            "sizes"), errors=("401", "503"))},
+        "/segments/{dimension}/{segment}/members": {"get": _op(
+            "Members of a segment: JSON pages (cursor/limit) or a streamed CSV export",
+            {"description": "a page, or CSV with ?format=csv / Accept: text/csv", "content": {
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "dimension": _STR, "segment": _STR, "total": {"type": "integer"},
+                    "members": {"type": "array", "items": _STR},
+                    "next_cursor": {"type": ["string", "null"],
+                                    "description": "pass as cursor; null: last page"}}}},
+                "text/csv": {"schema": {"type": "string",
+                                        "description": "client_id,dimension,segment,since"}}}},
+            [_q("dimension", "dimension id", _STR, where="path"),
+             _q("segment", "segment id", _STR, where="path"),
+             _q("cursor", "from next_cursor (default 0: first page)", {"type": "string"}),
+             _q("limit", "page size",
+                {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+             _q("format", "json or csv", {"type": "string", "enum": ["json", "csv"]})],
+            errors=("400", "401", "404", "503"))},
+        "/reports/transitions": {"get": _op(
+            "Segment changes from -> to, per period", _json({"type": "object", "properties": {
+                "dimension": _STR, "from": _DATE, "to": _DATE, "period": _STR,
+                "periods": {"type": "array", "items": {"type": "object", "properties": {
+                    "period": _STR, "matrix": _MATRIX, "changes": {"type": "integer"}}}},
+                "total": {"type": "object", "properties": {
+                    "matrix": _MATRIX, "changes": {"type": "integer"}}}}}, "the matrix"),
+            [_DIM, *_RANGE, _q("period", "grouping", {"type": "string", "default": "month",
+                                                     "enum": ["day", "week", "month", "total"]})])},
+        "/reports/sizes": {"get": _op(
+            "Segment sizes over time (daily snapshots)", _json({"type": "object", "properties": {
+                "dimension": _STR, "from": _DATE, "to": _DATE,
+                "segments": {"type": "array", "items": _STR},
+                "days": {"type": "array", "items": {"type": "object", "properties": {
+                    "date": _DATE, "sizes": {"type": "object",
+                                             "additionalProperties": {"type": "integer"}}}}}}},
+                "sizes per day"), [_DIM, *_RANGE])},
+        "/reports/revenue": {"get": _op(
+            "Clients and revenue (lifetime value) per segment: now, or per day/month from the "
+            "snapshots", _json({"type": "object", "properties": {
+                "dimension": _STR, "period": _STR, "revenue_metric": _STR,
+                "periods": {"type": "array", "items": {"type": "object", "properties": {
+                    "period": _STR, "as_of": _STR,
+                    "segments": {"type": "object", "additionalProperties": _SEGROW},
+                    "total": _SEGROW}}}}}, "revenue per segment"),
+            [_DIM, *_RANGE, _q("period", "current (live), day or month (last snapshot of each)",
+                               {"type": "string", "enum": ["current", "day", "month"],
+                                "default": "current"})])},
+        "/rules/preview": {"post": _op(
+            "How many clients would enter and leave each segment under a rule set, now",
+            _json({"type": "object", "properties": {
+                "ruleset": _STR, "version": _STR, "as_of": _STR, "scope": _STR,
+                "clients": {"type": "integer"},
+                "dimensions": {"type": "object", "additionalProperties": {
+                    "type": "object", "properties": {
+                        "changed": {"type": "integer"},
+                        "segments": {"type": "object", "additionalProperties": {
+                            "type": "object", "properties": {
+                                k: {"type": "integer"} for k in ("before", "after", "enter",
+                                                                 "leave")}}}}}}}},
+                "counts; nothing is published"),
+            requestBody={"required": True, "description": "a rule set (YAML text)", "content": {
+                mt: {"schema": {"type": "string"}}
+                for mt in ("application/yaml", "text/yaml", "text/plain")}},
+            description="Evaluated over the clients table of the worker that answers (its "
+                        "active partitions).")},
+        "/health": {"get": _public("Liveness", _json({"type": "object"}, "alive"))},
+        "/ready": {"get": _public("Readiness", _json({"type": "object"}, "ready")) | {
+            "responses": {"200": _json({"type": "object"}, "ready"),
+                          "503": _json({"type": "object"}, "not ready")}}},
+        "/metrics": {"get": _public("Prometheus metrics", {
+            "description": "text exposition format",
+            "content": {"text/plain": {"schema": _STR}}})},
+        "/openapi.json": {"get": _public("This document", _json({"type": "object"}, "OpenAPI"))},
+        "/dashboard": {"get": _public("Dashboard page (the page asks for the token)", {
+            "description": "HTML", "content": {"text/html": {"schema": _STR}}})},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Loyalty segmentation API", "version": VERSION,
+                 "description": "Segments served from the Redis projection of segment changes."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "LOYALTY_API_TOKEN (auth is off when "
+                                                          "it is empty)"}},
+            "schemas": {"Client": client, "ClientSegment": segment, "Error": error},
+            "responses": {
+                name: _json(_ref("Error"), text) for name, text in (
+                    ("BadRequest", "bad parameter (named in 'parameter')"),
+                    ("Unauthorized", "missing or invalid bearer token"),
+                    ("NotFound", "unknown client or dimension"),
+                    ("Unavailable", "Redis unavailable"))},
+        },
+    }

@@ -1,0 +1,97 @@
+"""The agents' per-message logic, without Faust or Kafka (agents/handler.py), and the
+clients agent itself through Faust's test_context()."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.handler import ClientHandler, route
+from app import codecs
+from app.settings import Settings
+from rules import Engine, RejectedInput, load_ruleset
+from rules.calendar import to_epoch
+
+NOW = datetime(2026, 6, 15, tzinfo=UTC)
+
+
+def receipt(rid: str, at: datetime, total: str = "300.00", client: str | None = "c-1") -> bytes:
+    return orjson.dumps({"receipt_id": rid, "client_id": client, "occurred_at": at.isoformat(),
+                         "type": "sale", "total": total})
+
+
+def handler() -> ClientHandler:
+    return ClientHandler(Engine([load_ruleset("boostfeel")]), lambda: NOW)
+
+
+def test_route_validates_and_keys_by_client() -> None:
+    client, env = route(receipt("r1", NOW), codecs.RECEIPT, NOW)
+    assert client == "c-1" and env[:1] == codecs.RECEIPT
+    assert route(receipt("r2", NOW, client=None), codecs.RECEIPT, NOW)[0] is None
+    with pytest.raises(RejectedInput) as info:
+        route(b"{nope", codecs.RECEIPT, NOW)
+    assert info.value.reason == "invalid_json"
+
+
+def test_receipt_then_duplicate_then_tick() -> None:
+    h = handler()
+    bought = NOW - timedelta(days=25)
+    out = h.handle("c-1", codecs.envelope(codecs.RECEIPT, receipt("r1", bought)), None)
+    assert out.value is not None and [e["data"]["to"] for e in out.events] == ["other"]
+    # potentially_loyal is due 7 days after the purchase
+    assert out.due_new == to_epoch(bought) + 7 * 86_400 and out.due_old is None
+    dup = h.handle("c-1", codecs.envelope(codecs.RECEIPT, receipt("r1", bought)), out.value)
+    assert dup.outcome == "duplicate" and dup.value is None and dup.events == []
+    tick = h.handle("c-1", codecs.tick(out.due_new), out.value)
+    assert [(e["data"]["to"], e["time"]) for e in tick.events] == [
+        ("potentially_loyal", (bought + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("at_risk", (bought + timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")),
+    ]
+    assert tick.due_old == out.due_new and tick.due_new == to_epoch(bought) + 40 * 86_400
+
+
+def test_tick_for_unknown_client_is_ignored() -> None:
+    out = handler().handle("ghost", codecs.tick(0), None)
+    assert out.value is None and out.events == []
+
+
+def test_table_value_round_trip() -> None:
+    value = codecs.table_value(123, b"state")
+    assert codecs.split_table_value(value) == (123, b"state")
+    assert codecs.split_table_value(codecs.table_value(None, b"s")) == (None, b"s")
+    key = codecs.due_key(1_700_000_000, "c-1")
+    assert codecs.parse_due_key(key) == (1_700_000_000, "c-1")
+    assert key <= codecs.due_key_bound(1_700_000_000) < codecs.due_key(1_700_000_001, "a")
+
+
+async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
+    """The real clients agent, driven by Faust's test_context (memory store, no broker)."""
+    from app.faust_app import create_app
+
+    settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_DATA_DIR": str(tmp_path),
+                                  "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),
+                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app, pipeline = create_app(settings)
+    app.finalize()
+    app.flow_control.resume()
+    agent = app.agents["clients"]
+    sent: list[tuple[Any, Any]] = []
+
+    async def capture(*, key: Any = None, value: Any = None, **_: Any) -> None:
+        sent.append((key, value))
+
+    pipeline.changes.send = capture  # the output topic: captured instead of produced
+    async with agent.test_context() as ctx:
+        bought = NOW - timedelta(days=3)
+        await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r1", bought)), key=b"c-1", partition=0)
+        await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r1", bought)), key=b"c-1", partition=0)
+        stored = pipeline.clients[b"c-1"]
+        due, _ = codecs.split_table_value(stored)
+        assert due == to_epoch(bought) + 7 * 86_400
+        assert pipeline.due[codecs.due_key(due, "c-1")] == b""
+    assert [orjson.loads(v)["data"]["to"] for _, v in sent] == ["other"]  # duplicate: no event
+    assert sent[0][0] == b"c-1"

@@ -1,0 +1,54 @@
+"""Stall detection and JSON logs: pure, no broker."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from app.health import StallDetector
+from app.logs import JsonFormatter, logging_config
+from app.settings import Settings
+
+
+def test_partition_with_lag_and_no_progress_is_stalled_after_timeout() -> None:
+    d: StallDetector[str] = StallDetector(timeout=30)
+    assert d.observe("p0", highwater=100, position=40, now=0) == 60
+    assert d.observe("p0", 120, 40, now=29) == 80 and d.ok
+    d.observe("p0", 130, 40, now=30)
+    assert d.stalled == {"p0"} and not d.ok
+    d.observe("p0", 130, 41, now=31)  # progress clears it
+    assert d.ok
+
+
+def test_no_lag_is_never_stalled_and_unknown_offsets_are_ignored() -> None:
+    d: StallDetector[str] = StallDetector(timeout=1)
+    for t in range(10):
+        d.observe("idle", 50, 50, now=t)
+        d.observe("unknown", None, None, now=t)
+    assert d.ok
+
+
+def test_forget_drops_revoked_partitions() -> None:
+    d: StallDetector[str] = StallDetector(timeout=0)
+    d.observe("a", 10, 0, now=0)
+    d.observe("a", 10, 0, now=1)
+    assert not d.ok
+    d.forget(keep={"b"})
+    assert d.ok
+
+
+def test_json_log_lines_carry_extra_fields() -> None:
+    record = logging.LogRecord("loyalty.agents", logging.WARNING, __file__, 1, "to DLQ", (), None)
+    record.reason = "invalid_json"
+    record.offset = 17
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert doc["level"] == "warning" and doc["message"] == "to DLQ"
+    assert doc["reason"] == "invalid_json" and doc["offset"] == 17
+
+
+def test_logging_config_and_settings() -> None:
+    assert logging_config("text", "info") is None
+    assert logging_config("json", "info")["root"]["level"] == "INFO"  # type: ignore[index]
+    s = Settings.from_env({"LOYALTY_LOG_FORMAT": "json", "LOYALTY_STALL_ACTION": "seek"})
+    assert (s.log_format, s.stall_action) == ("json", "seek")
