@@ -49,10 +49,6 @@ class Pipeline:
     detector: Any = None  # agents.monitor's StallDetector, set at registration
 
 
-def _events_of(stream: Any) -> Any:
-    return stream.events()
-
-
 async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str) -> None:
     msg = event.message
     p.metrics.rejected.labels(exc.reason).inc()

@@ -206,6 +206,14 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
                 metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
             for conversion in out.step.conversions:
                 metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
+            import os as _os
+            if _os.environ.get("SCN_DEBUG"):
+                try:
+                    _d = orjson.loads(event.value)["data"] if msg.topic == changes_topic else {}
+                except Exception:
+                    _d = {}
+                log.warning("SCN %s %s p%s o%s %s->%s acts=%s skip=%s stored=%s wrote=%s", msg.topic[-8:], key.decode(), msg.partition, msg.offset,
+                            _d.get("from"), _d.get("to"), [a["id"][:8] for a in out.step.actions], out.step.skipped, stored is not None, out.value is not None)
             for sid, reason in out.step.skipped:
                 log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
             if out.value is not None:

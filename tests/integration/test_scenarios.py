@@ -34,7 +34,7 @@ def _worker(tmp_path: Path, bootstrap: str, name: str = "w", **env: str) -> Work
     tag = uuid.uuid4().hex[:8]
     e = unique_env(bootstrap, tmp_path / name, LOYALTY_RULES=",".join(RULES), LOYALTY_CLOCK=AS_OF,
                    LOYALTY_SCENARIOS="all", LOYALTY_TOPIC_ACTIONS=f"s{tag}.actions",
-                   LOYALTY_TOPIC_ACTIONS_DLQ=f"s{tag}.actions-dlq")
+                   LOYALTY_TOPIC_ACTIONS_DLQ=f"s{tag}.actions-dlq", SCN_DEBUG="1")
     e.update(env)
     return Worker(e, tmp_path / f"{name}.log")
 
