@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import cel
-import yaml
 
 from rules import yamlines
 from rules.celtext import (
@@ -133,15 +132,7 @@ def load(spec: str, overrides: dict[str, Any] | None = None) -> RuleSet:
 
 
 def loads(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None) -> RuleSet:
-    try:
-        doc = yamlines.load(text)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise RuleSetError(f"YAML: {exc.problem}", file, line) from None
-    except yaml.YAMLError as exc:
-        raise RuleSetError(f"YAML: {exc}", file) from None
-    if not isinstance(doc, yamlines.LineDict):
-        raise RuleSetError("a rule set is a YAML mapping", file, 1)
+    doc = yamlines.load_mapping(text, file, "rule set")
     return _Compiler(file, doc, text, overrides or {}).build()
 
 

@@ -50,7 +50,6 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import cel
-import yaml
 
 from rules import yamlines
 from rules.calendar import to_epoch
@@ -160,15 +159,7 @@ class Scenario:
 
 def loads(text: str, file: str = "<string>") -> Scenario:
     """Parse and validate one scenario; RuleSetError names the file, line and scenario."""
-    try:
-        doc = yamlines.load(text)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise RuleSetError(f"YAML: {exc.problem}", file, line) from None
-    except yaml.YAMLError as exc:
-        raise RuleSetError(f"YAML: {exc}", file) from None
-    if not isinstance(doc, yamlines.LineDict):
-        raise RuleSetError("a scenario is a YAML mapping", file, 1)
+    doc = yamlines.load_mapping(text, file, "scenario")
     return _Parser(file, doc, hashlib.sha256(text.encode()).hexdigest()[:12]).build()
 
 

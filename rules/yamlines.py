@@ -44,3 +44,19 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 def load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
+
+
+def load_mapping(text: str, file: str, what: str) -> LineDict:
+    """A YAML document that must be a mapping; errors are RuleSetError with file and line."""
+    from rules.errors import RuleSetError
+
+    try:
+        doc = load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise RuleSetError(f"YAML: {exc.problem}", file, line) from None
+    except yaml.YAMLError as exc:
+        raise RuleSetError(f"YAML: {exc}", file) from None
+    if not isinstance(doc, LineDict):
+        raise RuleSetError(f"a {what} is a YAML mapping", file, 1)
+    return doc
