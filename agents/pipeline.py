@@ -100,6 +100,22 @@ def register(p: Pipeline, due_interval: float) -> None:
             except RejectedInput as exc:
                 await _to_dlq(p, event, message[1:], exc, "client-events")
                 continue
+            # Publish the changes and wait for the broker's ack BEFORE the table write: if the
+            # worker dies in between, the receipt is redelivered against the old state and the
+            # same events (same ids) are published again. The other order could persist the
+            # new state, then treat the redelivered receipt as a duplicate and lose the events.
+            now = time.time()
+            sent = []
+            for change in out.events:
+                data = change["data"]
+                p.metrics.transition(data["dimension"], data["from"], data["to"],
+                                     data["dimension"] in value_dims)
+                if data["cause"] == "time":
+                    due_at = datetime.fromisoformat(change["time"]).timestamp()
+                    p.metrics.due_lateness.observe(max(0.0, now - due_at))
+                sent.append(await p.changes.send(key=key, value=orjson.dumps(change)))
+            if sent:
+                await asyncio.gather(*sent)
             if out.value is not None:
                 p.clients[key] = out.value  # the changelog needs the write
             if message[:1] == codecs.TICK:
@@ -112,15 +128,6 @@ def register(p: Pipeline, due_interval: float) -> None:
                     _drop_due(p, out.due_old, key)
                 if out.due_new is not None:
                     p.due[codecs.due_key(out.due_new, key.decode())] = b""
-            now = time.time()
-            for change in out.events:
-                data = change["data"]
-                p.metrics.transition(data["dimension"], data["from"], data["to"],
-                                     data["dimension"] in value_dims)
-                if data["cause"] == "time":
-                    due_at = datetime.fromisoformat(change["time"]).timestamp()
-                    p.metrics.due_lateness.observe(max(0.0, now - due_at))
-                await p.changes.send(key=key, value=orjson.dumps(change))
             if out.kind == "receipt":
                 p.metrics.receipts.labels(out.outcome).inc()
                 if out.occurred_at is not None:

@@ -3,6 +3,8 @@ clients agent itself through Faust's test_context()."""
 
 from __future__ import annotations
 
+import asyncio
+
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,8 +83,11 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
     agent = app.agents["clients"]
     sent: list[tuple[Any, Any]] = []
 
-    async def capture(*, key: Any = None, value: Any = None, **_: Any) -> None:
+    async def capture(*, key: Any = None, value: Any = None, **_: Any) -> Any:
         sent.append((key, value))
+        acked = asyncio.get_running_loop().create_future()  # what the agent awaits before writing
+        acked.set_result(None)
+        return acked
 
     pipeline.changes.send = capture  # the output topic: captured instead of produced
     async with agent.test_context() as ctx:

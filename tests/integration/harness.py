@@ -40,6 +40,8 @@ def unique_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
         "LOYALTY_TOPIC_CHANGES": f"t{tag}.changes",
         "LOYALTY_TOPIC_DLQ": f"t{tag}.dlq",
         "LOYALTY_TOPIC_CLIENT_EVENTS": f"t{tag}.client-events",
+        "LOYALTY_TOPIC_ACTIONS": f"t{tag}.scenario-actions",
+        "LOYALTY_TOPIC_ACTIONS_DLQ": f"t{tag}.scenario-actions.dlq",
         "LOYALTY_PARTITIONS": "4",
         "LOYALTY_DATA_DIR": str(data_dir),
         "LOYALTY_WEB_PORT": str(free_port()),
