@@ -127,6 +127,12 @@ def document() -> dict[str, Any]:
             [_DIM, *_RANGE, _q("period", "current (live), day or month (last snapshot of each)",
                                {"type": "string", "enum": ["current", "day", "month"],
                                 "default": "current"})])},
+        "/reports/scenarios": {"get": _op(
+            "Scenario actions, conversions and conversion rate per scenario (this worker, since start)",
+            _json({"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "actions": {"type": "integer"}, "conversions": {"type": "integer"},
+                "conversion_rate": {"type": ["number", "null"]}}}}, "per-scenario counts"),
+            [])},
         "/rules/preview": {"post": _op(
             "How many clients would enter and leave each segment under a rule set, now",
             _json({"type": "object", "properties": {

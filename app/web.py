@@ -57,6 +57,18 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
     api = Api(projection, pipeline.engine, pipeline.clock)
     web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]
     mount(web_app, api, settings.api_token, lambda: pipeline.clients.data.items())
+    mount_scenario_report(web_app, pipeline.metrics)
+
+
+def mount_scenario_report(web_app: web.Application, metrics: Any) -> None:
+    """GET /reports/scenarios: actions, conversions, conversion rate per scenario."""
+
+    async def scenarios(request: web.Request) -> web.Response:
+        from agents.scenarios import scenario_report
+
+        return json_response(scenario_report(metrics))
+
+    web_app.add_routes([web.get("/reports/scenarios", scenarios)])
 
 
 def mount(web_app: web.Application, api: Api, token: str, table_items: TableItems) -> None:

@@ -4,7 +4,6 @@ clients agent itself through Faust's test_context()."""
 from __future__ import annotations
 
 import asyncio
-
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
