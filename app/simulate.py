@@ -63,6 +63,15 @@ def _money(kop: int) -> str:
     return f"{kop // 100}.{kop % 100:02d}"
 
 
+def _item(rng: random.Random, basket: tuple[tuple[str, float], ...], half_rubles: bool) -> dict[str, Any]:
+    """One receipt line drawn from a basket's category weights and the category's prices."""
+    cat = rng.choices([c for c, _ in basket], [w for _, w in basket])[0]
+    p_lo, p_hi = PRICES[cat]
+    sku = f"{cat}-{rng.randrange(5)}"
+    kopecks = rng.randrange(p_lo, p_hi) * 100 + (rng.choice((0, 50)) if half_rubles else 0)
+    return {"sku": sku, "category": cat, "qty": 1, "amount": _money(kopecks)}
+
+
 def _client_receipts(rng: random.Random, cfg: SimConfig, n: int) -> Iterator[dict[str, Any]]:
     roll, acc = rng.random(), 0.0
     arch = ARCHETYPES[-1]
@@ -81,18 +90,7 @@ def _client_receipts(rng: random.Random, cfg: SimConfig, n: int) -> Iterator[dic
     k = 0
     while t < stop:
         k += 1
-        items: list[dict[str, Any]] = []
-        for _ in range(rng.choice((1, 1, 2, 2, 3))):
-            cat = rng.choices([c for c, _ in basket], [w for _, w in basket])[0]
-            p_lo, p_hi = PRICES[cat]
-            items.append(
-                {
-                    "sku": f"{cat}-{rng.randrange(5)}",
-                    "category": cat,
-                    "qty": 1,
-                    "amount": _money(rng.randrange(p_lo, p_hi) * 100 + rng.choice((0, 50))),
-                }
-            )
+        items = [_item(rng, basket, half_rubles=True) for _ in range(rng.choice((1, 1, 2, 2, 3)))]
         total = sum(int(str(i["amount"]).replace(".", "")) for i in items)
         local = t.replace(hour=rng.randrange(8, 21), minute=rng.randrange(60), second=rng.randrange(60), microsecond=0)
         rid = f"r-{n:07d}-{k}"
@@ -186,18 +184,7 @@ def live(cfg: SimConfig, duration: float, clock: Any) -> Iterator[bytes]:
         n += 1
         client = int(cfg.clients * rng.random() ** 2)
         basket = BASKETS[("coffee", "tea", "food")[client % 3]]
-        items: list[dict[str, Any]] = []
-        for _ in range(rng.choice((1, 2, 3))):
-            cat = rng.choices([c for c, _ in basket], [w for _, w in basket])[0]
-            p_lo, p_hi = PRICES[cat]
-            items.append(
-                {
-                    "sku": f"{cat}-{rng.randrange(5)}",
-                    "category": cat,
-                    "qty": 1,
-                    "amount": _money(rng.randrange(p_lo, p_hi) * 100),
-                }
-            )
+        items = [_item(rng, basket, half_rubles=False) for _ in range(rng.choice((1, 2, 3)))]
         total = sum(int(str(i["amount"]).replace(".", "")) for i in items)
         yield orjson.dumps(
             {
