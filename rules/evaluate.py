@@ -3,7 +3,9 @@
 All dimensions of all loaded rule sets are compiled into one CEL program that returns a
 list of segment ids (``let`` values inlined), so one evaluation is one CEL call. If it
 fails at run time (e.g. a division by zero in a user's rule), the dimensions are evaluated
-one condition at a time and a failing condition counts as "no match".
+one condition at a time and a failing condition counts as "no match". Results are cached
+by :class:`rules.abstraction.ResultKey` (where each input falls among the constants it is
+compared with), so most evaluations cost the metric look-ups and no CEL call.
 
 ``candidates`` lists the instants at which a segment can change with no new receipt:
 
@@ -27,12 +29,14 @@ from typing import Any
 
 import cel
 
+from rules.abstraction import ResultKey
 from rules.calendar import DAY_S, BusinessCalendar
 from rules.celtext import free_identifiers, tokenize
 from rules.metrics import CATALOGUE, MetricView
 from rules.ruleset import Dimension, Expr, RuleSet
 from rules.state import MONTHS_KEPT, ClientState
 
+_RESULTS_KEPT = 100_000  # cached evaluation results (see rules.abstraction)
 FAR = 32_503_680_000  # 3000-01-01T00:00:00Z: bounds "forever" for calendar arithmetic
 
 
@@ -162,7 +166,8 @@ class Plan:
     def __init__(self, rulesets: list[RuleSet]) -> None:
         self.dims: list[tuple[RuleSet, Dimension]] = [(rs, d) for rs in rulesets for d in rs.dimensions]
         sources = [_dimension_source(d, rs) for rs, d in self.dims]
-        self.program = cel.compile("[" + ", ".join(sources) + "]")
+        source = "[" + ", ".join(sources) + "]"
+        self.program = cel.compile(source)
         names: set[str] = set()
         map_keys: dict[str, set[str]] = {}
         for rs, d in self.dims:
@@ -170,8 +175,10 @@ class Plan:
             for metric, keys in rs.map_keys.items():
                 map_keys.setdefault(metric, set()).update(keys)
         self.names = tuple(sorted(names))
-        self._getters = [(n, CATALOGUE[n].fn, CATALOGUE[n].money) for n in self.names]
+        self._getters = [(CATALOGUE[n].fn, CATALOGUE[n].money) for n in self.names]
         self.map_keys = {m: tuple(sorted(k)) for m, k in map_keys.items()}
+        self.result_key = ResultKey(source, self.names)
+        self._results: dict[tuple[Any, ...], list[Verdict]] = {}
         unique: dict[tuple[Any, ...], tuple[Any, Any, tuple[str, ...], RuleSet]] = {}
         for rs, d in self.dims:
             for th, rhs, rhs_names in d.thresholds:
@@ -202,10 +209,12 @@ class Plan:
         """Raw verdicts (before hysteresis) of every dimension, in ``self.dims`` order."""
         view = MetricView(state, t, cal)
         scale = view.scale
-        ctx = {}
-        for name, fn, money in self._getters:
-            value = fn(view)
-            ctx[name] = value / scale if money else value
+        values = [fn(view) / scale if money else fn(view) for fn, money in self._getters]
+        key = self.result_key.key(values)
+        cached = self._results.get(key)
+        if cached is not None:
+            return cached
+        ctx = dict(zip(self.names, values, strict=True))
         for name, keys in self.map_keys.items():
             if name in ctx:
                 ctx[name] = dict(ctx[name])
@@ -227,6 +236,9 @@ class Plan:
                 verdicts.append(Verdict(seg, f"{d.id}.value"))
             else:
                 verdicts.append(Verdict(seg, rules.get(seg, f"{d.id}.default")))
+        if len(self._results) >= _RESULTS_KEPT:
+            self._results.clear()
+        self._results[key] = verdicts
         return verdicts
 
     def candidates(self, state: ClientState, after: int, until: int,

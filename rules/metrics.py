@@ -126,6 +126,21 @@ class MetricView:
         lo = self.month - n
         return [b for m, b in self.s.months.items() if lo < m <= self.month]
 
+    def months_sums(self, n: int) -> tuple[int, int]:
+        """(visits, revenue) of the current month and the n-1 before it."""
+        key = -n  # window() memoizes under positive day counts
+        cached = self._memo.get(key)
+        if cached is None:
+            lo, hi = self.month - n, self.month
+            visits = revenue = 0
+            for m, b in self.s.months.items():
+                if lo < m <= hi:
+                    visits += b[0]
+                    revenue += b[1]
+            cached = self._memo[key] = (visits, revenue)
+        result: tuple[int, int] = cached
+        return result
+
     def streak_anchor(self) -> int:
         bucket = self.s.months.get(self.month)
         return self.month if bucket and bucket[0] > 0 else self.month - 1
@@ -254,12 +269,34 @@ for _name, _anchor, _doc in (
     _add(_name, "int", "days", _days_since(_anchor), _doc + "; -1 if unknown", anchor=_anchor)
 _add("age", "int", "years", _age, "age in whole years (profile birth_date); -1 if unknown")
 
+def _window_field(n: int, i: int) -> Fn:
+    def fn(v: MetricView) -> Any:
+        return v.window(n)[i]
+
+    return fn
+
+
+def _window_avg(n: int) -> Fn:
+    def fn(v: MetricView) -> Any:
+        w = v.window(n)
+        return _avg(w[1], w[0])
+
+    return fn
+
+
+def _months_field(n: int, i: int) -> Fn:
+    def fn(v: MetricView) -> Any:
+        return v.months_sums(n)[i]
+
+    return fn
+
+
 for _n in (7, 14, 30):
     _add(
         f"visits_{_n}d",
         "int",
         "daily",
-        (lambda n: lambda v: v.window(n)[0])(_n),
+        _window_field(_n, 0),
         f"visits in the last {_n} business days (today included)",
         window=_n,
     )
@@ -267,7 +304,7 @@ for _n in (7, 14, 30):
         f"revenue_{_n}d",
         "double",
         "daily",
-        (lambda n: lambda v: v.window(n)[1])(_n),
+        _window_field(_n, 1),
         f"net revenue in the last {_n} business days",
         money=True,
         window=_n,
@@ -276,7 +313,7 @@ for _n in (7, 14, 30):
         f"avg_check_{_n}d",
         "double",
         "daily",
-        (lambda n: lambda v: _avg(v.window(n)[1], v.window(n)[0]))(_n),
+        _window_avg(_n),
         f"revenue_{_n}d / visits_{_n}d (0.0 with no visits)",
         money=True,
         window=_n,
@@ -291,7 +328,7 @@ for _n in (1, 3, 6, 12):
         f"visits_{_label}",
         "int",
         "monthly",
-        (lambda n: lambda v: sum([b[0] for b in v.months_back(n)]))(_n),
+        _months_field(_n, 0),
         f"visits in the current calendar month and the {_n - 1} before it",
         window=_n,
     )
@@ -299,7 +336,7 @@ for _n in (1, 3, 6, 12):
         f"revenue_{_label}",
         "double",
         "monthly",
-        (lambda n: lambda v: sum([b[1] for b in v.months_back(n)]))(_n),
+        _months_field(_n, 1),
         f"net revenue in the current calendar month and the {_n - 1} before it",
         money=True,
         window=_n,
