@@ -73,7 +73,8 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
     """The real clients agent, driven by Faust's test_context (memory store, no broker)."""
     from app.faust_app import create_app
 
-    settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_DATA_DIR": str(tmp_path),
+    settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_BATCH_MAX": "1",
+                                  "LOYALTY_DATA_DIR": str(tmp_path),
                                   "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),
                                   "REDIS_URL": "redis://127.0.0.1:1/0"})
     app, pipeline = create_app(settings)
@@ -89,6 +90,7 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
         return acked
 
     pipeline.changes.send = capture  # the output topic: captured instead of produced
+    pipeline.direct_sends = False  # through Topic.send, which the test captures
     async with agent.test_context() as ctx:
         bought = NOW - timedelta(days=3)
         await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r1", bought)), key=b"c-1", partition=0)
