@@ -79,10 +79,15 @@ async def produce(settings: Settings, topic: str, lines: Iterable[bytes], rate: 
 
 async def tail(settings: Settings, topic: str, idle_timeout: float = 10.0,
                max_messages: int | None = None, group: str | None = None) -> AsyncIterator[Any]:
-    """Yield messages from the beginning of a topic until idle for ``idle_timeout``."""
+    """Yield messages from the beginning of a topic until idle for ``idle_timeout``.
+
+    Reads committed messages only: under ``exactly_once`` the worker writes in transactions
+    and an aborted one (a crashed worker) must not show.
+    """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=group, auto_offset_reset="earliest",
-                                enable_auto_commit=group is not None)
+                                enable_auto_commit=group is not None,
+                                isolation_level="read_committed")
     await consumer.start()
     n = 0
     try:

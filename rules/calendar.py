@@ -32,7 +32,7 @@ def iso(s: int) -> str:
 class BusinessCalendar:
     """Maps epoch seconds to business days/months and back. Shareable; caches internally."""
 
-    __slots__ = ("_day", "_day_start", "_month", "name", "tz")
+    __slots__ = ("_day", "_day_start", "_month", "_month_start", "name", "tz")
 
     def __init__(self, tz: str | tzinfo = "UTC") -> None:
         self.name = tz if isinstance(tz, str) else str(tz)
@@ -40,6 +40,7 @@ class BusinessCalendar:
         self._day: dict[int, int] = {}
         self._month: dict[int, int] = {}
         self._day_start: dict[int, int] = {}
+        self._month_start: dict[int, int] = {}
 
     def _local(self, s: int) -> datetime:
         return datetime.fromtimestamp(s, self.tz)
@@ -77,8 +78,13 @@ class BusinessCalendar:
         return s
 
     def month_start(self, month: int) -> int:
-        first = date(month // 12, month % 12 + 1, 1)
-        return self.day_start(first.toordinal() - _EPOCH_ORD)
+        s = self._month_start.get(month)
+        if s is None:
+            if len(self._month_start) > 200_000:
+                self._month_start.clear()
+            first = date(month // 12, month % 12 + 1, 1)
+            s = self._month_start[month] = self.day_start(first.toordinal() - _EPOCH_ORD)
+        return s
 
     def date_of_day(self, day: int) -> date:
         return date.fromordinal(day + _EPOCH_ORD)
