@@ -31,13 +31,15 @@ def in_event(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-async def send(app: Any, direct: bool, topic: Any, name: str, key: bytes, value: bytes) -> Any:
-    """Produce one message; returns the future of the broker's ack.
+async def send(app: Any, direct: bool, event: Any, topic: Any, name: str, key: bytes, value: bytes) -> Any:
+    """Produce one message caused by ``event``; returns the future of the broker's ack.
 
     ``direct`` (at-least-once delivery) goes to Faust's producer: ``Topic.send`` costs
     several times more per message (channel, sensors, future wrappers), which was a fifth
-    of the worker's CPU here. Exactly-once needs Faust's transactional path.
+    of the worker's CPU here. Otherwise ``Topic.send`` runs in the context of ``event``,
+    whose partition picks Faust's transactional producer under exactly-once.
     """
     if direct:
         return await app.producer.send(name, key, value, None, None, None)
-    return await topic.send(key=key, value=value)
+    with in_event(event):
+        return await topic.send(key=key, value=value)

@@ -57,8 +57,9 @@ async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, sourc
     msg = event.message
     p.metrics.rejected.labels(exc.reason).inc()
     p.metrics.dlq_writes.labels(source).inc()
-    await p.dlq.send(key=event.key, value=raw,
-                     headers=codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset))
+    with in_event(event):
+        await p.dlq.send(key=event.key, value=raw,
+                         headers=codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset))
 
 
 def register(p: Pipeline, due_interval: float) -> None:
@@ -84,7 +85,7 @@ def register(p: Pipeline, due_interval: float) -> None:
                     if client_id is None:
                         p.metrics.receipts.labels("anonymous").inc()
                     else:
-                        await send(p.app, p.direct_sends, p.client_events, topic, client_id.encode(), env)
+                        await send(p.app, p.direct_sends, event, p.client_events, topic, client_id.encode(), env)
                 p.input_next[msg.tp] = msg.offset + 1
 
     @app.agent(p.receipts, name="route_receipts")
@@ -188,7 +189,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
             if data["cause"] == "time":
                 due_at = datetime.fromisoformat(change["time"]).timestamp()
                 p.metrics.due_lateness.observe(max(0.0, now - due_at))
-            sent.append(await send(p.app, p.direct_sends, p.changes, changes_topic, key, orjson.dumps(change)))
+            sent.append(await send(p.app, p.direct_sends, event, p.changes, changes_topic, key, orjson.dumps(change)))
         if out.value is not None:
             pending[key] = out.value
         done.append(_Done(event, key, out))

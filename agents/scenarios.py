@@ -261,7 +261,7 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
                 else:
                     out = handler.client_event(event.value, stored, msg.offset)
                 for e in out.events:
-                    sent.append(await send(app, direct, actions, actions_topic, key, orjson.dumps(e)))
+                    sent.append(await send(app, direct, event, actions, actions_topic, key, orjson.dumps(e)))
                 for action in out.step.actions:
                     metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
                 for conversion in out.step.conversions:

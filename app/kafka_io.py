@@ -81,8 +81,8 @@ async def tail(settings: Settings, topic: str, idle_timeout: float = 10.0,
                max_messages: int | None = None, group: str | None = None) -> AsyncIterator[Any]:
     """Yield messages from the beginning of a topic until idle for ``idle_timeout``.
 
-    Reads committed messages only: under ``exactly_once`` the worker writes in transactions
-    and an aborted one (a crashed worker) must not show.
+    Reads committed messages only (what a downstream consumer of transactional producers
+    should see; harmless for the worker's plain at-least-once writes).
     """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=group, auto_offset_reset="earliest",

@@ -52,3 +52,18 @@ def test_logging_config_and_settings() -> None:
     assert logging_config("json", "info")["root"]["level"] == "INFO"  # type: ignore[index]
     s = Settings.from_env({"LOYALTY_LOG_FORMAT": "json", "LOYALTY_STALL_ACTION": "seek"})
     assert (s.log_format, s.stall_action) == ("json", "seek")
+
+
+def test_exactly_once_is_refused_with_the_reason() -> None:
+    import pytest
+
+    from app.settings import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"LOYALTY_GUARANTEE": "exactly_once"})
+    assert "ProducerFenced" in str(err.value)
+    with pytest.raises(SettingsError):
+        Settings.from_env({"LOYALTY_GUARANTEE": "at-most-once"})
+    assert Settings.from_env({"LOYALTY_GUARANTEE": "at_least_once"}).guarantee == "at_least_once"
+    settings = Settings.from_env({"LOYALTY_BATCH_MAX": "64", "LOYALTY_BATCH_WITHIN": "0.02"})
+    assert (settings.batch_max, settings.batch_within) == (64, 0.02)
