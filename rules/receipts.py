@@ -29,7 +29,7 @@ RECEIPT_TYPES = ("sale", "return")
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 _MAX_ID = 128
-_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?\Z")
+_DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?\Z")
 _INSTANT = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z"
 )
@@ -89,8 +89,14 @@ def parse_money(value: Any, exponent: int, field: str) -> int:
         raise RejectedInput("bad_type", f"{field} must be a number or a decimal string", field)
     if isinstance(value, int):
         return int(value * 10**exponent)
-    if isinstance(value, str) and not _DECIMAL.match(value):
-        raise RejectedInput("bad_amount", f"{field} must be a plain decimal like 450.00", field)
+    if isinstance(value, str):
+        m = _DECIMAL.match(value)
+        if m is None:
+            raise RejectedInput("bad_amount", f"{field} must be a plain decimal like 450.00", field)
+        whole, frac = m.group(1), m.group(2) or ""
+        if len(frac) <= exponent:  # the common case, in integer arithmetic: "450.5" -> 45050
+            minor = int(whole) * 10**exponent + int(frac.ljust(exponent, "0") or "0")
+            return -minor if value[0] == "-" else minor
     try:
         # repr of a float is its shortest round-trip form: 450.1 -> "450.1", exact as typed
         dec = Decimal(value if isinstance(value, str) else repr(value))

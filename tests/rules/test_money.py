@@ -1,0 +1,39 @@
+"""parse_money's integer fast path agrees with exact Decimal arithmetic."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rules.errors import RejectedInput
+from rules.receipts import parse_money
+
+
+def _reference(text: str, exponent: int) -> int | None:
+    minor = Decimal(text).scaleb(exponent)
+    return int(minor) if minor == minor.to_integral_value() else None
+
+
+@given(st.from_regex(r"-?[0-9]{1,12}(\.[0-9]{1,5})?", fullmatch=True), st.sampled_from([0, 2, 3]))
+def test_decimal_strings_match_decimal_arithmetic(text: str, exponent: int) -> None:
+    expected = _reference(text, exponent)
+    if expected is None:
+        with pytest.raises(RejectedInput):
+            parse_money(text, exponent, "total")
+    else:
+        assert parse_money(text, exponent, "total") == expected
+
+
+def test_examples() -> None:
+    assert parse_money("450.00", 2, "total") == 45000
+    assert parse_money("450.5", 2, "total") == 45050
+    assert parse_money("-0.05", 2, "total") == -5
+    assert parse_money("450.000", 2, "total") == 45000  # trailing zeros: exact, accepted
+    assert parse_money("7", 0, "total") == 7
+    with pytest.raises(RejectedInput):
+        parse_money("450.001", 2, "total")
+    with pytest.raises(RejectedInput):
+        parse_money("4.5e2", 2, "total")
