@@ -95,7 +95,7 @@ def parse_money(value: Any, exponent: int, field: str) -> int:
             raise RejectedInput("bad_amount", f"{field} must be a plain decimal like 450.00", field)
         whole, frac = m.group(1), m.group(2) or ""
         if len(frac) <= exponent:  # the common case, in integer arithmetic: "450.5" -> 45050
-            units = int(whole) * 10**exponent + int(frac.ljust(exponent, "0") or "0")
+            units = int(int(whole) * 10**exponent) + int(frac.ljust(exponent, "0") or "0")
             return -units if value[0] == "-" else units
     try:
         # repr of a float is its shortest round-trip form: 450.1 -> "450.1", exact as typed
