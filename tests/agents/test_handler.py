@@ -101,3 +101,57 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
         assert pipeline.due[codecs.due_key(due, "c-1")] == b""
     assert [orjson.loads(v)["data"]["to"] for _, v in sent] == ["other"]  # duplicate: no event
     assert sent[0][0] == b"c-1"
+
+
+async def test_clients_agent_batch_sees_its_own_pending_state(tmp_path: Path) -> None:
+    """Two receipts of one client in one batch: the second is applied to the first's result,
+    the events are sent before the table writes, and one due entry is left."""
+    from app.faust_app import create_app
+
+    settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_BATCH_MAX": "3",
+                                  "LOYALTY_BATCH_WITHIN": "0.2", "LOYALTY_DATA_DIR": str(tmp_path),
+                                  "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),
+                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app, pipeline = create_app(settings)
+    app.finalize()
+    app.flow_control.resume()
+    agent = app.agents["clients"]
+    order: list[str] = []
+
+    async def capture(*, key: Any = None, value: Any = None, **_: Any) -> Any:
+        order.append("send:" + orjson.loads(value)["data"]["to"])
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
+
+    pipeline.changes.send = capture
+    pipeline.direct_sends = False
+    clients = pipeline.clients
+    original_set = type(clients).__setitem__
+
+    def recording_set(self: Any, key: Any, value: Any) -> None:
+        order.append("write")
+        original_set(self, key, value)
+
+    async with agent.test_context() as ctx:
+        type(clients).__setitem__ = recording_set
+        try:
+            first, second = NOW - timedelta(days=30), NOW - timedelta(days=2)
+            await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r1", first)), key=b"c-1", partition=0)
+            await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r2", second)), key=b"c-1", partition=0)
+            await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r3", second, client="c-2")),
+                          key=b"c-2", partition=0)  # the third message fills the batch
+            for _ in range(50):
+                if b"c-1" in pipeline.clients.data:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            type(clients).__setitem__ = original_set
+    due, raw = codecs.split_table_value(pipeline.clients[b"c-1"])
+    from rules.state import loads as load_state
+
+    assert load_state(raw).visits == 2  # the second receipt saw the first one's state
+    assert [k for k in pipeline.due.data if k.endswith(b"|c-1")] == [codecs.due_key(due, "c-1")]
+    sends = [i for i, o in enumerate(order) if o.startswith("send:")]
+    writes = [i for i, o in enumerate(order) if o == "write"]
+    assert sends and writes and max(sends) < min(writes)  # every change acked before any write
