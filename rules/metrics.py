@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from typing import Any
 
 from rules.calendar import DAY_S, BusinessCalendar
@@ -41,6 +40,14 @@ class Metric:
     money: bool = False
     window: int = 0  # days for daily, months for monthly
     anchor: Callable[[ClientState], int | None] | None = None  # for kind "days"
+
+
+def money_text(minor: int, exponent: int) -> str:
+    """Exact decimal text of an amount in minor units: ``money_text(-5, 2) == "-0.05"``."""
+    if exponent == 0:
+        return str(minor)
+    whole, part = divmod(abs(minor), 10**exponent)
+    return f"{'-' if minor < 0 else ''}{whole}.{part:0{exponent}d}"
 
 
 class MetricView:
@@ -77,7 +84,7 @@ class MetricView:
         metric = CATALOGUE[name]
         if metric.money:
             if isinstance(value, int):
-                return str(Decimal(value).scaleb(-self.exponent))
+                return money_text(value, self.exponent)
             return f"{value / self.scale:.2f}"
         return value
 

@@ -37,3 +37,10 @@ def test_examples() -> None:
         parse_money("450.001", 2, "total")
     with pytest.raises(RejectedInput):
         parse_money("4.5e2", 2, "total")
+
+
+@given(st.integers(-10**15, 10**15), st.sampled_from([0, 2, 3]))
+def test_money_text_matches_decimal(minor: int, exponent: int) -> None:
+    from rules.metrics import money_text
+
+    assert money_text(minor, exponent) == str(Decimal(minor).scaleb(-exponent))
