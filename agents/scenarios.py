@@ -238,7 +238,10 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
             pending: dict[bytes, bytes] = {}
             writes: list[tuple[Any, bytes, bytes]] = []
             sent = []
-            for event in batch:
+            # receipts (client events) first: a receipt's own segment changes can only
+            # follow it, and the scenario logic counts the receipt before them
+            ordered = sorted(batch, key=lambda e: e.message.topic == changes_topic)
+            for event in ordered:
                 key: bytes | None = event.key
                 msg = event.message
                 if guard is not None and msg.topic == changes_topic:
