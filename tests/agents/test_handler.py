@@ -69,17 +69,22 @@ def test_table_value_round_trip() -> None:
     assert key <= codecs.due_key_bound(1_700_000_000) < codecs.due_key(1_700_000_001, "a")
 
 
-async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
-    """The real clients agent, driven by Faust's test_context (memory store, no broker)."""
+def _memory_app(tmp_path: Path, **env: str) -> tuple[Any, Any]:
+    """The real Faust app with the memory store, ready for ``agent.test_context()``."""
     from app.faust_app import create_app
 
-    settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_BATCH_MAX": "1",
-                                  "LOYALTY_DATA_DIR": str(tmp_path),
+    settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_DATA_DIR": str(tmp_path),
                                   "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),
-                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
+                                  "REDIS_URL": "redis://127.0.0.1:1/0", **env})
     app, pipeline = create_app(settings)
     app.finalize()
     app.flow_control.resume()
+    return app, pipeline
+
+
+async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
+    """The real clients agent, driven by Faust's test_context (memory store, no broker)."""
+    app, pipeline = _memory_app(tmp_path, LOYALTY_BATCH_MAX="1")
     agent = app.agents["clients"]
     sent: list[tuple[Any, Any]] = []
 
@@ -106,15 +111,7 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
 async def test_clients_agent_batch_sees_its_own_pending_state(tmp_path: Path) -> None:
     """Two receipts of one client in one batch: the second is applied to the first's result,
     the events are sent before the table writes, and one due entry is left."""
-    from app.faust_app import create_app
-
-    settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_BATCH_MAX": "3",
-                                  "LOYALTY_BATCH_WITHIN": "0.2", "LOYALTY_DATA_DIR": str(tmp_path),
-                                  "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),
-                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
-    app, pipeline = create_app(settings)
-    app.finalize()
-    app.flow_control.resume()
+    app, pipeline = _memory_app(tmp_path, LOYALTY_BATCH_MAX="3", LOYALTY_BATCH_WITHIN="0.2")
     agent = app.agents["clients"]
     order: list[str] = []
 
