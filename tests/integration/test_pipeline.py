@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +30,19 @@ def _worker(tmp_path: Path, bootstrap: str, name: str = "w", **env: str) -> Work
     e = unique_env(bootstrap, tmp_path / name, LOYALTY_RULES=",".join(RULES), LOYALTY_CLOCK=AS_OF)
     e.update(env)
     return Worker(e, tmp_path / f"{name}.log")
+
+
+def _any_change(settings: Any) -> bool:
+    """True once the first change is published (reads one record: a full read of a fast
+    worker's output can last until the worker is done)."""
+    from app.kafka_io import tail
+
+    async def one() -> bool:
+        async for _ in tail(settings, settings.topic_changes, idle_timeout=0.5, max_messages=1):
+            return True
+        return False
+
+    return asyncio.run(one())
 
 
 def test_streaming_equals_replay_and_dlq(tmp_path: Path, kafka_bootstrap: str) -> None:
@@ -68,12 +83,10 @@ def test_restart_after_sigkill_recovers_state(tmp_path: Path, kafka_bootstrap: s
     worker.start()
     try:
         deadline = time.monotonic() + 90
-        seen = 0
-        while time.monotonic() < deadline:
-            seen = len(read_topic(settings, settings.topic_changes, idle=0.5))
-            if seen >= len(expected["events"]) // 5:
-                break
+        while time.monotonic() < deadline and not _any_change(settings):
+            time.sleep(0.2)
         worker.kill()  # SIGKILL mid-stream: no clean shutdown, no final commit
+        seen = len(read_topic(settings, settings.topic_changes, idle=0.5))
         assert seen < len(expected["events"]), "the worker finished before it could be killed"
         worker.start()
         events = wait_for_changes(settings, len(expected["events"]), timeout=180)
