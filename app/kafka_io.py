@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -99,5 +99,46 @@ async def tail(settings: Settings, topic: str, idle_timeout: float = 10.0,
                 for record in records:
                     n += 1
                     yield record
+    finally:
+        await consumer.stop()
+
+
+async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) -> list[Any]:
+    """All committed records of a topic, up to the end offsets taken when the read starts.
+
+    Unlike :func:`tail`, a slow fetch cannot end the read early: it stops at the end offsets
+    (or raises ``TimeoutError`` after ``timeout`` seconds).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", isolation_level="read_committed")
+    await consumer.start()
+    deadline = time.monotonic() + timeout
+    try:
+        partitions: set[int] | None = None
+        while not partitions:
+            await consumer.topics()  # refreshes the metadata
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topic {topic} has no partitions")
+                await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        out: list[Any] = []
+        pending = set(tps)
+        while pending:
+            for tp in list(pending):
+                if await consumer.position(tp) >= end[tp]:
+                    pending.discard(tp)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not at the end offsets after {timeout} s")
+            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                out.extend(records)
+        return out
     finally:
         await consumer.stop()

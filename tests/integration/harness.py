@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from app.kafka_io import ensure_topics, produce, tail
+from app.kafka_io import ensure_topics, produce, read_to_end
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,10 +108,10 @@ def produce_lines(settings: Settings, lines: list[bytes], topic: str | None = No
 
 
 def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list[Any]:
-    async def run() -> list[Any]:
-        return [r async for r in tail(settings, topic, idle_timeout=idle)]
-
-    return asyncio.run(run())
+    """Every record of ``topic`` up to its end offsets when the read starts. (``idle`` is
+    unused: an idle-timeout read ended early when a fetch stalled on a busy machine.)"""
+    del idle
+    return asyncio.run(read_to_end(settings, topic))
 
 
 def wait_for_changes(settings: Settings, expected: int, timeout: float = 120.0,
@@ -125,7 +125,28 @@ def wait_for_changes(settings: Settings, expected: int, timeout: float = 120.0,
             time.sleep(settle)
             return [orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes, idle=1.0)]
         time.sleep(1.0)
+    print(f"wait_for_changes: timed out after {timeout} s with {len({e['id'] for e in events})}"
+          f" of {expected} distinct ids")
     return events
+
+
+def change_diff(events: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:
+    """A short report of the change ids missing from or extra in ``events`` ('' if none)."""
+    got = {e["id"]: e for e in events}
+    want = {e["id"]: e for e in expected}
+
+    def show(e: dict[str, Any]) -> str:
+        d = e["data"]
+        return (f"{e['subject']} {d['dimension']} {d['from']}->{d['to']} at {e['time']} "
+                f"cause={d['cause']} receipt={d.get('receipt_id')}")
+
+    lines = [f"{len(got)} distinct ids published, {len(want)} expected"]
+    for title, ids, src in (("missing", want.keys() - got.keys(), want),
+                            ("extra", got.keys() - want.keys(), got)):
+        if ids:
+            lines.append(f"{len(ids)} {title}:")
+            lines += ["  " + show(src[i]) for i in sorted(ids, key=lambda i: (src[i]["subject"], src[i]["time"]))[:20]]
+    return "" if len(lines) == 1 else "\n".join(lines)
 
 
 def final_segments(events: list[dict[str, Any]]) -> dict[tuple[str, str], str]:

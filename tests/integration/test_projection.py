@@ -25,6 +25,7 @@ from app.settings import Settings
 from app.simulate import SimConfig, generate
 from tests.integration.harness import (
     Worker,
+    change_diff,
     free_port,
     produce_lines,
     replay,
@@ -205,7 +206,8 @@ def test_redis_outage_then_catch_up(tmp_path: Path, kafka_bootstrap: str, redis_
         server.stop()  # Redis goes away; the pipeline must go on
         produce_lines(settings, of(set(ids) - first))
         events = wait_for_changes(settings, len(expected["events"]), timeout=120, settle=1.0)
-        assert {e["id"] for e in events} == {e["id"] for e in expected["events"]}
+        diff = change_diff(events, expected["events"])
+        assert not diff, diff
         errors = re.search(r"^loyalty_projection_errors_total ([0-9.e+]+)$",
                            _http(worker, "/metrics"), re.M)
         assert errors is not None and float(errors.group(1)) > 0
