@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -109,21 +109,17 @@ async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) ->
     Unlike :func:`tail`, a slow fetch cannot end the read early: it stops at the end offsets
     (or raises ``TimeoutError`` after ``timeout`` seconds).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
-    await consumer.start()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed")
+    await consumer.start()  # no group: every partition is assigned to this consumer
     deadline = time.monotonic() + timeout
     try:
-        partitions: set[int] | None = None
-        while not partitions:
-            await consumer.topics()  # refreshes the metadata
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"topic {topic} has no partitions")
-                await asyncio.sleep(0.2)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} has no partitions")
+            await asyncio.sleep(0.1)
+        tps = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         out: list[Any] = []
