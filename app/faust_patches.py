@@ -1,4 +1,17 @@
-"""Opt-in performance patch for faust-streaming 0.15.3 (LOYALTY_FAST_DRAIN=true).
+"""Patches for faust-streaming 0.15.3 with aiokafka 0.14.
+
+**Seek after a rebalance (always on, a correctness fix).** On every rebalance Faust drops
+the records queued for its agents and seeks each partition back to its committed offset.
+aiokafka's ``seek_to_committed`` leaves the position alone when a partition has no
+committed offset (or offset 0): the fetcher then goes on after the dropped records, and
+Faust's next commit covers them although no agent saw them. That happens to partitions not
+committed yet: a first deployment, or a worker killed before its first commit and
+restarted (the restart rebalances again when the dead member's session expires). Seen as
+lost changes after a SIGKILL restart. :func:`seek_to_committed_or_beginning` seeks such
+partitions to the beginning (the app's ``auto_offset_reset`` is ``earliest``), so their
+records are delivered again; processing is idempotent.
+
+**Fast drain (opt-in, LOYALTY_FAST_DRAIN=true).**
 
 Faust's consumer hands every message to the streams through
 ``wait_first(callback(message), suspend_flow.wait())``: two tasks and an ``asyncio.wait``
@@ -19,8 +32,26 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 _original = faust_consumer.Consumer._drain_messages
+
+
+async def seek_to_committed_or_beginning(consumer: Any,
+                                         skip_topics: frozenset[str] = frozenset()) -> dict[Any, int | None]:
+    """``consumer.seek_to_committed()``, then seek the partitions it left alone (no
+    committed offset, or 0) to the beginning, except those of ``skip_topics`` (Faust's
+    table changelogs: recovery positions them itself). Returns the committed offsets."""
+    committed: dict[Any, int | None] = await consumer.seek_to_committed()
+    unseeked = [tp for tp, offset in committed.items() if not offset and tp.topic not in skip_topics]
+    if unseeked:
+        await consumer.seek_to_beginning(*unseeked)
+    return committed
+
+
+async def _seek_to_committed(self: Any) -> Any:  # pragma: no cover - needs a broker
+    changelogs = frozenset(self.app.tables.changelog_topics)
+    return await self.call_thread(seek_to_committed_or_beginning, self._ensure_consumer(), changelogs)
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - needs a broker
@@ -68,5 +99,6 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
         raise
 
 
-def apply(enabled: bool) -> None:
-    faust_consumer.Consumer._drain_messages = _drain_messages if enabled else _original  # type: ignore[method-assign]
+def apply(fast_drain: bool) -> None:
+    faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
+    faust_consumer.Consumer._drain_messages = _drain_messages if fast_drain else _original  # type: ignore[method-assign]
