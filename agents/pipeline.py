@@ -92,7 +92,16 @@ def register(p: Pipeline, due_interval: float) -> None:
     async def process(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            p.input_next[event.message.tp] = event.message.offset + 1
+            tp, offset = event.message.tp, event.message.offset
+            # this internal topic has no gaps: a record past the expected one (the committed
+            # offset after a start) means records were never delivered (see app.faust_patches)
+            committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+            expected = p.input_next.get(tp, committed)
+            if expected is not None and offset > expected and (committed or 0) < offset:
+                p.metrics.offset_gaps.labels(tp.topic).inc(offset - expected)
+                log.error("records %d..%d of %s[%d] were never delivered", expected, offset - 1,
+                          tp.topic, tp.partition)
+            p.input_next[tp] = offset + 1
             key: bytes = event.key
             message: bytes = event.value
             try:

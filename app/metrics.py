@@ -29,6 +29,7 @@ class Metrics:
     projection_errors: Counter
     scenario_actions: Counter
     scenario_conversions: Counter
+    offset_gaps: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -58,6 +59,8 @@ class Metrics:
             projection_errors=Counter("loyalty_projection_errors", "Redis projection errors", registry=r),
             scenario_actions=Counter("loyalty_scenario_actions", "Scenario actions", ["scenario"], registry=r),
             scenario_conversions=Counter("loyalty_scenario_conversions", "Converted actions", ["scenario"], registry=r),
+            offset_gaps=Counter("loyalty_offset_gaps", "Records of an internal topic skipped (never delivered)",
+                                ["topic"], registry=r),
         )
 
     def transition(self, dimension: str, from_: str | None, to: str, value_dimension: bool) -> None:

@@ -84,6 +84,14 @@ class Worker:
                 time.sleep(0.3)
         raise TimeoutError(f"worker did not answer {url}:\n{self.log.read_text()[-3000:]}")
 
+    def metric(self, name: str) -> float:
+        """Sum of a metric's samples on the running worker's /metrics (0 if absent)."""
+        url = f"http://127.0.0.1:{self.env['LOYALTY_WEB_PORT']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith((name + " ", name + "{")))
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
