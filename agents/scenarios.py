@@ -23,6 +23,7 @@ must all check), ``LOYALTY_TOPIC_ACTIONS`` (loyalty.scenario-actions),
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 import rules
+from agents.batching import in_event, send
 from app import codecs
 from rules import RejectedInput, RuleSet, RuleSetError, loads, parse_receipt
 from rules.calendar import to_epoch
@@ -225,38 +227,58 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
 
     guard = OffsetGuard() if settings.guarantee == "at_least_once" else None
 
+    direct = settings.guarantee == "at_least_once"
+    actions_topic = settings.topic_actions
+
     @app.agent(source, name="scenarios")
     async def run_scenarios(stream: Any) -> None:
-        async for event in stream.events():
-            key: bytes | None = event.key
-            msg = event.message
-            if guard is not None and msg.topic == changes_topic:
-                committed = getattr(app.consumer, "_committed_offset", {}).get(msg.tp)
-                verdict, offset = guard.check(msg.tp, msg.offset, committed)
-                if verdict == "seek":
-                    log.warning("scenarios: records %s..%d of %s[%d] were skipped; seeking back",
-                                offset, msg.offset - 1, msg.topic, msg.partition)
-                    await app.consumer.seek(msg.tp, offset)
-                if verdict != "process":
+        # Batched like the clients agent: every action of a batch is acked before any table
+        # write of the batch; later events of a client in the batch see its pending state.
+        async for batch in stream.take_events(pipeline.batch_max, within=pipeline.batch_within):
+            pending: dict[bytes, bytes] = {}
+            writes: list[tuple[Any, bytes, bytes]] = []
+            sent = []
+            # receipts (client events) first: a receipt's own segment changes can only
+            # follow it, and the scenario logic counts the receipt before them
+            ordered = sorted(batch, key=lambda e: e.message.topic == changes_topic)
+            for event in ordered:
+                key: bytes | None = event.key
+                msg = event.message
+                if guard is not None and msg.topic == changes_topic:
+                    committed = getattr(app.consumer, "_committed_offset", {}).get(msg.tp)
+                    verdict, offset = guard.check(msg.tp, msg.offset, committed)
+                    if verdict == "seek":
+                        log.warning("scenarios: records %s..%d of %s[%d] were skipped; seeking back",
+                                    offset, msg.offset - 1, msg.topic, msg.partition)
+                        await app.consumer.seek(msg.tp, offset)
+                    if verdict != "process":
+                        continue
+                if key is None:
                     continue
-            if key is None:
-                continue
-            stored = table.get(key)
-            if msg.topic == changes_topic:
-                out = handler.change(event.value, stored, msg.offset)
-            else:
-                out = handler.client_event(event.value, stored, msg.offset)
-            sent = [await actions.send(key=key, value=orjson.dumps(e)) for e in out.events]
-            for fut in sent:  # acknowledged before the table remembers the trigger
-                await fut
-            for action in out.step.actions:
-                metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
-            for conversion in out.step.conversions:
-                metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
-            for sid, reason in out.step.skipped:
-                log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
-            if out.value is not None:
-                table[key] = out.value
+                stored = pending.get(key)
+                if stored is None:
+                    with in_event(event):
+                        stored = table.get(key)
+                if msg.topic == changes_topic:
+                    out = handler.change(event.value, stored, msg.offset)
+                else:
+                    out = handler.client_event(event.value, stored, msg.offset)
+                for e in out.events:
+                    sent.append(await send(app, direct, event, actions, actions_topic, key, orjson.dumps(e)))
+                for action in out.step.actions:
+                    metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
+                for conversion in out.step.conversions:
+                    metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
+                for sid, reason in out.step.skipped:
+                    log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
+                if out.value is not None:
+                    pending[key] = out.value
+                    writes.append((event, key, out.value))
+            if sent:  # acknowledged before the table remembers the triggers
+                await asyncio.gather(*sent)
+            for event, key, value in writes:
+                with in_event(event):
+                    table[key] = value
 
     if settings.webhook_url:
         from agents.webhook import register_webhook

@@ -87,6 +87,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         inflight={},
         fault_stall_partition=settings.fault_stall_partition,
         input_next={},
+        batch_max=settings.batch_max,
+        batch_within=settings.batch_within,
+        direct_sends=settings.guarantee == "at_least_once",
     )
     register(pipeline, settings.due_interval)
     from agents.monitor import register_monitor

@@ -25,6 +25,8 @@
 | LOYALTY_STALL_TIMEOUT | 120 | seconds of lag without progress before a partition counts as stalled |
 | LOYALTY_LOG_LEVEL | info | log level |
 | LOYALTY_PRODUCER_BUFFER | 5000 | Faust producer buffer (messages) before consumption pauses |
+| LOYALTY_BATCH_MAX | 500 | messages the clients agent handles per batch (one broker ack wait per batch) |
+| LOYALTY_BATCH_WITHIN | 0.05 | seconds the clients agent waits to fill a batch |
 | LOYALTY_FAST_DRAIN | false | opt-in consumer patch, ~2x events/s (see app/faust_patches.py) |
 | LOYALTY_STALL_ACTION | none | on a stalled partition: none (not ready only), seek, exit (code 70) |
 | LOYALTY_LOG_FORMAT | text | text or json (one JSON object per line) |
@@ -102,6 +104,8 @@ class Settings:
     producer_buffer: int = 5000
     stall_action: str = "none"
     fast_drain: bool = False
+    batch_max: int = 500
+    batch_within: float = 0.05
     log_format: str = "text"
     fault_stall_partition: int = -1
     topic_actions: str = "loyalty.scenario-actions"
@@ -158,6 +162,8 @@ class Settings:
             producer_buffer=_int(env, "LOYALTY_PRODUCER_BUFFER", cls.producer_buffer, 100),
             stall_action=_choice(env, "LOYALTY_STALL_ACTION", ("none", "seek", "exit")),
             fast_drain=g("LOYALTY_FAST_DRAIN", "false").lower() in ("1", "true", "yes"),
+            batch_max=_int(env, "LOYALTY_BATCH_MAX", cls.batch_max, 1),
+            batch_within=_float(env, "LOYALTY_BATCH_WITHIN", cls.batch_within),
             log_format=_choice(env, "LOYALTY_LOG_FORMAT", ("text", "json")),
             fault_stall_partition=int(g("LOYALTY_FAULT_STALL_PARTITION", "-1") or -1),
             topic_actions=g("LOYALTY_TOPIC_ACTIONS", cls.topic_actions),

@@ -69,16 +69,22 @@ def test_table_value_round_trip() -> None:
     assert key <= codecs.due_key_bound(1_700_000_000) < codecs.due_key(1_700_000_001, "a")
 
 
-async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
-    """The real clients agent, driven by Faust's test_context (memory store, no broker)."""
+def _memory_app(tmp_path: Path, **env: str) -> tuple[Any, Any]:
+    """The real Faust app with the memory store, ready for ``agent.test_context()``."""
     from app.faust_app import create_app
 
     settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_DATA_DIR": str(tmp_path),
                                   "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),
-                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
+                                  "REDIS_URL": "redis://127.0.0.1:1/0", **env})
     app, pipeline = create_app(settings)
     app.finalize()
     app.flow_control.resume()
+    return app, pipeline
+
+
+async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
+    """The real clients agent, driven by Faust's test_context (memory store, no broker)."""
+    app, pipeline = _memory_app(tmp_path, LOYALTY_BATCH_MAX="1")
     agent = app.agents["clients"]
     sent: list[tuple[Any, Any]] = []
 
@@ -89,6 +95,7 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
         return acked
 
     pipeline.changes.send = capture  # the output topic: captured instead of produced
+    pipeline.direct_sends = False  # through Topic.send, which the test captures
     async with agent.test_context() as ctx:
         bought = NOW - timedelta(days=3)
         await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r1", bought)), key=b"c-1", partition=0)
@@ -99,3 +106,49 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
         assert pipeline.due[codecs.due_key(due, "c-1")] == b""
     assert [orjson.loads(v)["data"]["to"] for _, v in sent] == ["other"]  # duplicate: no event
     assert sent[0][0] == b"c-1"
+
+
+async def test_clients_agent_batch_sees_its_own_pending_state(tmp_path: Path) -> None:
+    """Two receipts of one client in one batch: the second is applied to the first's result,
+    the events are sent before the table writes, and one due entry is left."""
+    app, pipeline = _memory_app(tmp_path, LOYALTY_BATCH_MAX="3", LOYALTY_BATCH_WITHIN="0.2")
+    agent = app.agents["clients"]
+    order: list[str] = []
+
+    async def capture(*, key: Any = None, value: Any = None, **_: Any) -> Any:
+        order.append("send:" + orjson.loads(value)["data"]["to"])
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
+
+    pipeline.changes.send = capture
+    pipeline.direct_sends = False
+    clients = pipeline.clients
+    original_set = type(clients).__setitem__
+
+    def recording_set(self: Any, key: Any, value: Any) -> None:
+        order.append("write")
+        original_set(self, key, value)
+
+    async with agent.test_context() as ctx:
+        type(clients).__setitem__ = recording_set
+        try:
+            first, second = NOW - timedelta(days=30), NOW - timedelta(days=2)
+            await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r1", first)), key=b"c-1", partition=0)
+            await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r2", second)), key=b"c-1", partition=0)
+            await ctx.put(codecs.envelope(codecs.RECEIPT, receipt("r3", second, client="c-2")),
+                          key=b"c-2", partition=0)  # the third message fills the batch
+            for _ in range(50):
+                if b"c-1" in pipeline.clients.data:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            type(clients).__setitem__ = original_set
+    due, raw = codecs.split_table_value(pipeline.clients[b"c-1"])
+    from rules.state import loads as load_state
+
+    assert load_state(raw).visits == 2  # the second receipt saw the first one's state
+    assert [k for k in pipeline.due.data if k.endswith(b"|c-1")] == [codecs.due_key(due, "c-1")]
+    sends = [i for i, o in enumerate(order) if o.startswith("send:")]
+    writes = [i for i, o in enumerate(order) if o == "write"]
+    assert sends and writes and max(sends) < min(writes)  # every change acked before any write

@@ -65,3 +65,5 @@ def test_exactly_once_is_refused_with_the_reason() -> None:
     with pytest.raises(SettingsError):
         Settings.from_env({"LOYALTY_GUARANTEE": "at-most-once"})
     assert Settings.from_env({"LOYALTY_GUARANTEE": "at_least_once"}).guarantee == "at_least_once"
+    settings = Settings.from_env({"LOYALTY_BATCH_MAX": "64", "LOYALTY_BATCH_WITHIN": "0.02"})
+    assert (settings.batch_max, settings.batch_within) == (64, 0.02)
