@@ -22,6 +22,7 @@ import faust
 import orjson
 
 from agents.handler import ClientHandler, route
+from agents.offsets import OffsetGuard
 from app import codecs
 from app.metrics import Metrics
 from rules import Engine, RejectedInput
@@ -62,10 +63,19 @@ def register(p: Pipeline, due_interval: float) -> None:
     handler = ClientHandler(p.engine, p.clock)
     value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
 
+    def gap_counter(tp: Any, n: int) -> None:
+        p.metrics.offset_gaps.labels(tp.topic).inc(n)
+
+    clients_guard = OffsetGuard("clients", on_gap=gap_counter)
+
     async def _route(stream: Any, kind: bytes, source: str) -> None:
+        # external inputs may come from transactional producers: one offset per commit marker
+        guard = OffsetGuard(f"route {source}", min_gap=2, on_gap=gap_counter)
         async for event in stream.events():
             raw = event.value
             msg = event.message
+            if not await guard.guard(app, msg):
+                continue  # skipped by the consumer: re-fetched (agents.offsets)
             if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
                 log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
                 await asyncio.Event().wait()
@@ -92,16 +102,9 @@ def register(p: Pipeline, due_interval: float) -> None:
     async def process(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            tp, offset = event.message.tp, event.message.offset
-            # this internal topic has no gaps: a record past the expected one (the committed
-            # offset after a start) means records were never delivered (see app.faust_patches)
-            committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
-            expected = p.input_next.get(tp, committed)
-            if expected is not None and offset > expected and (committed or 0) < offset:
-                p.metrics.offset_gaps.labels(tp.topic).inc(offset - expected)
-                log.error("records %d..%d of %s[%d] were never delivered", expected, offset - 1,
-                          tp.topic, tp.partition)
-            p.input_next[tp] = offset + 1
+            if not await clients_guard.guard(app, event.message):
+                continue  # skipped by the consumer: re-fetched (agents.offsets)
+            p.input_next[event.message.tp] = event.message.offset + 1
             key: bytes = event.key
             message: bytes = event.value
             try:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 import rules
+from agents.offsets import OffsetGuard
 from app import codecs
 from rules import RejectedInput, RuleSet, RuleSetError, loads, parse_receipt
 from rules.calendar import to_epoch
@@ -156,42 +157,6 @@ def scenario_report(metrics: Any, scenario_ids: list[str] | None = None
     return out
 
 
-class OffsetGuard:
-    """Keeps each partition's records in order across rebalances.
-
-    After a rebalance, Faust seeks each partition to its committed offset, but aiokafka
-    skips the seek when there is none yet (a new consumer group, a first deployment), and
-    records fetched before the rebalance and dropped by it are then never delivered: the
-    next record comes after a gap (seen on the changes topic after a SIGKILL restart). In
-    at-least-once mode the changes topic has no gaps (no transaction markers, no
-    compaction), so a record past the expected offset means records were skipped: seek back
-    once, drop the records still queued (their offsets keep rising) until the re-fetch
-    starts (an offset not above the last dropped one), and go on from there.
-    """
-
-    def __init__(self, give_up_after: int = 100_000) -> None:
-        self.next: dict[Any, int] = {}
-        self.rewinding: dict[Any, list[int]] = {}  # tp -> [seek offset, last dropped, dropped]
-        self.give_up_after = give_up_after
-
-    def check(self, tp: Any, offset: int, committed: int | None) -> tuple[str, int]:
-        """("process", 0), ("drop", 0) or ("seek", offset to seek to)."""
-        rewind = self.rewinding.get(tp)
-        if rewind is not None:
-            want, last, dropped = rewind
-            if want < offset and last < offset and dropped < self.give_up_after:
-                rewind[1:] = [offset, dropped + 1]
-                return "drop", 0
-            del self.rewinding[tp]  # the re-fetch has begun (or it is a real gap after all)
-        else:
-            want = self.next.get(tp, offset)
-            if offset > want and (committed or 0) < offset:
-                self.rewinding[tp] = [want, offset, 0]
-                return "seek", want
-        self.next[tp] = offset + 1
-        return "process", 0
-
-
 @dataclass
 class ScenarioAgent:
     runner: ScenarioRunner
@@ -223,22 +188,15 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
     agent = ScenarioAgent(runner, actions, table, metrics)
     log.info("scenarios: %s", ", ".join(f"{s.id} ({s.summary()})" for s in scenarios))
 
-    guard = OffsetGuard() if settings.guarantee == "at_least_once" else None
+    guard = OffsetGuard("scenarios", on_gap=lambda tp, n: metrics.offset_gaps.labels(tp.topic).inc(n))
 
     @app.agent(source, name="scenarios")
     async def run_scenarios(stream: Any) -> None:
         async for event in stream.events():
             key: bytes | None = event.key
             msg = event.message
-            if guard is not None and msg.topic == changes_topic:
-                committed = getattr(app.consumer, "_committed_offset", {}).get(msg.tp)
-                verdict, offset = guard.check(msg.tp, msg.offset, committed)
-                if verdict == "seek":
-                    log.warning("scenarios: records %s..%d of %s[%d] were skipped; seeking back",
-                                offset, msg.offset - 1, msg.topic, msg.partition)
-                    await app.consumer.seek(msg.tp, offset)
-                if verdict != "process":
-                    continue
+            if not await guard.guard(app, msg):
+                continue  # skipped by the consumer: re-fetched (agents.offsets)
             if key is None:
                 continue
             stored = table.get(key)
