@@ -22,7 +22,7 @@ import faust
 import orjson
 
 from agents.handler import ClientHandler, route
-from agents.offsets import OffsetGuard
+from agents.offsets import register_filler
 from app import codecs
 from app.metrics import Metrics
 from rules import Engine, RejectedInput
@@ -48,6 +48,7 @@ class Pipeline:
     fault_stall_partition: int
     input_next: dict[Any, int]  # input TP -> next offset to route (watermark for due ticks)
     detector: Any = None  # agents.monitor's StallDetector, set at registration
+    bootstrap: str = ""  # Kafka bootstrap servers (agents.offsets fetches skipped records)
 
 
 async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str) -> None:
@@ -66,29 +67,30 @@ def register(p: Pipeline, due_interval: float) -> None:
     def gap_counter(tp: Any, n: int) -> None:
         p.metrics.offset_gaps.labels(tp.topic).inc(n)
 
-    clients_guard = OffsetGuard("clients", on_gap=gap_counter)
+    async def route_one(event: Any, kind: bytes, source: str) -> None:
+        raw = event.value
+        msg = event.message
+        if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
+            log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
+            await asyncio.Event().wait()
+        try:
+            client_id, env = route(raw, kind, p.clock())
+        except RejectedInput as exc:
+            await _to_dlq(p, event, raw, exc, source)
+        else:
+            if client_id is None:
+                p.metrics.receipts.labels("anonymous").inc()
+            else:
+                await p.client_events.send(key=client_id.encode(), value=env)
+        p.input_next[msg.tp] = msg.offset + 1
 
     async def _route(stream: Any, kind: bytes, source: str) -> None:
         # external inputs may come from transactional producers: one offset per commit marker
-        guard = OffsetGuard(f"route {source}", min_gap=2, on_gap=gap_counter)
+        gaps = register_filler(app, f"route {source}", p.bootstrap, min_gap=2, on_gap=gap_counter)
         async for event in stream.events():
-            raw = event.value
-            msg = event.message
-            if not await guard.guard(app, msg):
-                continue  # skipped by the consumer: re-fetched (agents.offsets)
-            if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
-                log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
-                await asyncio.Event().wait()
-            try:
-                client_id, env = route(raw, kind, p.clock())
-            except RejectedInput as exc:
-                await _to_dlq(p, event, raw, exc, source)
-            else:
-                if client_id is None:
-                    p.metrics.receipts.labels("anonymous").inc()
-                else:
-                    await p.client_events.send(key=client_id.encode(), value=env)
-            p.input_next[msg.tp] = msg.offset + 1
+            for one in await gaps.fill(app, event):  # records the consumer skipped, then event
+                await route_one(one, kind, source)
+            await gaps.done(app, event.message.tp)
 
     @app.agent(p.receipts, name="route_receipts")
     async def route_receipts(stream: Any) -> None:
@@ -98,53 +100,57 @@ def register(p: Pipeline, due_interval: float) -> None:
     async def route_profiles(stream: Any) -> None:
         await _route(stream, codecs.PROFILE, "profiles")
 
+    async def handle_one(event: Any) -> None:
+        started = time.perf_counter()
+        p.input_next[event.message.tp] = event.message.offset + 1
+        key: bytes = event.key
+        message: bytes = event.value
+        try:
+            out = handler.handle(key.decode(), message, p.clients.get(key))
+        except RejectedInput as exc:
+            await _to_dlq(p, event, message[1:], exc, "client-events")
+            return
+        # Publish the changes and wait for the broker's ack BEFORE the table write: if the
+        # worker dies in between, the receipt is redelivered against the old state and the
+        # same events (same ids) are published again. The other order could persist the
+        # new state, then treat the redelivered receipt as a duplicate and lose the events.
+        now = time.time()
+        sent = []
+        for change in out.events:
+            data = change["data"]
+            p.metrics.transition(data["dimension"], data["from"], data["to"],
+                                 data["dimension"] in value_dims)
+            if data["cause"] == "time":
+                due_at = datetime.fromisoformat(change["time"]).timestamp()
+                p.metrics.due_lateness.observe(max(0.0, now - due_at))
+            sent.append(await p.changes.send(key=key, value=orjson.dumps(change)))
+        if sent:
+            await asyncio.gather(*sent)
+        if out.value is not None:
+            p.clients[key] = out.value  # the changelog needs the write
+        if message[:1] == codecs.TICK:
+            ticked = codecs.tick_due(message)
+            p.inflight.pop(codecs.due_key(ticked, key.decode()), None)
+            if ticked != out.due_new:
+                _drop_due(p, ticked, key)
+        if out.due_old != out.due_new:
+            if out.due_old is not None:
+                _drop_due(p, out.due_old, key)
+            if out.due_new is not None:
+                p.due[codecs.due_key(out.due_new, key.decode())] = b""
+        if out.kind == "receipt":
+            p.metrics.receipts.labels(out.outcome).inc()
+            if out.occurred_at is not None:
+                p.metrics.event_time_lag.observe(max(0.0, now - out.occurred_at.timestamp()))
+        p.metrics.processing.labels(out.kind).observe(time.perf_counter() - started)
+
     @app.agent(p.client_events, name="clients")
     async def process(stream: Any) -> None:
+        gaps = register_filler(app, "clients", p.bootstrap, on_gap=gap_counter)
         async for event in stream.events():
-            started = time.perf_counter()
-            if not await clients_guard.guard(app, event.message):
-                continue  # skipped by the consumer: re-fetched (agents.offsets)
-            p.input_next[event.message.tp] = event.message.offset + 1
-            key: bytes = event.key
-            message: bytes = event.value
-            try:
-                out = handler.handle(key.decode(), message, p.clients.get(key))
-            except RejectedInput as exc:
-                await _to_dlq(p, event, message[1:], exc, "client-events")
-                continue
-            # Publish the changes and wait for the broker's ack BEFORE the table write: if the
-            # worker dies in between, the receipt is redelivered against the old state and the
-            # same events (same ids) are published again. The other order could persist the
-            # new state, then treat the redelivered receipt as a duplicate and lose the events.
-            now = time.time()
-            sent = []
-            for change in out.events:
-                data = change["data"]
-                p.metrics.transition(data["dimension"], data["from"], data["to"],
-                                     data["dimension"] in value_dims)
-                if data["cause"] == "time":
-                    due_at = datetime.fromisoformat(change["time"]).timestamp()
-                    p.metrics.due_lateness.observe(max(0.0, now - due_at))
-                sent.append(await p.changes.send(key=key, value=orjson.dumps(change)))
-            if sent:
-                await asyncio.gather(*sent)
-            if out.value is not None:
-                p.clients[key] = out.value  # the changelog needs the write
-            if message[:1] == codecs.TICK:
-                ticked = codecs.tick_due(message)
-                p.inflight.pop(codecs.due_key(ticked, key.decode()), None)
-                if ticked != out.due_new:
-                    _drop_due(p, ticked, key)
-            if out.due_old != out.due_new:
-                if out.due_old is not None:
-                    _drop_due(p, out.due_old, key)
-                if out.due_new is not None:
-                    p.due[codecs.due_key(out.due_new, key.decode())] = b""
-            if out.kind == "receipt":
-                p.metrics.receipts.labels(out.outcome).inc()
-                if out.occurred_at is not None:
-                    p.metrics.event_time_lag.observe(max(0.0, now - out.occurred_at.timestamp()))
-            p.metrics.processing.labels(out.kind).observe(time.perf_counter() - started)
+            for one in await gaps.fill(app, event):  # records the consumer skipped, then event
+                await handle_one(one)
+            await gaps.done(app, event.message.tp)
 
     input_topics = {p.receipts.get_topic_name(), p.profiles.get_topic_name()}
 

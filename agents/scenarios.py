@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 import rules
-from agents.offsets import OffsetGuard
+from agents.offsets import register_filler
 from app import codecs
 from rules import RejectedInput, RuleSet, RuleSetError, loads, parse_receipt
 from rules.calendar import to_epoch
@@ -188,33 +188,37 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
     agent = ScenarioAgent(runner, actions, table, metrics)
     log.info("scenarios: %s", ", ".join(f"{s.id} ({s.summary()})" for s in scenarios))
 
-    guard = OffsetGuard("scenarios", on_gap=lambda tp, n: metrics.offset_gaps.labels(tp.topic).inc(n))
+
+    async def handle_one(event: Any) -> None:
+        key: bytes | None = event.key
+        msg = event.message
+        if key is None:
+            return
+        stored = table.get(key)
+        if msg.topic == changes_topic:
+            out = handler.change(event.value, stored, msg.offset)
+        else:
+            out = handler.client_event(event.value, stored, msg.offset)
+        sent = [await actions.send(key=key, value=orjson.dumps(e)) for e in out.events]
+        for fut in sent:  # acknowledged before the table remembers the trigger
+            await fut
+        for action in out.step.actions:
+            metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
+        for conversion in out.step.conversions:
+            metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
+        for sid, reason in out.step.skipped:
+            log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
+        if out.value is not None:
+            table[key] = out.value
 
     @app.agent(source, name="scenarios")
     async def run_scenarios(stream: Any) -> None:
+        gaps = register_filler(app, "scenarios", settings.kafka_bootstrap,
+                               on_gap=lambda tp, n: metrics.offset_gaps.labels(tp.topic).inc(n))
         async for event in stream.events():
-            key: bytes | None = event.key
-            msg = event.message
-            if not await guard.guard(app, msg):
-                continue  # skipped by the consumer: re-fetched (agents.offsets)
-            if key is None:
-                continue
-            stored = table.get(key)
-            if msg.topic == changes_topic:
-                out = handler.change(event.value, stored, msg.offset)
-            else:
-                out = handler.client_event(event.value, stored, msg.offset)
-            sent = [await actions.send(key=key, value=orjson.dumps(e)) for e in out.events]
-            for fut in sent:  # acknowledged before the table remembers the trigger
-                await fut
-            for action in out.step.actions:
-                metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
-            for conversion in out.step.conversions:
-                metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
-            for sid, reason in out.step.skipped:
-                log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
-            if out.value is not None:
-                table[key] = out.value
+            for one in await gaps.fill(app, event):  # records the consumer skipped, then event
+                await handle_one(one)
+            await gaps.done(app, event.message.tp)
 
     if settings.webhook_url:
         from agents.webhook import register_webhook

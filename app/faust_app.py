@@ -87,6 +87,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         inflight={},
         fault_stall_partition=settings.fault_stall_partition,
         input_next={},
+        bootstrap=settings.kafka_bootstrap,
     )
     register(pipeline, settings.due_interval)
     from agents.monitor import register_monitor
