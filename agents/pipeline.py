@@ -23,6 +23,7 @@ import orjson
 
 from agents.batching import in_event, send
 from agents.handler import ClientHandler, route
+from agents.offsets import register_filler
 from app import codecs
 from app.metrics import Metrics
 from rules import Engine, RejectedInput
@@ -48,16 +49,19 @@ class Pipeline:
     fault_stall_partition: int
     input_next: dict[Any, int]  # input TP -> next offset to route (watermark for due ticks)
     detector: Any = None  # agents.monitor's StallDetector, set at registration
+    bootstrap: str = ""  # Kafka bootstrap servers (agents.offsets fetches skipped records)
     batch_max: int = 500
     batch_within: float = 0.05
     direct_sends: bool = False  # see agents.batching.send
 
 
-async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str) -> None:
+async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str,
+                  ctx: Any = None) -> None:
+    """``ctx``: the Faust event whose context the send runs in (default: ``event``)."""
     msg = event.message
     p.metrics.rejected.labels(exc.reason).inc()
     p.metrics.dlq_writes.labels(source).inc()
-    with in_event(event):
+    with in_event(ctx or event):
         await p.dlq.send(key=event.key, value=raw,
                          headers=codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset))
 
@@ -67,26 +71,38 @@ def register(p: Pipeline, due_interval: float) -> None:
     handler = ClientHandler(p.engine, p.clock)
     value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
 
+    def gap_counter(tp: Any, n: int) -> None:
+        p.metrics.offset_gaps.labels(tp.topic).inc(n)
+
+    topic = p.client_events.get_topic_name()
+
+    async def route_one(event: Any, ctx: Any, now: datetime, kind: bytes, source: str) -> None:
+        raw = event.value
+        msg = event.message
+        if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
+            log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
+            await asyncio.Event().wait()
+        try:
+            client_id, env = route(raw, kind, now)
+        except RejectedInput as exc:
+            await _to_dlq(p, event, raw, exc, source, ctx)
+        else:
+            if client_id is None:
+                p.metrics.receipts.labels("anonymous").inc()
+            else:
+                await send(p.app, p.direct_sends, ctx, p.client_events, topic, client_id.encode(), env)
+        p.input_next[msg.tp] = msg.offset + 1
+
     async def _route(stream: Any, kind: bytes, source: str) -> None:
-        topic = p.client_events.get_topic_name()
+        # external inputs may come from transactional producers: one offset per commit marker
+        gaps = register_filler(app, f"route {source}", p.bootstrap, min_gap=2, on_gap=gap_counter)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
             now = p.clock()
             for event in batch:
-                raw = event.value
-                msg = event.message
-                if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
-                    log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
-                    await asyncio.Event().wait()
-                try:
-                    client_id, env = route(raw, kind, now)
-                except RejectedInput as exc:
-                    await _to_dlq(p, event, raw, exc, source)
-                else:
-                    if client_id is None:
-                        p.metrics.receipts.labels("anonymous").inc()
-                    else:
-                        await send(p.app, p.direct_sends, event, p.client_events, topic, client_id.encode(), env)
-                p.input_next[msg.tp] = msg.offset + 1
+                for one in await gaps.fill(app, event):  # records the consumer skipped, then event
+                    await route_one(one, event, now, kind, source)
+            for tp in list(gaps.filling):
+                await gaps.done(app, tp)
 
     @app.agent(p.receipts, name="route_receipts")
     async def route_receipts(stream: Any) -> None:
@@ -101,8 +117,14 @@ def register(p: Pipeline, due_interval: float) -> None:
         # Batches: the change events of a whole batch are published and acked together,
         # then the batch's table writes follow (one broker round trip per batch, not per
         # receipt). Later messages of a client in the same batch see its pending state.
+        gaps = register_filler(app, "clients", p.bootstrap, on_gap=gap_counter)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
-            await _process_batch(p, handler, value_dims, batch)
+            items = []  # (record, the Faust event whose context it runs in)
+            for event in batch:
+                items += [(one, event) for one in await gaps.fill(app, event)]
+            await _process_batch(p, handler, value_dims, items)
+            for tp in list(gaps.filling):
+                await gaps.done(app, tp)
 
     input_topics = {p.receipts.get_topic_name(), p.profiles.get_topic_name()}
 
@@ -148,92 +170,6 @@ def register(p: Pipeline, due_interval: float) -> None:
         p.metrics.due_backlog.set(backlog)
 
 
-@dataclass
-class _Done:
-    event: Any
-    key: bytes
-    out: Any
-
-
-async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[str],
-                         batch: list[Any]) -> None:
-    """Apply a batch: publish every change (acked) BEFORE any table write of the batch.
-
-    If the worker dies in between, the batch is redelivered against the old state and the
-    same events (same ids) are published again. The other order could persist the new
-    state, then treat the redelivered receipt as a duplicate and lose the events.
-    """
-    changes_topic = p.changes.get_topic_name()
-    pending: dict[bytes, bytes] = {}  # client key -> table value not yet written
-    done: list[_Done] = []
-    sent = []
-    now = time.time()
-    for event in batch:
-        started = time.perf_counter()
-        _check_gap(p, event.message.tp, event.message.offset)
-        key: bytes = event.key
-        message: bytes = event.value
-        stored = pending.get(key)
-        if stored is None:
-            with in_event(event):
-                stored = p.clients.get(key)
-        try:
-            out = handler.handle(key.decode(), message, stored)
-        except RejectedInput as exc:
-            await _to_dlq(p, event, message[1:], exc, "client-events")
-            continue
-        for change in out.events:
-            data = change["data"]
-            p.metrics.transition(data["dimension"], data["from"], data["to"],
-                                 data["dimension"] in value_dims)
-            if data["cause"] == "time":
-                due_at = datetime.fromisoformat(change["time"]).timestamp()
-                p.metrics.due_lateness.observe(max(0.0, now - due_at))
-            sent.append(await send(p.app, p.direct_sends, event, p.changes, changes_topic, key, orjson.dumps(change)))
-        if out.value is not None:
-            pending[key] = out.value
-        done.append(_Done(event, key, out))
-        if out.kind == "receipt":
-            p.metrics.receipts.labels(out.outcome).inc()
-            if out.occurred_at is not None:
-                p.metrics.event_time_lag.observe(max(0.0, now - out.occurred_at.timestamp()))
-        p.metrics.processing.labels(out.kind).observe(time.perf_counter() - started)
-    if sent:
-        await asyncio.gather(*sent)
-    for d in done:
-        with in_event(d.event):
-            _write(p, d.key, d.event.value, d.out)
-
-
-def _check_gap(p: Pipeline, tp: Any, offset: int) -> None:
-    """Count records of this internal topic that were never delivered: it has no gaps, so a
-    record past the expected one (the committed offset after a start) means some were
-    skipped (see app.faust_patches)."""
-    committed = getattr(p.app.consumer, "_committed_offset", {}).get(tp)
-    expected = p.input_next.get(tp, committed)
-    if expected is not None and offset > expected and (committed or 0) < offset:
-        p.metrics.offset_gaps.labels(tp.topic).inc(offset - expected)
-        log.error("records %d..%d of %s[%d] were never delivered", expected, offset - 1,
-                  tp.topic, tp.partition)
-    p.input_next[tp] = offset + 1
-
-
-def _write(p: Pipeline, key: bytes, message: bytes, out: Any) -> None:
-    """Table writes of one handled message (the changelog needs them)."""
-    if out.value is not None:
-        p.clients[key] = out.value
-    if message[:1] == codecs.TICK:
-        ticked = codecs.tick_due(message)
-        p.inflight.pop(codecs.due_key(ticked, key.decode()), None)
-        if ticked != out.due_new:
-            _drop_due(p, ticked, key)
-    if out.due_old != out.due_new:
-        if out.due_old is not None:
-            _drop_due(p, out.due_old, key)
-        if out.due_new is not None:
-            p.due[codecs.due_key(out.due_new, key.decode())] = b""
-
-
 def _drop_due(p: Pipeline, due: int, key: bytes) -> None:
     dk = codecs.due_key(due, key.decode())
     if p.due.get(dk) is not None:
@@ -258,3 +194,78 @@ def due_keys(table: Any, partition: int, now: int) -> Iterator[bytes]:
     else:
         for key in sorted(k for k in store if k <= bound):
             yield key
+
+
+@dataclass
+class _Done:
+    ctx: Any  # the Faust event whose context the table writes run in
+    key: bytes
+    message: bytes
+    out: Any
+
+
+async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[str],
+                         items: list[tuple[Any, Any]]) -> None:
+    """Apply a batch: publish every change (acked) BEFORE any table write of the batch.
+
+    If the worker dies in between, the batch is redelivered against the old state and the
+    same events (same ids) are published again. The other order could persist the new
+    state, then treat the redelivered receipt as a duplicate and lose the events.
+    """
+    changes_topic = p.changes.get_topic_name()
+    pending: dict[bytes, bytes] = {}  # client key -> table value not yet written
+    done: list[_Done] = []
+    sent = []
+    now = time.time()
+    for event, ctx in items:
+        started = time.perf_counter()
+        p.input_next[event.message.tp] = event.message.offset + 1
+        key: bytes = event.key
+        message: bytes = event.value
+        stored = pending.get(key)
+        if stored is None:
+            with in_event(ctx):
+                stored = p.clients.get(key)
+        try:
+            out = handler.handle(key.decode(), message, stored)
+        except RejectedInput as exc:
+            await _to_dlq(p, event, message[1:], exc, "client-events", ctx)
+            continue
+        for change in out.events:
+            data = change["data"]
+            p.metrics.transition(data["dimension"], data["from"], data["to"],
+                                 data["dimension"] in value_dims)
+            if data["cause"] == "time":
+                due_at = datetime.fromisoformat(change["time"]).timestamp()
+                p.metrics.due_lateness.observe(max(0.0, now - due_at))
+            sent.append(await send(p.app, p.direct_sends, ctx, p.changes, changes_topic, key,
+                                   orjson.dumps(change)))
+        if out.value is not None:
+            pending[key] = out.value
+        done.append(_Done(ctx, key, message, out))
+        if out.kind == "receipt":
+            p.metrics.receipts.labels(out.outcome).inc()
+            if out.occurred_at is not None:
+                p.metrics.event_time_lag.observe(max(0.0, now - out.occurred_at.timestamp()))
+        p.metrics.processing.labels(out.kind).observe(time.perf_counter() - started)
+    if sent:
+        await asyncio.gather(*sent)
+    for d in done:
+        with in_event(d.ctx):
+            _write(p, d.key, d.message, d.out)
+
+
+def _write(p: Pipeline, key: bytes, message: bytes, out: Any) -> None:
+    """Table writes of one handled message (the changelog needs them)."""
+    if out.value is not None:
+        p.clients[key] = out.value
+    if message[:1] == codecs.TICK:
+        ticked = codecs.tick_due(message)
+        p.inflight.pop(codecs.due_key(ticked, key.decode()), None)
+        if ticked != out.due_new:
+            _drop_due(p, ticked, key)
+    if out.due_old != out.due_new:
+        if out.due_old is not None:
+            _drop_due(p, out.due_old, key)
+        if out.due_new is not None:
+            p.due[codecs.due_key(out.due_new, key.decode())] = b""

@@ -35,6 +35,7 @@ import orjson
 
 import rules
 from agents.batching import in_event, send
+from agents.offsets import register_filler
 from app import codecs
 from rules import RejectedInput, RuleSet, RuleSetError, loads, parse_receipt
 from rules.calendar import to_epoch
@@ -158,42 +159,6 @@ def scenario_report(metrics: Any, scenario_ids: list[str] | None = None
     return out
 
 
-class OffsetGuard:
-    """Keeps each partition's records in order across rebalances.
-
-    After a rebalance, Faust seeks each partition to its committed offset, but aiokafka
-    skips the seek when there is none yet (a new consumer group, a first deployment), and
-    records fetched before the rebalance and dropped by it are then never delivered: the
-    next record comes after a gap (seen on the changes topic after a SIGKILL restart). In
-    at-least-once mode the changes topic has no gaps (no transaction markers, no
-    compaction), so a record past the expected offset means records were skipped: seek back
-    once, drop the records still queued (their offsets keep rising) until the re-fetch
-    starts (an offset not above the last dropped one), and go on from there.
-    """
-
-    def __init__(self, give_up_after: int = 100_000) -> None:
-        self.next: dict[Any, int] = {}
-        self.rewinding: dict[Any, list[int]] = {}  # tp -> [seek offset, last dropped, dropped]
-        self.give_up_after = give_up_after
-
-    def check(self, tp: Any, offset: int, committed: int | None) -> tuple[str, int]:
-        """("process", 0), ("drop", 0) or ("seek", offset to seek to)."""
-        rewind = self.rewinding.get(tp)
-        if rewind is not None:
-            want, last, dropped = rewind
-            if want < offset and last < offset and dropped < self.give_up_after:
-                rewind[1:] = [offset, dropped + 1]
-                return "drop", 0
-            del self.rewinding[tp]  # the re-fetch has begun (or it is a real gap after all)
-        else:
-            want = self.next.get(tp, offset)
-            if offset > want and (committed or 0) < offset:
-                self.rewinding[tp] = [want, offset, 0]
-                return "seek", want
-        self.next[tp] = offset + 1
-        return "process", 0
-
-
 @dataclass
 class ScenarioAgent:
     runner: ScenarioRunner
@@ -225,7 +190,6 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
     agent = ScenarioAgent(runner, actions, table, metrics)
     log.info("scenarios: %s", ", ".join(f"{s.id} ({s.summary()})" for s in scenarios))
 
-    guard = OffsetGuard() if settings.guarantee == "at_least_once" else None
 
     direct = settings.guarantee == "at_least_once"
     actions_topic = settings.topic_actions
@@ -234,37 +198,33 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
     async def run_scenarios(stream: Any) -> None:
         # Batched like the clients agent: every action of a batch is acked before any table
         # write of the batch; later events of a client in the batch see its pending state.
+        gaps = register_filler(app, "scenarios", settings.kafka_bootstrap,
+                               on_gap=lambda tp, n: metrics.offset_gaps.labels(tp.topic).inc(n))
         async for batch in stream.take_events(pipeline.batch_max, within=pipeline.batch_within):
+            items = []  # (record, the Faust event whose context it runs in)
+            for event in batch:
+                items += [(one, event) for one in await gaps.fill(app, event)]
             pending: dict[bytes, bytes] = {}
             writes: list[tuple[Any, bytes, bytes]] = []
             sent = []
             # receipts (client events) first: a receipt's own segment changes can only
-            # follow it, and the scenario logic counts the receipt before them
-            ordered = sorted(batch, key=lambda e: e.message.topic == changes_topic)
-            for event in ordered:
+            # follow it (a stable sort: each topic keeps its offset order)
+            items.sort(key=lambda item: item[0].message.topic == changes_topic)
+            for event, ctx in items:
                 key: bytes | None = event.key
                 msg = event.message
-                if guard is not None and msg.topic == changes_topic:
-                    committed = getattr(app.consumer, "_committed_offset", {}).get(msg.tp)
-                    verdict, offset = guard.check(msg.tp, msg.offset, committed)
-                    if verdict == "seek":
-                        log.warning("scenarios: records %s..%d of %s[%d] were skipped; seeking back",
-                                    offset, msg.offset - 1, msg.topic, msg.partition)
-                        await app.consumer.seek(msg.tp, offset)
-                    if verdict != "process":
-                        continue
                 if key is None:
                     continue
                 stored = pending.get(key)
                 if stored is None:
-                    with in_event(event):
+                    with in_event(ctx):
                         stored = table.get(key)
                 if msg.topic == changes_topic:
                     out = handler.change(event.value, stored, msg.offset)
                 else:
                     out = handler.client_event(event.value, stored, msg.offset)
                 for e in out.events:
-                    sent.append(await send(app, direct, event, actions, actions_topic, key, orjson.dumps(e)))
+                    sent.append(await send(app, direct, ctx, actions, actions_topic, key, orjson.dumps(e)))
                 for action in out.step.actions:
                     metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
                 for conversion in out.step.conversions:
@@ -273,12 +233,14 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
                     log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
                 if out.value is not None:
                     pending[key] = out.value
-                    writes.append((event, key, out.value))
+                    writes.append((ctx, key, out.value))
             if sent:  # acknowledged before the table remembers the triggers
                 await asyncio.gather(*sent)
-            for event, key, value in writes:
-                with in_event(event):
+            for ctx, key, value in writes:
+                with in_event(ctx):
                     table[key] = value
+            for tp in list(gaps.filling):
+                await gaps.done(app, tp)
 
     if settings.webhook_url:
         from agents.webhook import register_webhook

@@ -90,6 +90,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         batch_max=settings.batch_max,
         batch_within=settings.batch_within,
         direct_sends=settings.guarantee == "at_least_once",
+        bootstrap=settings.kafka_bootstrap,
     )
     register(pipeline, settings.due_interval)
     from agents.monitor import register_monitor

@@ -11,6 +11,10 @@ lost changes after a SIGKILL restart. :func:`seek_to_committed_or_beginning` see
 partitions to the beginning (the app's ``auto_offset_reset`` is ``earliest``), so their
 records are delivered again; processing is idempotent.
 
+**Commit holds (always on).** :func:`hold_commits` keeps Faust from committing a partition
+while :class:`agents.offsets.OffsetGuard` repairs a gap in it (the records it drops to wait
+for the re-fetch are acked by Faust like any other).
+
 **Fast drain (opt-in, LOYALTY_FAST_DRAIN=true).**
 
 Faust's consumer hands every message to the streams through
@@ -35,6 +39,28 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 _original = faust_consumer.Consumer._drain_messages
+_original_new_offset = faust_consumer.Consumer._new_offset
+_commit_holds: set[tuple[int, Any]] = set()  # (owner, tp): no commits of tp meanwhile
+
+
+def hold_commits(owner: int, tp: Any) -> None:
+    """Hold the commits of partition ``tp`` until ``release_commits`` (see agents.offsets)."""
+    _commit_holds.add((owner, tp))
+
+
+def release_commits(owner: int, tp: Any) -> None:
+    _commit_holds.discard((owner, tp))
+
+
+def commits_held(tp: Any) -> bool:
+    return any(held == tp for _, held in _commit_holds)
+
+
+def _new_offset(self: Any, tp: Any) -> int | None:
+    if _commit_holds and commits_held(tp):
+        return None  # acked records stay in Faust's list; committed once released
+    result: int | None = _original_new_offset(self, tp)
+    return result
 
 
 async def seek_to_committed_or_beginning(consumer: Any,
@@ -100,5 +126,6 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
 
 
 def apply(fast_drain: bool) -> None:
+    faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
     faust_consumer.Consumer._drain_messages = _drain_messages if fast_drain else _original  # type: ignore[method-assign]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -135,6 +135,29 @@ async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) ->
             batch = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
             for records in batch.values():
                 out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def fetch_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                      timeout: float = 120.0) -> list[Any]:
+    """The records of one partition with offsets in [start, end), read with a plain consumer
+    (no group). For records a Faust consumer skipped (agents.offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    deadline = time.monotonic() + timeout
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        out: list[Any] = []
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}[{partition}]: offsets {start}..{end - 1} not read in {timeout} s")
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            out.extend(r for r in batch.get(tp, []) if r.offset < end)
         return out
     finally:
         await consumer.stop()

@@ -104,32 +104,3 @@ def test_cli_scenarios_check(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["scenarios", "check", str(bad)]) == 1
     assert f"{bad}:6 [bad]: unknown metric 'lifetime_vists'" in capsys.readouterr().err
     assert main(["scenarios", "check", "remind_lapsing_netix", "--rules", "boostfeel"]) == 1
-
-
-def test_offset_guard_seeks_back_over_skipped_records_once() -> None:
-    from agents.scenarios import OffsetGuard
-
-    g = OffsetGuard()
-    assert [g.check("p0", o, None) for o in (0, 1, 2)] == [("process", 0)] * 3
-    # 3..5 were fetched and dropped by a rebalance: 6 arrives next
-    assert g.check("p0", 6, None) == ("seek", 3)
-    assert [g.check("p0", o, None) for o in (7, 8)] == [("drop", 0)] * 2  # still queued
-    assert [g.check("p0", o, None) for o in (3, 4, 5, 6, 7)] == [("process", 0)] * 5  # after the seek
-    assert g.check("p1", 0, None) == ("process", 0)  # partitions are independent
-    # a redelivery (offset below the expected one) is processed: the core drops duplicates
-    assert g.check("p0", 2, None) == ("process", 0)
-    # a jump up to a committed offset (another worker went on meanwhile) is accepted
-    h = OffsetGuard()
-    h.check("p0", 0, None)
-    assert h.check("p0", 50, 50) == ("process", 0)
-    # a gap that stays after the seek (the re-fetch starts above it) is accepted
-    k = OffsetGuard()
-    k.check("p0", 0, None)
-    assert k.check("p0", 5, None) == ("seek", 1)
-    assert [k.check("p0", o, None) for o in (6, 7)] == [("drop", 0)] * 2
-    assert [k.check("p0", o, None) for o in (5, 6, 7, 8)] == [("process", 0)] * 4
-    # and the dropping is bounded
-    m = OffsetGuard(give_up_after=2)
-    m.check("p0", 0, None)
-    assert m.check("p0", 5, None) == ("seek", 1)
-    assert [m.check("p0", o, None) for o in (6, 7, 8)] == [("drop", 0), ("drop", 0), ("process", 0)]

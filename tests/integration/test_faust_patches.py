@@ -49,3 +49,18 @@ def test_partitions_without_a_committed_offset_go_back_to_the_beginning(kafka_bo
     for p in (0, 1):
         tp = TopicPartition(changelog, p)
         assert positions[tp] == ends[tp] > 0
+
+
+def test_fetch_range_reads_exactly_the_requested_offsets(kafka_bootstrap: str) -> None:
+    from app.kafka_io import fetch_range
+
+    topic = f"range{uuid.uuid4().hex[:8]}"
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LOYALTY_PARTITIONS": "1"})
+
+    async def run() -> list[int]:
+        await ensure_topics(settings, [topic])
+        await produce(settings, topic, [b"%d" % i for i in range(3000)], key_fn=None)
+        records = await fetch_range(kafka_bootstrap, topic, 0, 17, 2500)
+        return [r.offset for r in records]
+
+    assert asyncio.run(run()) == list(range(17, 2500))

@@ -108,10 +108,6 @@ def wait_until_quiet(settings: Settings, least_changes: int,
     return changes, actions
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (README, Known limits): the scenarios agent reads client events and change "
-    "events from two topics ordered only within each; in 3 of 11 clean-clone runs this session "
-    "the restarted worker published 2-5 action ids the pure logic does not produce"))
 def test_actions_survive_sigkill_with_the_same_ids(tmp_path: Path, kafka_bootstrap: str) -> None:
     lines = list(generate(SimConfig(clients=400, days=75, seed=21, late_rate=0.0)))
     replayed = expected_events(lines, RULES, AS_OF)
