@@ -23,7 +23,6 @@ must all check), ``LOYALTY_TOPIC_ACTIONS`` (loyalty.scenario-actions),
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 import rules
-from agents.batching import in_event, send
 from agents.offsets import register_filler
 from app import codecs
 from rules import RejectedInput, RuleSet, RuleSetError, loads, parse_receipt
@@ -191,56 +189,36 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
     log.info("scenarios: %s", ", ".join(f"{s.id} ({s.summary()})" for s in scenarios))
 
 
-    direct = settings.guarantee == "at_least_once"
-    actions_topic = settings.topic_actions
+    async def handle_one(event: Any) -> None:
+        key: bytes | None = event.key
+        msg = event.message
+        if key is None:
+            return
+        stored = table.get(key)
+        if msg.topic == changes_topic:
+            out = handler.change(event.value, stored, msg.offset)
+        else:
+            out = handler.client_event(event.value, stored, msg.offset)
+        sent = [await actions.send(key=key, value=orjson.dumps(e)) for e in out.events]
+        for fut in sent:  # acknowledged before the table remembers the trigger
+            await fut
+        for action in out.step.actions:
+            metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
+        for conversion in out.step.conversions:
+            metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
+        for sid, reason in out.step.skipped:
+            log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
+        if out.value is not None:
+            table[key] = out.value
 
     @app.agent(source, name="scenarios")
     async def run_scenarios(stream: Any) -> None:
-        # Batched like the clients agent: every action of a batch is acked before any table
-        # write of the batch; later events of a client in the batch see its pending state.
         gaps = register_filler(app, "scenarios", settings.kafka_bootstrap,
                                on_gap=lambda tp, n: metrics.offset_gaps.labels(tp.topic).inc(n))
-        async for batch in stream.take_events(pipeline.batch_max, within=pipeline.batch_within):
-            items = []  # (record, the Faust event whose context it runs in)
-            for event in batch:
-                items += [(one, event) for one in await gaps.fill(app, event)]
-            pending: dict[bytes, bytes] = {}
-            writes: list[tuple[Any, bytes, bytes]] = []
-            sent = []
-            # receipts (client events) first: a receipt's own segment changes can only
-            # follow it (a stable sort: each topic keeps its offset order)
-            items.sort(key=lambda item: item[0].message.topic == changes_topic)
-            for event, ctx in items:
-                key: bytes | None = event.key
-                msg = event.message
-                if key is None:
-                    continue
-                stored = pending.get(key)
-                if stored is None:
-                    with in_event(ctx):
-                        stored = table.get(key)
-                if msg.topic == changes_topic:
-                    out = handler.change(event.value, stored, msg.offset)
-                else:
-                    out = handler.client_event(event.value, stored, msg.offset)
-                for e in out.events:
-                    sent.append(await send(app, direct, ctx, actions, actions_topic, key, orjson.dumps(e)))
-                for action in out.step.actions:
-                    metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
-                for conversion in out.step.conversions:
-                    metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
-                for sid, reason in out.step.skipped:
-                    log.debug("scenario %s skipped for %s: %s", sid, key.decode(), reason)
-                if out.value is not None:
-                    pending[key] = out.value
-                    writes.append((ctx, key, out.value))
-            if sent:  # acknowledged before the table remembers the triggers
-                await asyncio.gather(*sent)
-            for ctx, key, value in writes:
-                with in_event(ctx):
-                    table[key] = value
-            for tp in list(gaps.filling):
-                await gaps.done(app, tp)
+        async for event in stream.events():
+            for one in await gaps.fill(app, event):  # records the consumer skipped, then event
+                await handle_one(one)
+            await gaps.done(app, event.message.tp)
 
     if settings.webhook_url:
         from agents.webhook import register_webhook
