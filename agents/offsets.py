@@ -103,25 +103,26 @@ class GapFiller:
         return [*(Fetched(r.key, r.value, FetchedMessage(r.topic, r.partition, r.offset))
                   for r in records), event]
 
-    async def done(self, app: Any, tp: Any) -> None:
-        """After the records of :meth:`fill` are processed: let commits pass the range."""
-        filled = self.filling.pop(tp, None)
-        if filled is None:
-            return
-        start, end = filled
+    async def done(self, app: Any) -> None:
+        """After the records of :meth:`fill` are processed: let commits pass the ranges."""
         add_gap = getattr(app.consumer, "_add_gap", None)
-        if add_gap is not None:
-            await add_gap(tp, start, end - 1)  # Faust counts a gap's offsets as acked
-        faust_patches.release_commits(id(self), tp)
+        while self.filling:
+            tp, (start, end) = self.filling.popitem()
+            if add_gap is not None:
+                await add_gap(tp, start, end - 1)  # Faust counts a gap's offsets as acked
+            faust_patches.release_commits(id(self), tp)
 
 
-def register_filler(app: Any, name: str, bootstrap: str, min_gap: int = 1,
-                    on_gap: Callable[[Any, int], None] | None = None) -> GapFiller:
-    """A filler for one agent of ``app``, told about every new assignment."""
+def register_filler(app: Any, name: str, bootstrap: str, metrics: Any, min_gap: int = 1) -> GapFiller:
+    """A filler for one agent of ``app``, told about every new assignment; skipped records
+    are counted in ``metrics.offset_gaps`` (app.metrics)."""
     from app.kafka_io import fetch_range
 
     async def fetch(topic: str, partition: int, start: int, end: int) -> list[Any]:
         return await fetch_range(bootstrap, topic, partition, start, end)
+
+    def on_gap(tp: Any, n: int) -> None:
+        metrics.offset_gaps.labels(tp.topic).inc(n)
 
     filler = GapFiller(name, fetch, min_gap, on_gap)
 

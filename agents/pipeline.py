@@ -71,9 +71,6 @@ def register(p: Pipeline, due_interval: float) -> None:
     handler = ClientHandler(p.engine, p.clock)
     value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
 
-    def gap_counter(tp: Any, n: int) -> None:
-        p.metrics.offset_gaps.labels(tp.topic).inc(n)
-
     topic = p.client_events.get_topic_name()
 
     async def route_one(event: Any, ctx: Any, now: datetime, kind: bytes, source: str) -> None:
@@ -95,14 +92,13 @@ def register(p: Pipeline, due_interval: float) -> None:
 
     async def _route(stream: Any, kind: bytes, source: str) -> None:
         # external inputs may come from transactional producers: one offset per commit marker
-        gaps = register_filler(app, f"route {source}", p.bootstrap, min_gap=2, on_gap=gap_counter)
+        gaps = register_filler(app, f"route {source}", p.bootstrap, p.metrics, min_gap=2)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
             now = p.clock()
             for event in batch:
                 for one in await gaps.fill(app, event):  # records the consumer skipped, then event
                     await route_one(one, event, now, kind, source)
-            for tp in list(gaps.filling):
-                await gaps.done(app, tp)
+            await gaps.done(app)
 
     @app.agent(p.receipts, name="route_receipts")
     async def route_receipts(stream: Any) -> None:
@@ -117,14 +113,13 @@ def register(p: Pipeline, due_interval: float) -> None:
         # Batches: the change events of a whole batch are published and acked together,
         # then the batch's table writes follow (one broker round trip per batch, not per
         # receipt). Later messages of a client in the same batch see its pending state.
-        gaps = register_filler(app, "clients", p.bootstrap, on_gap=gap_counter)
+        gaps = register_filler(app, "clients", p.bootstrap, p.metrics)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
             items = []  # (record, the Faust event whose context it runs in)
             for event in batch:
                 items += [(one, event) for one in await gaps.fill(app, event)]
             await _process_batch(p, handler, value_dims, items)
-            for tp in list(gaps.filling):
-                await gaps.done(app, tp)
+            await gaps.done(app)
 
     input_topics = {p.receipts.get_topic_name(), p.profiles.get_topic_name()}
 

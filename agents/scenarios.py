@@ -188,7 +188,6 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
     agent = ScenarioAgent(runner, actions, table, metrics)
     log.info("scenarios: %s", ", ".join(f"{s.id} ({s.summary()})" for s in scenarios))
 
-
     async def handle_one(event: Any) -> None:
         key: bytes | None = event.key
         msg = event.message
@@ -213,12 +212,11 @@ def register_scenarios(app: faust.App, pipeline: Any, settings: Any) -> Scenario
 
     @app.agent(source, name="scenarios")
     async def run_scenarios(stream: Any) -> None:
-        gaps = register_filler(app, "scenarios", settings.kafka_bootstrap,
-                               on_gap=lambda tp, n: metrics.offset_gaps.labels(tp.topic).inc(n))
+        gaps = register_filler(app, "scenarios", settings.kafka_bootstrap, metrics)
         async for event in stream.events():
             for one in await gaps.fill(app, event):  # records the consumer skipped, then event
                 await handle_one(one)
-            await gaps.done(app, event.message.tp)
+            await gaps.done(app)
 
     if settings.webhook_url:
         from agents.webhook import register_webhook

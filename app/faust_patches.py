@@ -12,8 +12,8 @@ partitions to the beginning (the app's ``auto_offset_reset`` is ``earliest``), s
 records are delivered again; processing is idempotent.
 
 **Commit holds (always on).** :func:`hold_commits` keeps Faust from committing a partition
-while :class:`agents.offsets.OffsetGuard` repairs a gap in it (the records it drops to wait
-for the re-fetch are acked by Faust like any other).
+while :class:`agents.offsets.GapFiller` processes records the consumer skipped in it (Faust
+may already have acked them, unprocessed).
 
 **Fast drain (opt-in, LOYALTY_FAST_DRAIN=true).**
 

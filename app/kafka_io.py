@@ -103,6 +103,24 @@ async def tail(settings: Settings, topic: str, idle_timeout: float = 10.0,
         await consumer.stop()
 
 
+async def _read_until(consumer: AIOKafkaConsumer, ends: dict[Any, int], deadline: float,
+                      what: str) -> list[Any]:
+    """Records of the assigned partitions with offsets below ``ends``, from their positions."""
+    out: list[Any] = []
+    pending = set(ends)
+    while True:
+        for tp in list(pending):
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
+        if not pending:
+            return out
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: end offsets not reached in time")
+        batch = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
+        for tp, records in batch.items():
+            out.extend(r for r in records if r.offset < ends[tp])
+
+
 async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) -> list[Any]:
     """All committed records of a topic, up to the end offsets taken when the read starts.
 
@@ -121,21 +139,7 @@ async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) ->
             await asyncio.sleep(0.1)
         tps = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        out: list[Any] = []
-        pending = set(tps)
-        while pending:
-            for tp in list(pending):
-                if await consumer.position(tp) >= end[tp]:
-                    pending.discard(tp)
-            if not pending:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: not at the end offsets after {timeout} s")
-            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
-            for records in batch.values():
-                out.extend(records)
-        return out
+        return await _read_until(consumer, await consumer.end_offsets(tps), deadline, topic)
     finally:
         await consumer.stop()
 
@@ -147,17 +151,11 @@ async def fetch_range(bootstrap: str, topic: str, partition: int, start: int, en
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
-    deadline = time.monotonic() + timeout
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, start)
-        out: list[Any] = []
-        while await consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}[{partition}]: offsets {start}..{end - 1} not read in {timeout} s")
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            out.extend(r for r in batch.get(tp, []) if r.offset < end)
-        return out
+        return await _read_until(consumer, {tp: end}, time.monotonic() + timeout,
+                                 f"{topic}[{partition}] {start}..{end - 1}")
     finally:
         await consumer.stop()

@@ -47,7 +47,7 @@ def _run(filler: GapFiller, app: Any, offsets: list[int], partition: int = 0) ->
         for o in offsets:
             for one in await filler.fill(app, _event(o, partition)):
                 seen.append(one.message.offset)
-            await filler.done(app, ("t", partition))
+            await filler.done(app)
         return seen
 
     return asyncio.run(run())

@@ -115,10 +115,9 @@ def produce_lines(settings: Settings, lines: list[bytes], topic: str | None = No
     asyncio.run(run())
 
 
-def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list[Any]:
-    """Every record of ``topic`` up to its end offsets when the read starts. (``idle`` is
-    unused: an idle-timeout read ended early when a fetch stalled on a busy machine.)"""
-    del idle
+def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets when the read starts (an idle-timeout
+    read ended early when a fetch stalled on a busy machine)."""
     return asyncio.run(read_to_end(settings, topic))
 
 
@@ -128,10 +127,10 @@ def wait_for_changes(settings: Settings, expected: int, timeout: float = 120.0,
     deadline = time.monotonic() + timeout
     events: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        events = [orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes, idle=1.0)]
+        events = [orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes)]
         if len({e["id"] for e in events}) >= expected:
             time.sleep(settle)
-            return [orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes, idle=1.0)]
+            return [orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes)]
         time.sleep(1.0)
     print(f"wait_for_changes: timed out after {timeout} s with {len({e['id'] for e in events})}"
           f" of {expected} distinct ids")

@@ -87,7 +87,7 @@ def test_restart_after_sigkill_recovers_state(tmp_path: Path, kafka_bootstrap: s
         while time.monotonic() < deadline and not _any_change(settings):
             time.sleep(0.2)
         worker.kill()  # SIGKILL mid-stream: no clean shutdown, no final commit
-        seen = len(read_topic(settings, settings.topic_changes, idle=0.5))
+        seen = len(read_topic(settings, settings.topic_changes))
         assert seen < len(expected["events"]), "the worker finished before it could be killed"
         worker.start()
         events = wait_for_changes(settings, len(expected["events"]), timeout=180)
@@ -119,7 +119,7 @@ def test_time_based_transition_fires_within_bound(tmp_path: Path, kafka_bootstra
         at_risk = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and at_risk is None:
-            for r in read_topic(settings, settings.topic_changes, idle=0.5):
+            for r in read_topic(settings, settings.topic_changes):
                 e = orjson.loads(r.value)
                 if e["data"]["to"] == "at_risk":
                     at_risk = (e, datetime.now(UTC))

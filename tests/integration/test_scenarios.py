@@ -78,7 +78,7 @@ def expected_events(lines: list[bytes], rules: list[str], as_of: str, tz: str = 
 
 
 def _read(settings: Settings, topic: str) -> list[Any]:
-    return read_topic(settings, topic, idle=1.0)
+    return read_topic(settings, topic)
 
 
 def _client(line: bytes) -> str:
@@ -129,7 +129,7 @@ def test_actions_survive_sigkill_with_the_same_ids(tmp_path: Path, kafka_bootstr
         deadline = time.monotonic() + 90
         before: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not before:
-            before = [orjson.loads(r.value) for r in read_topic(settings, topic, idle=0.2)]
+            before = [orjson.loads(r.value) for r in read_topic(settings, topic)]
         worker.kill()  # SIGKILL mid-stream: no clean shutdown, no final commit
         assert before and len({e["id"] for e in before}) < len(replayed)
         produce_lines(settings, second)
@@ -153,7 +153,7 @@ def test_actions_survive_sigkill_with_the_same_ids(tmp_path: Path, kafka_bootstr
              if e["type"] == ACTION_TYPE}
     assert len({p[:2] for p in pairs}) == len({p[2] for p in pairs}) == len(pairs)
     # keyed by client, so each client's actions stay in order in one partition
-    records = read_topic(settings, topic, idle=1.0)
+    records = read_topic(settings, topic)
     assert all(r.key.decode() == orjson.loads(r.value)["subject"] for r in records)
 
 
