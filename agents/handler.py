@@ -14,6 +14,10 @@ from typing import Any
 from app import codecs
 from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
+from rules.receipts import Receipt
+from rules.scenario_state import ScenarioRunner, Step
+from rules.scenario_state import dumps as dump_scenarios
+from rules.scenario_state import loads as load_scenarios
 from rules.state import dumps as dump_state
 from rules.state import loads as load_state
 
@@ -27,6 +31,12 @@ class Handled:
     due_new: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     occurred_at: datetime | None = None
+    scenarios: Step = field(default_factory=Step)  # scenario actions/conversions it caused
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        """Scenario events to publish (actions, then conversions)."""
+        return [*self.scenarios.actions, *self.scenarios.conversions]
 
 
 def route(raw: bytes, kind: bytes, now: datetime) -> tuple[str | None, bytes]:
@@ -43,11 +53,19 @@ def route(raw: bytes, kind: bytes, now: datetime) -> tuple[str | None, bytes]:
 
 
 class ClientHandler:
-    """Applies one client-events message to the stored value of that client."""
+    """Applies one client-events message to the stored value of that client.
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    With a scenario runner, the scenarios run here too, in the order a client's input
+    arrives: the receipt, then the segment changes it causes (time-based ones first). Their
+    state is part of the client's table value, so a redelivered message meets the state it
+    met the first time and gives the same actions (same ids).
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime],
+                 scenarios: ScenarioRunner | None = None) -> None:
         self.engine = engine
         self.clock = clock
+        self.scenarios = scenarios
 
     def handle(self, client_id: str, message: bytes, stored: bytes | None) -> Handled:
         due_old, state = None, None
@@ -55,6 +73,7 @@ class ClientHandler:
             due_old, raw_state = codecs.split_table_value(stored)
             state = load_state(raw_state)
         kind = message[:1]
+        receipt: Receipt | None = None
         if kind == codecs.RECEIPT:
             receipt = parse_receipt(loads(message[1:]), None)  # validated when routed
             result = self.engine.receipt(state, receipt)
@@ -77,6 +96,33 @@ class ClientHandler:
             out.events = result.events
         assert state is not None
         due_new = self.engine.next_due(state)
-        out.value = codecs.table_value(due_new, dump_state(state))
+        scenarios = codecs.scenario_part(stored) if stored is not None else None
+        if self.scenarios is not None:
+            scenarios = self._scenarios(scenarios, receipt, out)
+        out.value = codecs.table_value(due_new, dump_state(state), scenarios)
         out.due_old, out.due_new = due_old, due_new
         return out
+
+    def _scenarios(self, stored: bytes | None, receipt: Receipt | None, out: Handled) -> bytes | None:
+        """Feed the scenario runner; return the new scenario state (bytes) of the client."""
+        runner = self.scenarios
+        assert runner is not None
+        matching = [e for e in out.events if runner.matching(e["data"])]
+        if receipt is None and not matching:
+            return stored
+        state = load_scenarios(stored) if stored is not None else None
+        total, changed = out.scenarios, False
+        if receipt is not None:
+            state, step = runner.receipt(state, receipt)
+            total.conversions += step.conversions
+            changed = step.changed
+        now = to_epoch(self.clock())
+        for event in matching:
+            state, step = runner.change(state, event, now)
+            total.actions += step.actions
+            total.conversions += step.conversions
+            total.skipped += step.skipped
+            changed = changed or step.changed
+        if state is None or not changed:
+            return stored
+        return dump_scenarios(state)

@@ -4,7 +4,9 @@ Flow::
 
     pos.receipts ─┐ route_receipts ─┐                      ┌─> loyalty.segment-changes
                   └─> DLQ           ├─> client-events ─> clients ─┤   (CloudEvents, key = client)
-    crm.client-profiles ─ route_profiles ┘      ^                  └─> clients / due tables
+    crm.client-profiles ─ route_profiles ┘      ^                  ├─> loyalty.scenario-actions
+                                                │                  │   (if scenarios are loaded)
+                                                │                  └─> clients / due tables
                                                 └── due_scanner (ticks, same partition)
 """
 
@@ -53,6 +55,8 @@ class Pipeline:
     batch_max: int = 500
     batch_within: float = 0.05
     direct_sends: bool = False  # see agents.batching.send
+    scenarios: Any = None  # rules.scenario_state.ScenarioRunner, or None: no scenarios
+    actions: Any = None  # the scenario actions topic (with scenarios)
 
 
 async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str,
@@ -68,7 +72,7 @@ async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, sourc
 
 def register(p: Pipeline, due_interval: float) -> None:
     app = p.app
-    handler = ClientHandler(p.engine, p.clock)
+    handler = ClientHandler(p.engine, p.clock, p.scenarios)
     value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
 
     topic = p.client_events.get_topic_name()
@@ -208,6 +212,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
     state, then treat the redelivered receipt as a duplicate and lose the events.
     """
     changes_topic = p.changes.get_topic_name()
+    actions_topic = p.actions.get_topic_name() if p.actions is not None else ""
     pending: dict[bytes, bytes] = {}  # client key -> table value not yet written
     done: list[_Done] = []
     sent = []
@@ -235,6 +240,13 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
                 p.metrics.due_lateness.observe(max(0.0, now - due_at))
             sent.append(await send(p.app, p.direct_sends, ctx, p.changes, changes_topic, key,
                                    orjson.dumps(change)))
+        for action in out.actions:  # scenario actions and conversions, acked like changes
+            sent.append(await send(p.app, p.direct_sends, ctx, p.actions, actions_topic, key,
+                                   orjson.dumps(action)))
+        for action in out.scenarios.actions:
+            p.metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
+        for conversion in out.scenarios.conversions:
+            p.metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
         if out.value is not None:
             pending[key] = out.value
         done.append(_Done(ctx, key, message, out))

@@ -2,7 +2,10 @@
 
 * ``loyalty.client-events`` values: one kind byte then the payload: ``R`` + receipt JSON,
   ``P`` + profile JSON, ``T`` + 8-byte due instant (a tick from the due scanner).
-* ``clients`` table values: 8-byte next-due instant (0: none) then the client record.
+* ``clients`` table values: 8-byte next-due instant (0: none), the client record (JSON),
+  then, if the client has scenario state, a newline and that state (JSON; orjson never
+  writes a raw newline, so the first one separates them). One value per client: the
+  segments and the scenario decisions they triggered are stored in one write.
 * ``due`` table keys: ``b"%012d|" % due + client_id`` so that RocksDB's key order is due
   order and a scan stops at the first key after now.
 """
@@ -28,13 +31,22 @@ def tick(due: int) -> bytes:
     return TICK + _DUE.pack(due)
 
 
-def table_value(next_due: int | None, state: bytes) -> bytes:
-    return _DUE.pack(next_due or 0) + state
+def table_value(next_due: int | None, state: bytes, scenarios: bytes | None = None) -> bytes:
+    head = _DUE.pack(next_due or 0) + state
+    return head + b"\n" + scenarios if scenarios else head
 
 
 def split_table_value(value: bytes) -> tuple[int | None, bytes]:
+    """(next due, client record) of a table value."""
     due = _DUE.unpack_from(value)[0]
-    return (due or None), value[_DUE.size:]
+    end = value.find(b"\n", _DUE.size)
+    return (due or None), value[_DUE.size:end] if end >= 0 else value[_DUE.size:]
+
+
+def scenario_part(value: bytes) -> bytes | None:
+    """The scenario state of a table value (None: the client has none)."""
+    end = value.find(b"\n", _DUE.size)
+    return value[end + 1:] if end >= 0 else None
 
 
 def tick_due(value: bytes) -> int:

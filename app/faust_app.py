@@ -32,6 +32,7 @@ def rocksdb_options(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faust.App, Any]:
     """Return (app, pipeline). Registers agents, timer, tables and web views."""
     from agents.pipeline import Pipeline, register
+    from agents.scenarios import build_runner, register_actions
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -69,9 +70,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     metrics = metrics or Metrics.create()
     setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix="loyalty")
     n = settings.partitions
+    engine = build_engine(settings)
+    runner = build_runner(settings, engine.rulesets)
     pipeline = Pipeline(
         app=app,
-        engine=build_engine(settings),
+        engine=engine,
         metrics=metrics,
         clock=settings.clock_fn(),
         receipts=app.topic(settings.topic_receipts, key_type=bytes, value_type=bytes),
@@ -91,6 +94,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         batch_within=settings.batch_within,
         direct_sends=settings.guarantee == "at_least_once",
         bootstrap=settings.kafka_bootstrap,
+        scenarios=runner,
+        actions=register_actions(app, settings) if runner is not None else None,
     )
     register(pipeline, settings.due_interval)
     from agents.monitor import register_monitor
@@ -102,7 +107,4 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     from agents.projector import register_projector
 
     register_projector(app, pipeline, settings)
-    from agents.scenarios import register_scenarios
-
-    register_scenarios(app, pipeline, settings)
     return app, pipeline

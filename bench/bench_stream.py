@@ -83,7 +83,7 @@ def throughput(boot: str, tmp: Path, n: int) -> dict[str, float]:
     try:
         while stable < 3:
             time.sleep(3)
-            records = read_topic(s, s.topic_changes, idle=1.0)
+            records = read_topic(s, s.topic_changes)
             stable = stable + 1 if len(records) == last_count else 0
             last_count = len(records)
     finally:
@@ -126,7 +126,7 @@ def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, floa
                               "occurred_at": datetime.now(UTC).isoformat()})
         produce_lines(s, [probe])
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not read_topic(s, s.topic_changes, idle=0.5):
+        while time.monotonic() < deadline and not read_topic(s, s.topic_changes):
             time.sleep(0.5)
         produce_lines(s, live(), rate=rate)  # type: ignore[arg-type]
         time.sleep(10)
@@ -154,7 +154,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, action="append", default=None)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--fast-drain", action="store_true", help="LOYALTY_FAST_DRAIN=true (opt-in patch)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra worker environment, e.g. LOYALTY_SCENARIOS=none")
     args = ap.parse_args()
+    EXTRA.update(kv.split("=", 1) for kv in args.env)
     if args.fast_drain:
         EXTRA["LOYALTY_FAST_DRAIN"] = "true"
     boot = bootstrap()

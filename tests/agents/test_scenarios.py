@@ -1,4 +1,4 @@
-"""The scenarios agent's byte-level handler, scenario selection, the report and the CLI."""
+"""Scenarios in the clients handler (bytes in, actions out), scenario selection, the report and the CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agents.handler import ClientHandler
 from agents.scenarios import (
-    ScenarioHandler,
     load_scenario,
     load_scenarios,
     scenario_presets,
@@ -19,8 +19,7 @@ from app import codecs
 from app.cli import main
 from app.metrics import Metrics
 from app.settings import Settings
-from rules import RuleSetError, load_ruleset
-from rules.events import segment_changed
+from rules import Engine, RuleSetError, load_ruleset
 from rules.scenario_state import ScenarioRunner
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -31,12 +30,6 @@ def _receipt(rid: str, when: int, total: str = "400.00") -> bytes:
     doc = {"receipt_id": rid, "client_id": "c-1", "occurred_at": datetime.fromtimestamp(when, UTC).isoformat(),
            "type": "sale", "total": total}
     return codecs.envelope(codecs.RECEIPT, orjson.dumps(doc))
-
-
-def _change(to: str, at: int) -> bytes:
-    return orjson.dumps(segment_changed(client_id="c-1", dimension="boostfeel", ruleset="boostfeel",
-                                        version="v", at=at, from_="loyal", to=to, rule=f"boostfeel.{to}",
-                                        cause="time", metrics={"visits_30d": 0}))
 
 
 def test_settings_defaults_and_environment() -> None:
@@ -61,26 +54,31 @@ def test_all_selects_the_presets_the_loaded_rule_sets_can_fire() -> None:
     assert len(scenario_presets()) == 6
 
 
-def test_handler_turns_bytes_into_actions_and_table_values() -> None:
+def test_clients_handler_runs_scenarios_with_their_state_in_the_table_value() -> None:
     runner = ScenarioRunner([load_scenario("win_back_at_risk")], tz="Europe/Moscow")
-    handler = ScenarioHandler(runner, lambda: NOW)
+    now = [datetime.fromtimestamp(T0 + 3 * 86_400, UTC)]
+    handler = ClientHandler(Engine([load_ruleset("boostfeel")], tz="Europe/Moscow"), lambda: now[0], runner)
     stored = None
     for i in range(3):
-        out = handler.client_event(_receipt(f"r{i}", T0 + i * 86_400), stored)
-        assert out.value is not None and out.events == []
+        out = handler.handle("c-1", _receipt(f"r{i}", T0 + i * 86_400), stored)
+        assert out.value is not None and out.actions == []
+        assert codecs.scenario_part(out.value) is not None  # the ledger
         stored = out.value
-    assert handler.client_event(codecs.tick(T0), stored).value is None  # ticks: nothing
-    assert handler.client_event(b"P{}", stored).value is None  # profiles: nothing
-    assert handler.change(_change("vip", T0 + 30 * 86_400), stored).value is None  # no trigger
-    assert handler.change(b"{not json", stored).value is None
-    out = handler.change(_change("at_risk", T0 + 22 * 86_400), stored)
-    assert [a["data"]["reward"] for a in out.step.actions] == ["138.00"]  # 0.3 * (400 + 0.05 * 1200)
+    assert handler.handle("c-1", _receipt("r1", T0 + 86_400), stored).value is None  # duplicate
+    due = codecs.split_table_value(stored)[0]
+    assert due is not None and 20 * 86_400 <= due - (T0 + 2 * 86_400) <= 21 * 86_400  # 20 days idle
+    now[0] = datetime.fromtimestamp(due + 3600, UTC)
+    out = handler.handle("c-1", codecs.tick(due), stored)
+    assert [(e["data"]["to"], e["data"]["cause"]) for e in out.events] == [("at_risk", "time")]
+    assert [a["data"]["reward"] for a in out.scenarios.actions] == ["138.00"]  # 0.3 * (400 + 0.05 * 1200)
+    again = handler.handle("c-1", codecs.tick(due), stored)  # redelivered against the old value
+    assert [a["id"] for a in again.actions] == [a["id"] for a in out.actions]
     assert out.value is not None
-    again = handler.change(_change("at_risk", T0 + 22 * 86_400), out.value)
-    assert again.events == [] and again.step.skipped == [("win_back_at_risk", "duplicate")]
-    assert again.value is None  # nothing to store: the trigger is remembered already
-    conv = handler.client_event(_receipt("r-back", T0 + 25 * 86_400), out.value)
-    assert [c["type"] for c in conv.events] == ["loyalty.scenario.converted"]
+    back = handler.handle("c-1", _receipt("r-back", due + 3 * 86_400), out.value)
+    assert [c["type"] for c in back.actions] == ["loyalty.scenario.converted"]
+    plain = ClientHandler(Engine([load_ruleset("boostfeel")], tz="Europe/Moscow"), lambda: now[0])
+    kept = plain.handle("c-1", _receipt("r-later", due + 4 * 86_400), back.value)
+    assert kept.value is not None and codecs.scenario_part(kept.value) == codecs.scenario_part(back.value or b"")
 
 
 def test_report_reads_the_counters_per_scenario() -> None:
