@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.transport.producer import ProducerBuffer
 
-from app import faust_patches
+from app import faust_patches, sensors
 from app.metrics import Metrics
 from app.settings import Settings
 from rules import Engine, load_ruleset
@@ -68,7 +67,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     ProducerBuffer.max_messages = settings.producer_buffer
     faust_patches.apply(settings.fast_drain)
     metrics = metrics or Metrics.create()
-    setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix="loyalty")
+    sensors.install(app, metrics.registry, pattern="/metrics")
     n = settings.partitions
     engine = build_engine(settings)
     runner = build_runner(settings, engine.rulesets)
