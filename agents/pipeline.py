@@ -6,7 +6,8 @@ Flow::
                   └─> DLQ           ├─> client-events ─> clients ─┤   (CloudEvents, key = client)
     crm.client-profiles ─ route_profiles ┘      ^                  ├─> loyalty.scenario-actions
                                                 │                  │   (if scenarios are loaded)
-                                                │                  └─> clients / due tables
+                                                │                  └─> clients table (+ due index
+                                                │                      in memory: agents.due_index)
                                                 └── due_scanner (ticks, same partition)
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ import faust
 import orjson
 
 from agents.batching import in_event, send
+from agents.due_index import DueIndex, stored_dues
 from agents.handler import ClientHandler, route
 from agents.offsets import register_filler
 from app import codecs
@@ -46,8 +48,8 @@ class Pipeline:
     changes: Any
     dlq: Any
     clients: Any  # faust Table: client id -> codecs.table_value
-    due: Any  # faust Table: codecs.due_key -> b""
-    inflight: dict[bytes, float]
+    due_index: DueIndex  # derived from the clients table, in memory
+    inflight: dict[tuple[int, bytes], float]  # (due, client key) of ticks sent -> when
     fault_stall_partition: int
     input_next: dict[Any, int]  # input TP -> next offset to route (watermark for due ticks)
     detector: Any = None  # agents.monitor's StallDetector, set at registration
@@ -146,53 +148,34 @@ def register(p: Pipeline, due_interval: float) -> None:
                 return False
         return True
 
+    rocksdb = hasattr(p.clients.data, "_db_for_partition")
+
     @app.timer(due_interval, name="due_scanner")  # type: ignore[untyped-decorator]
     async def due_scanner() -> None:
         if app.rebalancing or not inputs_caught_up():
             return
         now = to_epoch(p.clock())
         topic = p.client_events.get_topic_name()
+        generation = app.rebalancing_count  # tables recovered: rebalancing is over
         backlog = 0
         resend_after = time.monotonic() - max(30.0, due_interval * 6)
         for tp in sorted(app.assignor.assigned_actives()):
             if tp.topic != topic:
                 continue
-            for key in due_keys(p.due, tp.partition, now):
+            if not p.due_index.built(tp.partition, generation):
+                started = time.perf_counter()
+                n = p.due_index.build(tp.partition, generation, stored_dues(p.clients, tp.partition))
+                log.info("due index of partition %d: %d clients, built in %.2f s",
+                         tp.partition, n, time.perf_counter() - started)
+            for due, key in p.due_index.due(tp.partition, now):
                 backlog += 1
-                sent = p.inflight.get(key)
+                sent = p.inflight.get((due, key))
                 if sent is not None and sent > resend_after:
                     continue
-                due, client_id = codecs.parse_due_key(key)
-                p.inflight[key] = time.monotonic()
-                await p.client_events.send(key=client_id.encode(), value=codecs.tick(due),
-                                           partition=tp.partition)
+                p.inflight[(due, key)] = time.monotonic()
+                await p.client_events.send(key=key, value=codecs.tick(due),
+                                           partition=tp.partition if rocksdb else None)
         p.metrics.due_backlog.set(backlog)
-
-
-def _drop_due(p: Pipeline, due: int, key: bytes) -> None:
-    dk = codecs.due_key(due, key.decode())
-    if p.due.get(dk) is not None:
-        del p.due[dk]
-
-
-def due_keys(table: Any, partition: int, now: int) -> Iterator[bytes]:
-    """Due-index keys of one partition that are due at or before ``now``, in due order.
-
-    RocksDB keeps keys sorted, so this reads only the due entries; the memory store (unit
-    tests) has no order and is filtered.
-    """
-    bound = codecs.due_key_bound(now)
-    store = table.data
-    if hasattr(store, "_db_for_partition"):
-        db = store._db_for_partition(partition)
-        for key in db.keys():  # noqa: SIM118 - rocksdict: an ordered key iterator
-            if key > bound:
-                break
-            if key[:1].isdigit():
-                yield key
-    else:
-        for key in sorted(k for k in store if k <= bound):
-            yield key
 
 
 @dataclass
@@ -259,20 +242,13 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
         await asyncio.gather(*sent)
     for d in done:
         with in_event(d.ctx):
-            _write(p, d.key, d.message, d.out)
+            _write(p, d.ctx.message.partition, d.key, d.message, d.out)
 
 
-def _write(p: Pipeline, key: bytes, message: bytes, out: Any) -> None:
-    """Table writes of one handled message (the changelog needs them)."""
+def _write(p: Pipeline, partition: int, key: bytes, message: bytes, out: Any) -> None:
+    """Table write of one handled message (the changelog needs it), due index updated."""
     if out.value is not None:
         p.clients[key] = out.value
+        p.due_index.set(partition, key, out.due_new)
     if message[:1] == codecs.TICK:
-        ticked = codecs.tick_due(message)
-        p.inflight.pop(codecs.due_key(ticked, key.decode()), None)
-        if ticked != out.due_new:
-            _drop_due(p, ticked, key)
-    if out.due_old != out.due_new:
-        if out.due_old is not None:
-            _drop_due(p, out.due_old, key)
-        if out.due_new is not None:
-            p.due[codecs.due_key(out.due_new, key.decode())] = b""
+        p.inflight.pop((codecs.tick_due(message), key), None)

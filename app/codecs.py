@@ -1,4 +1,4 @@
-"""Wire formats: the internal client-events envelope, table values, due-index keys, DLQ.
+"""Wire formats: the internal client-events envelope, table values, DLQ headers.
 
 * ``loyalty.client-events`` values: one kind byte then the payload: ``R`` + receipt JSON,
   ``P`` + profile JSON, ``T`` + 8-byte due instant (a tick from the due scanner).
@@ -6,8 +6,6 @@
   then, if the client has scenario state, a newline and that state (JSON; orjson never
   writes a raw newline, so the first one separates them). One value per client: the
   segments and the scenario decisions they triggered are stored in one write.
-* ``due`` table keys: ``b"%012d|" % due + client_id`` so that RocksDB's key order is due
-  order and a scan stops at the first key after now.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from rules import RejectedInput
 
 RECEIPT, PROFILE, TICK = b"R", b"P", b"T"
 _DUE = struct.Struct(">q")
-_DUE_KEY_DIGITS = 12
 
 
 def envelope(kind: bytes, payload: bytes) -> bytes:
@@ -51,19 +48,6 @@ def scenario_part(value: bytes) -> bytes | None:
 
 def tick_due(value: bytes) -> int:
     return int(_DUE.unpack_from(value, 1)[0])
-
-
-def due_key(due: int, client_id: str) -> bytes:
-    return b"%012d|" % due + client_id.encode()
-
-
-def parse_due_key(key: bytes) -> tuple[int, str]:
-    return int(key[:_DUE_KEY_DIGITS]), key[_DUE_KEY_DIGITS + 1:].decode()
-
-
-def due_key_bound(now: int) -> bytes:
-    """Every due key <= this bound is due at or before ``now``."""
-    return b"%012d|\xff" % now
 
 
 def dlq_headers(exc: RejectedInput, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

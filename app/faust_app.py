@@ -30,6 +30,7 @@ def rocksdb_options(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faust.App, Any]:
     """Return (app, pipeline). Registers agents, timer, tables and web views."""
+    from agents.due_index import DueIndex
     from agents.pipeline import Pipeline, register
     from agents.scenarios import build_runner, register_actions
 
@@ -84,8 +85,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         dlq=app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes),
         clients=app.Table("clients", key_type=bytes, value_type=bytes, partitions=n,
                           options=rocksdb_options(settings)),
-        due=app.Table("due", key_type=bytes, value_type=bytes, partitions=n,
-                      options=rocksdb_options(settings)),
+        due_index=DueIndex(),
         inflight={},
         fault_stall_partition=settings.fault_stall_partition,
         input_next={},

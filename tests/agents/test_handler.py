@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.due_index import stored_dues
 from agents.handler import ClientHandler, route
 from app import codecs
 from app.settings import Settings
@@ -64,9 +65,12 @@ def test_table_value_round_trip() -> None:
     value = codecs.table_value(123, b"state")
     assert codecs.split_table_value(value) == (123, b"state")
     assert codecs.split_table_value(codecs.table_value(None, b"s")) == (None, b"s")
-    key = codecs.due_key(1_700_000_000, "c-1")
-    assert codecs.parse_due_key(key) == (1_700_000_000, "c-1")
-    assert key <= codecs.due_key_bound(1_700_000_000) < codecs.due_key(1_700_000_001, "a")
+    with_scenarios = codecs.table_value(123, b'{"v":1}', b'{"c":"x"}')
+    assert codecs.split_table_value(with_scenarios) == (123, b'{"v":1}')
+    assert codecs.scenario_part(with_scenarios) == b'{"c":"x"}'
+    assert codecs.scenario_part(value) is None
+    newline_in_due = codecs.table_value(10, b"{}", b"[]")  # due 10 is b"\n" in its 8 bytes
+    assert codecs.split_table_value(newline_in_due) == (10, b"{}") and codecs.scenario_part(newline_in_due) == b"[]"
 
 
 def _memory_app(tmp_path: Path, **env: str) -> tuple[Any, Any]:
@@ -103,7 +107,7 @@ async def test_clients_agent_with_test_context(tmp_path: Path) -> None:
         stored = pipeline.clients[b"c-1"]
         due, _ = codecs.split_table_value(stored)
         assert due == to_epoch(bought) + 7 * 86_400
-        assert pipeline.due[codecs.due_key(due, "c-1")] == b""
+        assert list(stored_dues(pipeline.clients, 0)) == [(b"c-1", due)]  # what the index is built from
     assert [orjson.loads(v)["data"]["to"] for _, v in sent] == ["other"]  # duplicate: no event
     assert sent[0][0] == b"c-1"
 
@@ -148,7 +152,7 @@ async def test_clients_agent_batch_sees_its_own_pending_state(tmp_path: Path) ->
     from rules.state import loads as load_state
 
     assert load_state(raw).visits == 2  # the second receipt saw the first one's state
-    assert [k for k in pipeline.due.data if k.endswith(b"|c-1")] == [codecs.due_key(due, "c-1")]
+    assert dict(stored_dues(pipeline.clients, 0))[b"c-1"] == due
     sends = [i for i, o in enumerate(order) if o.startswith("send:")]
     writes = [i for i, o in enumerate(order) if o == "write"]
     assert sends and writes and max(sends) < min(writes)  # every change acked before any write

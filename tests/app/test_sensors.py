@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from faust.types import TP
-
 from prometheus_client import CollectorRegistry, generate_latest
 
 from app.sensors import LeanMonitor, _Collector

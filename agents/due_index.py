@@ -1,0 +1,108 @@
+"""The due index: which clients of a partition have a time-based change due, in due order.
+
+It is derived data. Every ``clients`` table value starts with the client's next-due
+instant (:mod:`app.codecs`), so the index is kept in memory and built from the table's
+store, partition by partition, the first time the due timer needs it after a rebalance
+(when Faust has finished recovering the tables). The clients agent updates it with every
+value it writes. Nothing is written to Kafka for it: an earlier version kept the index as
+a changelogged table, two changelog messages per receipt (delete the old entry, write the
+new one), and removing them took a worker from 1,055 to ~1,600 receipts/s here.
+
+Per partition: ``current`` (client key -> due instant) is the truth; a heap orders the
+entries, with stale ones (the client's due has changed since) skipped when they surface
+and the heap rebuilt when they outnumber the live ones. Finding what is due costs
+O(k log n) for k due clients, whatever the population. Memory: roughly 200 bytes per
+client with a due instant.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+_DUE_BYTES = 8  # app.codecs: an 8-byte big-endian due instant heads every table value
+_FAUST_KEYS = b"__faust"  # Faust's own bookkeeping keys in a partition's RocksDB
+
+
+@dataclass
+class _Partition:
+    generation: int
+    current: dict[bytes, int] = field(default_factory=dict)
+    heap: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+class DueIndex:
+    """In-memory due index of the partitions this worker owns."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, _Partition] = {}
+
+    def built(self, partition: int, generation: int) -> bool:
+        """True if ``partition`` was built in this rebalance generation."""
+        part = self._parts.get(partition)
+        return part is not None and part.generation == generation
+
+    def build(self, partition: int, generation: int, dues: Iterable[tuple[bytes, int]]) -> int:
+        """(Re)build a partition from (client key, due instant) pairs; returns the count."""
+        part = _Partition(generation, dict(dues))
+        part.heap = [(due, key) for key, due in part.current.items()]
+        heapq.heapify(part.heap)
+        self._parts[partition] = part
+        return len(part.current)
+
+    def set(self, partition: int, key: bytes, due: int | None) -> None:
+        """Record a client's new next-due instant (None: nothing due)."""
+        part = self._parts.get(partition)
+        if part is None:
+            return  # built from the store (which has this write) when first needed
+        if due is None:
+            part.current.pop(key, None)
+            return
+        if part.current.get(key) == due:
+            return
+        part.current[key] = due
+        heapq.heappush(part.heap, (due, key))
+        if len(part.heap) > 2 * len(part.current) + 1024:
+            part.heap = [(d, k) for k, d in part.current.items()]
+            heapq.heapify(part.heap)
+
+    def due(self, partition: int, now: int) -> list[tuple[int, bytes]]:
+        """Entries of ``partition`` due at or before ``now``, in due order. They stay in
+        the index until the client's due changes (its tick was processed)."""
+        part = self._parts.get(partition)
+        if part is None:
+            return []
+        heap, current = part.heap, part.current
+        out: list[tuple[int, bytes]] = []
+        while heap and heap[0][0] <= now:
+            due, key = heapq.heappop(heap)
+            if current.get(key) == due and (not out or out[-1] != (due, key)):
+                out.append((due, key))
+        for entry in out:
+            heapq.heappush(heap, entry)
+        return out
+
+    def size(self, partition: int) -> int:
+        part = self._parts.get(partition)
+        return len(part.current) if part is not None else 0
+
+
+def stored_dues(table: Any, partition: int) -> Iterator[tuple[bytes, int]]:
+    """(client key, due instant) of every client of ``partition`` that has one, read from
+    the table's store. The memory store (tests, development) keeps no partitions: every
+    key is read, for partition 0 only."""
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        items: Iterable[tuple[bytes, bytes]] = store._db_for_partition(partition).items()
+    elif partition == 0:
+        items = list(store.items())
+    else:
+        return
+    for key, value in items:
+        if key[:7] == _FAUST_KEYS or len(value) < _DUE_BYTES:
+            continue
+        due = int.from_bytes(value[:_DUE_BYTES], "big", signed=True)
+        if due:
+            yield key, due
