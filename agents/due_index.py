@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,11 @@ class DueIndex:
         for entry in out:
             heapq.heappush(heap, entry)
         return out
+
+    def retain(self, partitions: AbstractSet[int]) -> None:
+        """Forget the partitions this worker no longer owns."""
+        for partition in set(self._parts) - partitions:
+            del self._parts[partition]
 
     def size(self, partition: int) -> int:
         part = self._parts.get(partition)

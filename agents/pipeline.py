@@ -159,9 +159,9 @@ def register(p: Pipeline, due_interval: float) -> None:
         generation = app.rebalancing_count  # tables recovered: rebalancing is over
         backlog = 0
         resend_after = time.monotonic() - max(30.0, due_interval * 6)
-        for tp in sorted(app.assignor.assigned_actives()):
-            if tp.topic != topic:
-                continue
+        owned = sorted(tp for tp in app.assignor.assigned_actives() if tp.topic == topic)
+        p.due_index.retain({tp.partition for tp in owned})
+        for tp in owned:
             if not p.due_index.built(tp.partition, generation):
                 started = time.perf_counter()
                 n = p.due_index.build(tp.partition, generation, stored_dues(p.clients, tp.partition))

@@ -20,6 +20,8 @@ def test_due_entries_in_due_order_and_kept_until_the_due_changes() -> None:
     assert index.due(0, 100) == [] and index.due(0, 200) == [(200, b"b")]
     index.set(1, b"x", 5)  # partition not built: ignored (built from the store later)
     assert index.due(1, 100) == [] and index.size(0) == 2
+    index.retain({1})  # partition 0 revoked
+    assert index.due(0, 1_000) == [] and not index.built(0, 1)
 
 
 def test_matches_a_dict_model_under_random_updates() -> None:
