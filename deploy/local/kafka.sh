@@ -27,6 +27,12 @@ our_pid() {
   echo "$pid"
 }
 
+# The process we launched is alive. Just after the launch its /proc cmdline can still be the
+# forking shell's (exec not done yet on a busy machine), so our_pid's check would fail.
+launched_alive() {
+  [[ -f "$PIDF" ]] && kill -0 "$(cat "$PIDF")" 2>/dev/null
+}
+
 # Real Kafka protocol check: Metadata v4 request; ready when the reply lists >= 1 broker.
 answers() {
   python3 - 127.0.0.1 "$PORT" <<'PY'
@@ -131,7 +137,7 @@ start() {
     echo "$PORT" >"$PORTF"
   fi
   for ((i = 0; i < START_TIMEOUT; i++)); do
-    our_pid >/dev/null || { tail -n 30 "$LOG" >&2; die "broker exited during startup (see $LOG)"; }
+    launched_alive || { tail -n 30 "$LOG" >&2; die "broker exited during startup (see $LOG)"; }
     if answers; then say "ready on $BOOT (pid $(our_pid))"; echo "$BOOT"; return 0; fi
     sleep 1
   done
