@@ -148,7 +148,7 @@ def register(p: Pipeline, due_interval: float) -> None:
                 return False
         return True
 
-    rocksdb = hasattr(p.clients.data, "_db_for_partition")
+    rocksdb = _partitioned(p)
 
     @app.timer(due_interval, name="due_scanner")  # type: ignore[untyped-decorator]
     async def due_scanner() -> None:
@@ -159,23 +159,31 @@ def register(p: Pipeline, due_interval: float) -> None:
         generation = app.rebalancing_count  # tables recovered: rebalancing is over
         backlog = 0
         resend_after = time.monotonic() - max(30.0, due_interval * 6)
-        owned = sorted(tp for tp in app.assignor.assigned_actives() if tp.topic == topic)
-        p.due_index.retain({tp.partition for tp in owned})
-        for tp in owned:
-            if not p.due_index.built(tp.partition, generation):
+        owned = sorted({tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic})
+        if not rocksdb:
+            owned = [0] if owned else []
+        p.due_index.retain(set(owned))
+        for partition in owned:
+            if not p.due_index.built(partition, generation):
                 started = time.perf_counter()
-                n = p.due_index.build(tp.partition, generation, stored_dues(p.clients, tp.partition))
+                n = p.due_index.build(partition, generation, stored_dues(p.clients, partition))
                 log.info("due index of partition %d: %d clients, built in %.2f s",
-                         tp.partition, n, time.perf_counter() - started)
-            for due, key in p.due_index.due(tp.partition, now):
+                         partition, n, time.perf_counter() - started)
+            for due, key in p.due_index.due(partition, now):
                 backlog += 1
                 sent = p.inflight.get((due, key))
                 if sent is not None and sent > resend_after:
                     continue
                 p.inflight[(due, key)] = time.monotonic()
                 await p.client_events.send(key=key, value=codecs.tick(due),
-                                           partition=tp.partition if rocksdb else None)
+                                           partition=partition if rocksdb else None)
         p.metrics.due_backlog.set(backlog)
+
+
+def _partitioned(p: Pipeline) -> bool:
+    """RocksDB keeps a store per partition; the memory store (tests, development) has none:
+    its due index is one, partition 0."""
+    return hasattr(p.clients.data, "_db_for_partition")
 
 
 @dataclass
@@ -195,6 +203,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
     state, then treat the redelivered receipt as a duplicate and lose the events.
     """
     changes_topic = p.changes.get_topic_name()
+    partitioned = _partitioned(p)
     actions_topic = p.actions.get_topic_name() if p.actions is not None else ""
     pending: dict[bytes, bytes] = {}  # client key -> table value not yet written
     done: list[_Done] = []
@@ -242,7 +251,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
         await asyncio.gather(*sent)
     for d in done:
         with in_event(d.ctx):
-            _write(p, d.ctx.message.partition, d.key, d.message, d.out)
+            _write(p, d.ctx.message.partition if partitioned else 0, d.key, d.message, d.out)
 
 
 def _write(p: Pipeline, partition: int, key: bytes, message: bytes, out: Any) -> None:
