@@ -23,7 +23,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-_DUE_BYTES = 8  # app.codecs: an 8-byte big-endian due instant heads every table value
+from app.codecs import table_due
+
 _FAUST_KEYS = b"__faust"  # Faust's own bookkeeping keys in a partition's RocksDB
 
 
@@ -95,20 +96,25 @@ class DueIndex:
         return len(part.current) if part is not None else 0
 
 
+def partitioned(table: Any) -> bool:
+    """True if the table's store keeps one database per partition (RocksDB). The memory
+    store (tests, development) has no partitions: its index is one, partition 0."""
+    return hasattr(table.data, "_db_for_partition")
+
+
 def stored_dues(table: Any, partition: int) -> Iterator[tuple[bytes, int]]:
     """(client key, due instant) of every client of ``partition`` that has one, read from
-    the table's store. The memory store (tests, development) keeps no partitions: every
-    key is read, for partition 0 only."""
+    the table's store (the memory store: every key, for partition 0 only)."""
     store = table.data
-    if hasattr(store, "_db_for_partition"):
+    if partitioned(table):
         items: Iterable[tuple[bytes, bytes]] = store._db_for_partition(partition).items()
     elif partition == 0:
         items = list(store.items())
     else:
         return
     for key, value in items:
-        if key[:7] == _FAUST_KEYS or len(value) < _DUE_BYTES:
+        if key[:7] == _FAUST_KEYS or len(value) < 8:  # not a table value (8-byte due first)
             continue
-        due = int.from_bytes(value[:_DUE_BYTES], "big", signed=True)
+        due = table_due(value)
         if due:
             yield key, due

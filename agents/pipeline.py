@@ -25,7 +25,7 @@ import faust
 import orjson
 
 from agents.batching import in_event, send
-from agents.due_index import DueIndex, stored_dues
+from agents.due_index import DueIndex, partitioned, stored_dues
 from agents.handler import ClientHandler, route
 from agents.offsets import register_filler
 from app import codecs
@@ -148,14 +148,13 @@ def register(p: Pipeline, due_interval: float) -> None:
                 return False
         return True
 
-    rocksdb = _partitioned(p)
+    rocksdb = partitioned(p.clients)
 
     @app.timer(due_interval, name="due_scanner")  # type: ignore[untyped-decorator]
     async def due_scanner() -> None:
         if app.rebalancing or not inputs_caught_up():
             return
         now = to_epoch(p.clock())
-        topic = p.client_events.get_topic_name()
         generation = app.rebalancing_count  # tables recovered: rebalancing is over
         backlog = 0
         resend_after = time.monotonic() - max(30.0, due_interval * 6)
@@ -180,12 +179,6 @@ def register(p: Pipeline, due_interval: float) -> None:
         p.metrics.due_backlog.set(backlog)
 
 
-def _partitioned(p: Pipeline) -> bool:
-    """RocksDB keeps a store per partition; the memory store (tests, development) has none:
-    its due index is one, partition 0."""
-    return hasattr(p.clients.data, "_db_for_partition")
-
-
 @dataclass
 class _Done:
     ctx: Any  # the Faust event whose context the table writes run in
@@ -203,7 +196,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
     state, then treat the redelivered receipt as a duplicate and lose the events.
     """
     changes_topic = p.changes.get_topic_name()
-    partitioned = _partitioned(p)
+    by_partition = partitioned(p.clients)
     actions_topic = p.actions.get_topic_name() if p.actions is not None else ""
     pending: dict[bytes, bytes] = {}  # client key -> table value not yet written
     done: list[_Done] = []
@@ -251,7 +244,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
         await asyncio.gather(*sent)
     for d in done:
         with in_event(d.ctx):
-            _write(p, d.ctx.message.partition if partitioned else 0, d.key, d.message, d.out)
+            _write(p, d.ctx.message.partition if by_partition else 0, d.key, d.message, d.out)
 
 
 def _write(p: Pipeline, partition: int, key: bytes, message: bytes, out: Any) -> None:

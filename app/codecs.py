@@ -33,11 +33,15 @@ def table_value(next_due: int | None, state: bytes, scenarios: bytes | None = No
     return head + b"\n" + scenarios if scenarios else head
 
 
+def table_due(value: bytes) -> int | None:
+    """The next-due instant a table value starts with (None: nothing due)."""
+    return int(_DUE.unpack_from(value)[0]) or None
+
+
 def split_table_value(value: bytes) -> tuple[int | None, bytes]:
     """(next due, client record) of a table value."""
-    due = _DUE.unpack_from(value)[0]
     end = value.find(b"\n", _DUE.size)
-    return (due or None), value[_DUE.size:end] if end >= 0 else value[_DUE.size:]
+    return table_due(value), value[_DUE.size:end] if end >= 0 else value[_DUE.size:]
 
 
 def scenario_part(value: bytes) -> bytes | None:
