@@ -6,7 +6,7 @@ client. Errors are JSON: ``{"error": code, "message": text, "parameter": name}``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -123,34 +123,12 @@ class Api:
 
     async def client(self, request: web.Request) -> web.Response:
         cid = request.match_info["client_id"]
-        if not cid or len(cid) > MAX_CLIENT_ID:
-            raise bad("client_id", f"1 to {MAX_CLIENT_ID} characters")
+        check_client_id(cid)
         raw = await self.projection.client(cid)
         if not raw:
-            raise ApiError(404, "not_found", f"no segments for client {cid!r}")
-        h = raw
-        now = int(self.clock().timestamp())
-        last_month = Days.prev_month(self.days.month(now))
-        segments: dict[str, Any] = {}
-        merged: dict[str, Any] = {}
-        at = 0
-        for dim in sorted((d for d in self.dims if d in h), key=lambda d: int(h[f"{d}:since"])):
-            since = int(h[f"{dim}:since"])
-            segments[dim] = {
-                "segment": h[dim],
-                "since": iso(since),
-                "previous": h.get(f"{dim}:prev") or None,
-                "last_month": _last_month(h, dim, last_month),
-                "rule": h.get(f"{dim}:rule") or None,
-            }
-            merged.update(orjson.loads(h.get(f"{dim}:m", "{}")))
-            at = max(at, since)
-        if "metrics" in h:
-            merged.update(orjson.loads(h["metrics"]))
-            at = max(at, int(h.get("metrics_at", "0")))
-        segments = {d: segments[d] for d in self.dims if d in segments}
-        return json_response({"client_id": cid, "segments": segments, "metrics": merged,
-                              "metrics_at": iso(at) if at else None, "as_of": iso(now)})
+            raise not_found(cid)
+        return json_response(client_document(cid, raw, self.dims, self.days,
+                                             int(self.clock().timestamp())))
 
     # -- segments ---------------------------------------------------------------------------
 
@@ -254,6 +232,41 @@ def _cursor(raw: str) -> tuple[int, int]:
     if len(parts) > 2 or min(parts) < 0 or parts[0] >= 2**64 or (len(parts) == 2 and parts[1] > 10**6):
         raise bad("cursor", f"pass next_cursor of the previous page, got {raw!r}")
     return parts[0], parts[1] if len(parts) == 2 else 0
+
+
+def check_client_id(cid: str) -> None:
+    if not cid or len(cid) > MAX_CLIENT_ID:
+        raise bad("client_id", f"1 to {MAX_CLIENT_ID} characters")
+
+
+def not_found(cid: str) -> ApiError:
+    return ApiError(404, "not_found", f"no segments for client {cid!r}")
+
+
+def client_document(cid: str, h: dict[str, str], dims: Sequence[str], days: Days,
+                    now: int) -> dict[str, Any]:
+    """GET /clients/{client_id}: the client's projection hash ``h`` as the API's JSON."""
+    last_month = Days.prev_month(days.month(now))
+    segments: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
+    at = 0
+    for dim in sorted((d for d in dims if d in h), key=lambda d: int(h[f"{d}:since"])):
+        since = int(h[f"{dim}:since"])
+        segments[dim] = {
+            "segment": h[dim],
+            "since": iso(since),
+            "previous": h.get(f"{dim}:prev") or None,
+            "last_month": _last_month(h, dim, last_month),
+            "rule": h.get(f"{dim}:rule") or None,
+        }
+        merged.update(orjson.loads(h.get(f"{dim}:m", "{}")))
+        at = max(at, since)
+    if "metrics" in h:
+        merged.update(orjson.loads(h["metrics"]))
+        at = max(at, int(h.get("metrics_at", "0")))
+    segments = {d: segments[d] for d in dims if d in segments}
+    return {"client_id": cid, "segments": segments, "metrics": merged,
+            "metrics_at": iso(at) if at else None, "as_of": iso(now)}
 
 
 def _last_month(h: dict[str, str], dim: str, last_month: str) -> str | None:

@@ -15,7 +15,8 @@ Keyspace (``NS`` = ``loyalty:<app id>``; ``P`` = ``NS:<generation>:``; standalon
                                  segment held at its end), <d>:rule, <d>:m (metrics JSON of
                                  the change), <d>:rev (revenue counted in rev:<d>)
                                and metrics (JSON: every summary metric, from the clients
-                               table), metrics_at (epoch s), revenue (cents of lifetime_value)
+                               table), metrics_at (epoch s), revenue (cents of lifetime_value),
+                               ver (bumped by every write: the lookup server's cache check)
     P dims                     set of dimensions seen
     P seg:<d>:<segment>        set of client ids currently in the segment
     P cnt:<d>                  hash segment -> clients
@@ -107,9 +108,11 @@ if ok then
   end
   applied = 1
 end
+local wrote = applied == 1
 if ARGV[14] ~= '' or ARGV[16] ~= '' then
   local nat = tonumber(ARGV[15])
   if nat >= (tonumber(redis.call('HGET', ck, 'metrics_at')) or -1) then
+    wrote = true
     redis.call('HSET', ck, 'metrics_at', nat)
     if ARGV[14] ~= '' then redis.call('HSET', ck, 'metrics', ARGV[14]) end
     if ARGV[16] ~= '' then
@@ -128,6 +131,7 @@ if ARGV[14] ~= '' or ARGV[16] ~= '' then
     end
   end
 end
+if wrote then redis.call('HINCRBY', ck, 'ver', 1) end
 return applied
 """
 

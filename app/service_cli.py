@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import sys
 from typing import Any
 
@@ -32,6 +33,47 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker.spinner = None
     logging.getLogger("loyalty").setLevel(settings.log_level.upper())
     worker.execute_from_commandline()
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    """The POS lookup server (app.lookup) until SIGINT/SIGTERM."""
+    import signal
+
+    import uvloop
+
+    from app.faust_app import build_engine
+    from app.logs import logging_config
+    from app.lookup import ClientReader, LookupServer
+    from app.projection import Days, namespace
+
+    settings = Settings.from_env()
+    config = logging_config(settings.log_format, settings.log_level)
+    if config is None:
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        logging.config.dictConfig(config)
+    engine = build_engine(settings)
+    dims = [d.id for _, d in engine.dims]
+    port = settings.lookup_port if args.port is None else args.port
+    log = logging.getLogger("loyalty.lookup")
+
+    async def serve() -> None:
+        reader = ClientReader.from_url(settings.redis_url, namespace(settings.app_id))
+        server = LookupServer(reader, dims, Days(settings.timezone), settings.clock_fn(),
+                              settings.api_token, cache_size=settings.lookup_cache)
+        await server.start(settings.web_host, port, reuse_port=args.reuse_port)
+        log.info("lookup server on http://%s:%d (dimensions: %s)", settings.web_host,
+                 server.port, ", ".join(dims))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+
+    uvloop.run(serve())
     return 0
 
 
@@ -123,6 +165,11 @@ def register(sub: Any) -> None:
 
     w = sub.add_parser("worker", help="run a Faust worker (settings from the environment)")
     w.set_defaults(fn=cmd_worker)
+    lk = sub.add_parser("lookup", help="run the POS lookup server (GET /clients/{id}, Redis only)")
+    lk.add_argument("--port", type=int, default=None, help="default: LOYALTY_LOOKUP_PORT (6067)")
+    lk.add_argument("--reuse-port", action="store_true",
+                    help="SO_REUSEPORT: several lookup processes share the port")
+    lk.set_defaults(fn=cmd_lookup)
     t = sub.add_parser("topics", help="create the service's topics")
     t.set_defaults(fn=cmd_topics)
     p = sub.add_parser("produce", help="send receipts (a file or the simulator) to Kafka")

@@ -98,6 +98,8 @@ class Settings:
     guarantee: str = "at_least_once"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    lookup_port: int = 6067
+    lookup_cache: int = 100_000
     api_token: str = ""
     stall_timeout: float = 120.0
     log_level: str = "info"
@@ -156,6 +158,8 @@ class Settings:
             guarantee=guarantee,
             web_host=g("LOYALTY_WEB_HOST", cls.web_host),
             web_port=_int(env, "LOYALTY_WEB_PORT", cls.web_port, 1),
+            lookup_port=_int(env, "LOYALTY_LOOKUP_PORT", cls.lookup_port, 1),
+            lookup_cache=_int(env, "LOYALTY_LOOKUP_CACHE", cls.lookup_cache, 0),
             api_token=g("LOYALTY_API_TOKEN", cls.api_token),
             stall_timeout=_float(env, "LOYALTY_STALL_TIMEOUT", cls.stall_timeout),
             log_level=g("LOYALTY_LOG_LEVEL", cls.log_level),

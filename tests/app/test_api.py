@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,45 +14,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agents.projector import state_updates
-from app import codecs
 from app.api import Api
-from app.projection import Projection, Update, drop_generation, namespace
-from app.replay import Replay
-from app.simulate import SimConfig, generate
+from app.projection import Projection, namespace
 from app.web import mount
-from rules import Engine, load_ruleset
 from rules.ruleset import preset_path
-from rules.state import dumps as dump_state
+from tests.app.conftest import AS_OF, AUTH, TOKEN, Data, filled
 
 pytestmark = pytest.mark.integration
-AS_OF = datetime.fromisoformat("2026-06-15T00:00:00+00:00")
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-RULES = ["boostfeel", "rfm"]
-
-
-@dataclass
-class Data:
-    engine: Engine
-    events: list[dict[str, Any]]
-    segments: dict[str, dict[str, str]]
-    metrics: dict[str, dict[str, Any]]
-    table: dict[bytes, bytes]
-
-
-@pytest.fixture(scope="module")
-def data() -> Data:
-    engine = Engine([load_ruleset(r) for r in RULES])
-    events: list[dict[str, Any]] = []
-    rp = Replay(engine, AS_OF, events.append, lambda _: None)
-    for n, line in enumerate(generate(SimConfig(clients=80, days=60, seed=3)), 1):
-        rp.receipt_line(line, n)
-    rows = rp.finish()
-    table = {cid.encode(): codecs.table_value(engine.next_due(st), dump_state(st))
-             for cid, st in rp.states.items()}
-    return Data(engine, events, {r["client_id"]: r["segments"] for r in rows},
-                {r["client_id"]: r["metrics"] for r in rows}, table)
 
 
 async def _app(data: Data, proj: Projection, token: str = TOKEN) -> web.Application:
@@ -65,21 +30,8 @@ async def _app(data: Data, proj: Projection, token: str = TOKEN) -> web.Applicat
 
 
 @pytest.fixture
-async def ns(redis_url: str) -> AsyncIterator[str]:
-    name = namespace(f"api-{uuid.uuid4().hex[:10]}")
-    yield name
-    cleanup = Projection.from_url(redis_url, name)
-    await drop_generation(cleanup.redis, name + ":")
-    await cleanup.close()
-
-
-@pytest.fixture
 async def client(data: Data, redis_url: str, ns: str) -> AsyncIterator[TestClient[Any, Any]]:
-    proj = Projection.from_url(redis_url, ns)
-    await proj.apply([Update.from_event(e) for e in data.events])
-    await proj.apply([u for cid, value in data.table.items()
-                      for u in state_updates(data.engine, cid.decode(), value)])
-    await proj.snapshot("2026-06-14")
+    proj = await filled(redis_url, ns, data)
     async with TestClient(TestServer(await _app(data, proj))) as c:
         yield c
 

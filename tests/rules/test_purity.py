@@ -59,7 +59,10 @@ ALLOWED_IMPORTS = {
     "enum", "functools", "hashlib", "heapq", "itertools", "math", "operator", "re", "struct",
     "typing", "zoneinfo", "cel", "orjson", "yaml", "rules",
 }
-FILE_ACCESS_ALLOWED = {"ruleset.py": {"pathlib"}}
+FILE_ACCESS_ALLOWED = {
+    "ruleset.py": {"pathlib"},
+    "calendar.py": {"time"},  # time.gmtime(s) + strftime: formats a given second (iso)
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -80,7 +83,8 @@ def test_core_imports_only_pure_modules(path: Path) -> None:
 
 CLOCK_AND_IO = [
     (r"datetime\.now|\.utcnow\(|date\.today\(|\.today\(\)", "reads the wall clock"),
-    (r"\btime\.(time|monotonic|perf_counter|sleep)\(", "reads the clock or sleeps"),
+    (r"\btime\.(time|time_ns|monotonic|monotonic_ns|perf_counter|process_time|sleep|localtime"
+     r"|ctime|asctime)\(|\btime\.gmtime\(\)", "reads the clock or sleeps"),
     (r"\bopen\(", "opens a file"),
     (r"\.(read_text|read_bytes|write_text|write_bytes)\(", "reads or writes a file"),
     (r"\bos\.(environ|getenv)|\bgetenv\(", "reads the environment"),

@@ -1,0 +1,448 @@
+"""The POS lookup server: ``GET /clients/{client_id}`` on its own port, lean HTTP/1.1.
+
+The worker's aiohttp API answers the same path, but a checkout lookup has a latency
+budget (p99 <= 10 ms with 200 requests in flight) that neither fits: aiohttp's
+per-request machinery alone (a handler returning a constant) measured 17.8k requests/s
+and p99 24 ms at 200 connections on the 2-core development VM, and a worker's event loop
+also runs stream batches of tens of milliseconds. So ``loyalty lookup`` is a separate
+process (scale it out; ``SO_REUSEPORT`` lets several share a port) that does one thing:
+
+* ``GET /clients/{client_id}``: the same JSON as the API (:func:`app.api.client_document`),
+  the same bearer token, the same JSON errors (400 naming ``client_id``, 401, 404, 503
+  when Redis is unavailable).
+* ``GET /health`` (public), ``GET /metrics`` (public, Prometheus: requests by status and
+  a latency histogram). Other paths: 404; other methods: 405. Both JSON.
+
+HTTP: keep-alive and pipelining (responses in request order); ``Connection: close`` and
+HTTP/1.0 honoured; request line and headers limited to 16 KiB (431), bodies to 64 KiB
+(413); malformed requests get 400 and the connection is closed; idle connections are
+closed after ``idle_timeout`` seconds. Parsing is httptools (llhttp).
+
+Reads: at most ``MAX_READS`` reads are out at a time; the lookups that arrive meanwhile
+go to Redis together as one ``EVALSHA`` of a Lua script that reads the current generation
+and every client hash. So the batch grows with the load and a burst of 200 requests costs
+a round trip or two (see :mod:`app.projection` for the keyspace).
+
+Cache: the rendered document of up to ``cache_size`` clients (oldest out first), with the
+generation and ``ver`` of the hash it came from (the projection bumps ``ver`` with every
+write). Every lookup still asks Redis: the script returns the whole hash only when the
+stored version differs from the cached one, else just the version, and the cached bytes
+are sent with a fresh ``as_of``. So an answer is never older than the Redis read made for
+that request; the cache only saves Redis and Python the work of an unchanged client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+
+from app.api import ApiError, check_client_id, client_document, not_found
+from app.projection import Days
+from rules.calendar import iso
+
+log = logging.getLogger("loyalty.lookup")
+MAX_HEAD = 16 * 1024
+MAX_BODY = 64 * 1024
+MAX_QUEUED = 128  # requests pipelined on one connection before reading pauses
+MAX_READS = 2  # Redis reads in flight; lookups arriving meanwhile form the next batch
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# KEYS: none (standalone Redis); ARGV[1] namespace, then pairs: client id, the
+# "<generation>/<ver>" the caller has cached ("" none). Returns the generation, then per
+# client its ver when it equals the cached one, else its whole hash (empty: unknown).
+_READ = """
+local ns = ARGV[1]
+local gen = redis.call('GET', ns .. ':gen') or '0'
+local prefix = ns .. ':' .. gen .. ':c:'
+local out = {gen}
+for i = 2, #ARGV, 2 do
+  local key = prefix .. ARGV[i]
+  local known = ARGV[i + 1]
+  local ver = known ~= '' and redis.call('HGET', key, 'ver')
+  if ver and gen .. '/' .. ver == known then
+    out[#out + 1] = ver
+  else
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
+"""
+
+
+class ClientReader:
+    """Reads many clients' projection hashes in one round trip, skipping unchanged ones."""
+
+    def __init__(self, redis: aioredis.Redis, namespace: str) -> None:
+        self.redis = redis
+        self.ns = namespace
+        self._read = redis.register_script(_READ)
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str, **kwargs: Any) -> ClientReader:
+        opts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0,
+                                "max_connections": 8, "timeout": 5.0, "decode_responses": True}
+        opts.update(kwargs)
+        pool = aioredis.BlockingConnectionPool.from_url(url, **opts)
+        return cls(aioredis.Redis(connection_pool=pool), namespace)
+
+    async def read(self, wanted: Sequence[tuple[str, str]]
+                   ) -> tuple[str, list[dict[str, str] | None]]:
+        """(client id, cached "<gen>/<ver>" or "") pairs -> the generation and, per client,
+        its hash, or None when the cached version is current."""
+        args = [self.ns]
+        for cid, known in wanted:
+            args += (cid, known)
+        gen, *rows = await self._read(args=args)
+        return gen, [None if isinstance(row, str) else dict(zip(row[::2], row[1::2], strict=True))
+                     for row in rows]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class Stats(Collector):
+    """Requests by status and a latency histogram, kept as plain numbers, read at scrape."""
+
+    def __init__(self) -> None:
+        self.status: dict[int, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.status[status] = self.status.get(status, 0) + 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("loyalty_lookup_requests", "Lookup server requests",
+                                       labels=["status"])
+        for status, n in sorted(self.status.items()):
+            requests.add_metric([str(status)], n)
+        yield requests
+        cumulative, acc = [], 0
+        for bound, n in zip([*map(str, BUCKETS), "+Inf"], self.buckets, strict=True):
+            acc += n
+            cumulative.append((bound, acc))
+        yield HistogramMetricFamily("loyalty_lookup_seconds",
+                                    "Lookup server latency, request parsed to response written",
+                                    buckets=cumulative, sum_value=self.total)
+
+
+def _error(status: int, code: str, message: str, parameter: str | None = None) -> bytes:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if parameter is not None:
+        body["parameter"] = parameter
+    return orjson.dumps(body)
+
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
+            405: b"Method Not Allowed", 413: b"Payload Too Large",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+            503: b"Service Unavailable"}
+
+
+class _Slot:
+    """One request's place in its connection's response order."""
+
+    __slots__ = ("extra", "keep", "payload", "started", "status")
+
+    def __init__(self, keep: bool, started: float) -> None:
+        self.status = 0
+        self.payload = b""
+        self.keep = keep
+        self.started = started
+        self.extra = b""
+
+
+class LookupServer:
+    """The protocol factory and request handling; ``start``/``close`` run it."""
+
+    def __init__(self, reader: ClientReader, dims: Sequence[str], days: Days,
+                 clock: Callable[[], datetime], token: str, idle_timeout: float = 60.0,
+                 cache_size: int = 100_000) -> None:
+        self.reader = reader
+        self.dims = list(dims)
+        self.days = days
+        self.clock = clock
+        self.expected = f"Bearer {token}".encode() if token else b""
+        self.idle_timeout = idle_timeout
+        self.cache_size = cache_size
+        self.cache: dict[str, tuple[str, str, bytes]] = {}  # id -> (gen/ver, month, JSON head)
+        self.stats = Stats()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(self.stats)
+        self.conns: set[_Conn] = set()
+        self.pending: list[tuple[str, _Slot, _Conn]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.scheduled = False
+        self.date = b""
+        self.server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        self._tick()
+        self.server = await loop.create_server(lambda: _Conn(self), host, port,
+                                               reuse_port=reuse_port or None, backlog=2048)
+        self._ticker = asyncio.ensure_future(self._ticks())
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.conns):
+            conn.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.reader.close()
+
+    def _tick(self) -> None:
+        self.date = formatdate(usegmt=True).encode()
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._tick()
+            limit = time.monotonic() - self.idle_timeout
+            for conn in [c for c in self.conns if c.last < limit and not c.queue]:
+                conn.close()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def handle(self, conn: _Conn, method: bytes, url: bytes, auth: bytes, slot: _Slot) -> None:
+        path = url.split(b"?", 1)[0]
+        if method != b"GET":
+            slot.extra = b"Allow: GET\r\n"
+            return conn.done(slot, 405, _error(405, "method_not_allowed", "only GET is served here"))
+        if path == b"/health":
+            return conn.done(slot, 200, b'{"status":"ok"}')
+        if path == b"/metrics":
+            slot.extra = f"Content-Type: {CONTENT_TYPE_LATEST}\r\n".encode()
+            return conn.done(slot, 200, generate_latest(self.registry))
+        if not path.startswith(b"/clients/") or path.count(b"/") != 2:
+            return conn.done(slot, 404, _error(404, "not_found", "no such path on the lookup server"))
+        if self.expected and not hmac.compare_digest(auth, self.expected):
+            slot.extra = b'WWW-Authenticate: Bearer realm="loyalty"\r\n'
+            return conn.done(slot, 401, _error(401, "unauthorized", "missing or invalid bearer token"))
+        try:
+            cid = unquote(path[9:].decode("utf-8"), errors="strict")
+            check_client_id(cid)
+        except UnicodeDecodeError:
+            return conn.done(slot, 400, _error(400, "bad_request", "client_id: not UTF-8", "client_id"))
+        except ApiError as exc:
+            return conn.done(slot, exc.status, _error(exc.status, exc.code, exc.message, exc.parameter))
+        self.pending.append((cid, slot, conn))
+        if not self.scheduled and len(self.tasks) < MAX_READS:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        task = asyncio.ensure_future(self._run(batch))
+        self.tasks.add(task)
+        task.add_done_callback(self._read_done)
+
+    def _read_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.pending and not self.scheduled:
+            self._flush()  # what arrived while MAX_READS reads were out: the next batch
+
+    async def _run(self, batch: list[tuple[str, _Slot, _Conn]]) -> None:
+        now = int(self.clock().timestamp())
+        month = self.days.month(now)  # a cached document is of one month (its last_month)
+        cache = self.cache
+        wanted = []
+        for cid, _, _ in batch:
+            hit = cache.get(cid)
+            wanted.append((cid, hit[0] if hit is not None and hit[1] == month else ""))
+        try:
+            gen, rows = await self.reader.read(wanted)
+        except (RedisError, OSError) as exc:
+            log.warning("projection unavailable: %s: %s", type(exc).__name__, exc)
+            body = _error(503, "unavailable", "the projection store (Redis) is unavailable")
+            for _, slot, conn in batch:
+                conn.done(slot, 503, body)
+            return
+        as_of = b',"as_of":"%s"}' % iso(now).encode()
+        cache = self.cache
+        for (cid, slot, conn), row in zip(batch, rows, strict=True):
+            try:
+                if row is None:
+                    status, body = 200, cache[cid][2] + as_of
+                elif row:
+                    status, body = 200, self._render(gen, month, cid, row, now)
+                else:
+                    missing = not_found(cid)
+                    status, body = 404, _error(404, missing.code, missing.message)
+            except Exception:
+                log.exception("error rendering client %r", cid)
+                status, body = 500, _error(500, "internal", "internal error")
+            conn.done(slot, status, body)
+
+    def _render(self, gen: str, month: str, cid: str, row: dict[str, str], now: int) -> bytes:
+        body = orjson.dumps(client_document(cid, row, self.dims, self.days, now))
+        ver = row.get("ver")
+        if ver and self.cache_size:
+            cache = self.cache
+            if cid not in cache and len(cache) >= self.cache_size:
+                del cache[next(iter(cache))]  # the oldest entry
+            cache[cid] = (f"{gen}/{ver}", month, body[:body.rindex(b',"as_of":')])
+        return body
+
+
+class _Conn(asyncio.Protocol):
+    """One client connection: httptools callbacks, ordered responses, back-pressure."""
+
+    def __init__(self, server: LookupServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[_Slot] = deque()
+        self.url = b""
+        self.auth = b""
+        self.size = 0
+        self.failed = False
+        self.paused = False
+        self.last = time.monotonic()
+
+    # -- transport --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        self.server.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.conns.discard(self)
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+
+    def resume_writing(self) -> None:
+        self._resume()
+
+    def data_received(self, data: bytes) -> None:
+        self.last = time.monotonic()
+        if self.failed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "upgrades are not supported")
+        except httptools.HttpParserError:
+            self._fail(400, "malformed HTTP request")
+
+    def _fail(self, status: int, message: str) -> None:
+        """A request that cannot be parsed or is too large: answer and close."""
+        if self.failed:
+            return
+        self.failed = True
+        code = {413: "too_large", 431: "too_large"}.get(status, "bad_request")
+        slot = _Slot(False, time.perf_counter())
+        self.queue.append(slot)
+        self.done(slot, status, _error(status, code, message))
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.auth = b""
+        self.size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._grow(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow(len(name) + len(value))
+        if name.lower() == b"authorization":
+            self.auth = value
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_HEAD + MAX_BODY:
+            self._fail(413, "request body too large")
+            raise httptools.HttpParserError("body too large")
+
+    def _grow(self, n: int) -> None:
+        self.size += n
+        if self.size > MAX_HEAD:
+            self._fail(431, "request line and headers are limited to 16 KiB")
+            raise httptools.HttpParserError("head too large")
+
+    def on_message_complete(self) -> None:
+        if self.failed:
+            return
+        slot = _Slot(self.parser.should_keep_alive(), time.perf_counter())
+        self.queue.append(slot)
+        if len(self.queue) >= MAX_QUEUED and self.transport is not None and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
+        self.server.handle(self, self.parser.get_method(), self.url, self.auth, slot)
+
+    # -- responses --------------------------------------------------------------------------
+
+    def done(self, slot: _Slot, status: int, payload: bytes) -> None:
+        slot.status, slot.payload = status, payload
+        queue = self.queue
+        if not queue or queue[0] is not slot:
+            return  # an earlier request is still waiting: it writes this one too
+        stats, date = self.server.stats, self.server.date
+        out: list[bytes] = []
+        keep = True
+        while queue and queue[0].status:
+            s = queue.popleft()
+            ctype = b"" if s.extra.startswith(b"Content-Type") else b"Content-Type: application/json\r\n"
+            out.append(b"HTTP/1.1 %d %s\r\n%s%sContent-Length: %d\r\nDate: %s\r\n%s\r\n%s" % (
+                s.status, _REASONS.get(s.status, b"Error"), ctype, s.extra, len(s.payload), date,
+                b"" if s.keep else b"Connection: close\r\n", s.payload))
+            stats.observe(s.status, time.perf_counter() - s.started)
+            if not s.keep:
+                keep = False
+                queue.clear()
+                break
+        if self.transport is None:
+            return
+        self.transport.write(b"".join(out))
+        if not keep:
+            self.transport.close()
+        elif self.paused and len(queue) < MAX_QUEUED // 2:
+            self._resume()
+
+    def _resume(self) -> None:
+        if self.paused and self.transport is not None and not self.transport.is_closing():
+            self.paused = False
+            self.transport.resume_reading()

@@ -1,0 +1,186 @@
+"""The POS lookup server (app.lookup) over a projection in the real local Redis: the same
+documents as the API, its version-checked cache, errors, and HTTP/1.1 handling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from agents.projector import state_updates
+from app.lookup import ClientReader, LookupServer
+from app.projection import Days, Projection, Update, namespace
+from tests.app.conftest import AS_OF, AUTH, TOKEN, Data, filled
+from tests.app.test_api import _app
+
+pytestmark = pytest.mark.integration
+
+
+async def _server(redis_url: str, ns: str, data: Data, cache: int = 1000,
+                  token: str = TOKEN) -> LookupServer:
+    dims = [d.id for _, d in data.engine.dims]
+    server = LookupServer(ClientReader.from_url(redis_url, ns), dims, Days("UTC"),
+                          lambda: AS_OF, token, cache_size=cache)
+    await server.start("127.0.0.1", 0)
+    return server
+
+
+@pytest.fixture
+async def env(data: Data, redis_url: str, ns: str) -> AsyncIterator[tuple[str, Projection]]:
+    proj = await filled(redis_url, ns, data)
+    server = await _server(redis_url, ns, data)
+    try:
+        yield f"http://127.0.0.1:{server.port}", proj
+    finally:
+        await server.close()
+        await proj.close()
+
+
+async def fetch(url: str, headers: dict[str, str] | None = None,
+                method: str = "GET") -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with aiohttp.ClientSession() as s, s.request(
+            method, url, headers=AUTH if headers is None else headers) as resp:
+        body = await resp.read()
+        assert resp.content_type in ("application/json", "text/plain")
+        return resp.status, orjson.loads(body) if resp.content_type == "application/json" else body, resp
+
+
+async def test_same_documents_as_the_api(env: tuple[str, Projection], data: Data,
+                                         redis_url: str, ns: str) -> None:
+    url, proj = env
+    async with TestClient(TestServer(await _app(data, proj))) as api:
+        for cid in list(data.segments)[:30]:
+            expected = await (await api.get(f"/clients/{cid}", headers=AUTH)).json()
+            for _ in range(2):  # a miss, then a cache hit
+                status, body, _ = await fetch(f"{url}/clients/{cid}")
+                assert status == 200
+                assert body == expected
+
+
+async def test_a_cached_client_is_never_stale(data: Data, redis_url: str, ns: str) -> None:
+    proj = await filled(redis_url, ns, data)
+    server = await _server(redis_url, ns, data)
+    url = f"http://127.0.0.1:{server.port}/clients/"
+    try:
+        cid = next(iter(data.segments))
+        before = (await fetch(url + cid))[1]
+        assert cid in server.cache
+        seg = before["segments"]["boostfeel"]["segment"]
+        new = "vip" if seg != "vip" else "loyal"
+        change = Update(cid, "boostfeel", new, seg, at=int(AS_OF.timestamp()), rule="test")
+        assert await proj.apply([change]) == [1]
+        after = (await fetch(url + cid))[1]
+        assert after["segments"]["boostfeel"]["segment"] == new
+        assert after["segments"]["boostfeel"]["previous"] == seg
+        # a rebuilt projection (new generation) is read at once
+        gen = str(int(await proj.generation(0.0)) + 1)
+        await proj.apply([u for k, v in data.table.items() if k.decode() == cid
+                          for u in state_updates(data.engine, cid, v)], gen=gen)
+        await proj.redis.set(proj.gen_key, gen)
+        status, body, _ = await fetch(url + cid)
+        assert status == 200  # the rebuilt generation has the table's segment, not the test's
+        assert body["segments"]["boostfeel"]["segment"] == seg
+        assert server.cache[cid][0].startswith(f"{gen}/")
+    finally:
+        await server.close()
+        await proj.close()
+
+
+async def test_without_cache(data: Data, redis_url: str, ns: str) -> None:
+    proj = await filled(redis_url, ns, data)
+    server = await _server(redis_url, ns, data, cache=0)
+    try:
+        cid = next(iter(data.segments))
+        for _ in range(2):
+            status, body, _ = await fetch(f"http://127.0.0.1:{server.port}/clients/{cid}")
+            assert status == 200 and body["client_id"] == cid
+        assert server.cache == {}
+    finally:
+        await server.close()
+        await proj.close()
+
+
+async def test_errors(env: tuple[str, Projection]) -> None:
+    url, _ = env
+    status, body, _ = await fetch(f"{url}/clients/nobody")
+    assert (status, body["error"]) == (404, "not_found")
+    status, body, _ = await fetch(f"{url}/clients/{'x' * 300}")
+    assert (status, body["parameter"]) == (400, "client_id")
+    status, body, _ = await fetch(f"{url}/clients/%ff")
+    assert (status, body["parameter"]) == (400, "client_id")
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        status, body, resp = await fetch(f"{url}/clients/c-1", headers)
+        assert (status, body["error"]) == (401, "unauthorized")
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    status, body, _ = await fetch(f"{url}/segments")
+    assert (status, body["error"]) == (404, "not_found")
+    status, body, resp = await fetch(f"{url}/clients/c-1", method="POST")
+    assert (status, body["error"], resp.headers["Allow"]) == (405, "method_not_allowed", "GET")
+    status, body, _ = await fetch(f"{url}/health", {})
+    assert (status, body) == (200, {"status": "ok"})
+    status, text, _ = await fetch(f"{url}/metrics", {})
+    assert status == 200 and b'loyalty_lookup_requests_total{status="404"} 2.0' in text
+
+
+async def test_percent_encoded_ids(data: Data, env: tuple[str, Projection]) -> None:
+    url, _ = env
+    cid = next(iter(data.segments))
+    encoded = "".join(f"%{b:02X}" for b in cid.encode())
+    status, body, _ = await fetch(f"{url}/clients/{encoded}")
+    assert status == 200 and body["client_id"] == cid
+
+
+async def test_redis_down_is_503(data: Data) -> None:
+    reader = ClientReader.from_url("redis://127.0.0.1:1/0", namespace("down"),
+                                   socket_connect_timeout=0.5)
+    server = LookupServer(reader, ["boostfeel"], Days("UTC"), lambda: AS_OF, "")
+    await server.start("127.0.0.1", 0)
+    try:
+        status, body, _ = await fetch(f"http://127.0.0.1:{server.port}/clients/c-1", {})
+        assert (status, body["error"]) == (503, "unavailable")
+    finally:
+        await server.close()
+
+
+async def _raw(url: str, payload: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(payload)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    writer.close()
+    return data
+
+
+async def test_pipelining_keep_alive_and_close(data: Data, env: tuple[str, Projection]) -> None:
+    url, _ = env
+    a, b = list(data.segments)[:2]
+    auth = f"Authorization: Bearer {TOKEN}\r\n"
+    payload = (f"GET /clients/{a} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+               f"GET /clients/nobody HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+               f"GET /clients/{b} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").encode()
+    out = await _raw(url, payload)
+    heads = [chunk.split(b"\r\n", 1)[0] for chunk in out.split(b"HTTP/1.1 ")[1:]]
+    assert heads == [b"200 OK", b"404 Not Found", b"200 OK"]
+    assert out.index(f'"client_id":"{a}"'.encode()) < out.index(f'"client_id":"{b}"'.encode())
+    assert b"Connection: close" in out.rsplit(b"HTTP/1.1 ", 1)[1]
+    # HTTP/1.0 without keep-alive: one answer, then the server closes
+    out = await _raw(url, f"GET /clients/{a} HTTP/1.0\r\n{auth}\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.count(b"HTTP/1.1 ") == 1
+
+
+async def test_malformed_and_oversized_requests(env: tuple[str, Projection]) -> None:
+    url, _ = env
+    out = await _raw(url, b"NOT HTTP AT ALL\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 Bad Request") and b'"bad_request"' in out
+    big = b"GET /clients/c-1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+    out = await _raw(url, big)
+    assert out.startswith(b"HTTP/1.1 431 ")
+    body = b"GET /clients/c-1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 100000
+    out = await _raw(url, body)
+    assert out.startswith(b"HTTP/1.1 413 ")
