@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra infra-stop tools test test-unit lint demo bench-core bench-stream clean
+.PHONY: install infra infra-stop tools test test-unit lint demo bench-core bench-stream bench-api clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench-core: install
 
 bench-stream: install infra
 	$(BIN)/python bench/bench_stream.py
+
+bench-api: install
+	deploy/local/redis.sh start
+	deploy/local/install-tools.sh --wrk-only
+	$(BIN)/python bench/bench_api.py
 
 clean: infra-stop
 	rm -rf .local

@@ -64,18 +64,23 @@ MAX_QUEUED = 128  # requests pipelined on one connection before reading pauses
 MAX_READS = 2  # Redis reads in flight; lookups arriving meanwhile form the next batch
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-# KEYS: none (standalone Redis); ARGV[1] namespace, then pairs: client id, the
-# "<generation>/<ver>" the caller has cached ("" none). Returns the generation, then per
-# client its ver when it equals the cached one, else its whole hash (empty: unknown).
+# KEYS: none (standalone Redis). ARGV[1] namespace; ARGV[2] "<a>,<b>," per client: the byte
+# lengths of its id and of the "<generation>/<ver>" the caller has cached (0: none);
+# ARGV[3] those ids and versions back to back (one argument, not two per client: packing
+# 400 arguments cost redis-py ~1.7 us per lookup). Returns the generation, then per client
+# its ver when it equals the cached one, else its whole hash (empty: unknown client).
 _READ = """
-local ns = ARGV[1]
+local ns, lens, blob = ARGV[1], ARGV[2], ARGV[3]
 local gen = redis.call('GET', ns .. ':gen') or '0'
 local prefix = ns .. ':' .. gen .. ':c:'
 local out = {gen}
-for i = 2, #ARGV, 2 do
-  local key = prefix .. ARGV[i]
-  local known = ARGV[i + 1]
-  local ver = known ~= '' and redis.call('HGET', key, 'ver')
+local pos = 1
+for a, b in string.gmatch(lens, '(%d+),(%d+),') do
+  a, b = tonumber(a), tonumber(b)
+  local key = prefix .. string.sub(blob, pos, pos + a - 1)
+  local known = string.sub(blob, pos + a, pos + a + b - 1)
+  pos = pos + a + b
+  local ver = b > 0 and redis.call('HGET', key, 'ver')
   if ver and gen .. '/' .. ver == known then
     out[#out + 1] = ver
   else
@@ -106,10 +111,10 @@ class ClientReader:
                    ) -> tuple[str, list[dict[str, str] | None]]:
         """(client id, cached "<gen>/<ver>" or "") pairs -> the generation and, per client,
         its hash, or None when the cached version is current."""
-        args = [self.ns]
-        for cid, known in wanted:
-            args += (cid, known)
-        gen, *rows = await self._read(args=args)
+        ids = [cid.encode() for cid, _ in wanted]
+        lens = "".join([f"{len(i)},{len(k)}," for i, (_, k) in zip(ids, wanted, strict=True)])
+        blob = b"".join([b for i, (_, k) in zip(ids, wanted, strict=True) for b in (i, k.encode())])
+        gen, *rows = await self._read(args=[self.ns, lens, blob])
         return gen, [None if isinstance(row, str) else dict(zip(row[::2], row[1::2], strict=True))
                      for row in rows]
 
@@ -249,7 +254,9 @@ class LookupServer:
             slot.extra = b'WWW-Authenticate: Bearer realm="loyalty"\r\n'
             return conn.done(slot, 401, _error(401, "unauthorized", "missing or invalid bearer token"))
         try:
-            cid = unquote(path[9:].decode("utf-8"), errors="strict")
+            cid = path[9:].decode("utf-8")
+            if "%" in cid:
+                cid = unquote(cid, errors="strict")
             check_client_id(cid)
         except UnicodeDecodeError:
             return conn.done(slot, 400, _error(400, "bad_request", "client_id: not UTF-8", "client_id"))

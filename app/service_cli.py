@@ -166,7 +166,7 @@ def register(sub: Any) -> None:
     w = sub.add_parser("worker", help="run a Faust worker (settings from the environment)")
     w.set_defaults(fn=cmd_worker)
     lk = sub.add_parser("lookup", help="run the POS lookup server (GET /clients/{id}, Redis only)")
-    lk.add_argument("--port", type=int, default=None, help="default: LOYALTY_LOOKUP_PORT (6067)")
+    lk.add_argument("--port", type=int, default=None, help="default: LOYALTY_LOOKUP_PORT (6068)")
     lk.add_argument("--reuse-port", action="store_true",
                     help="SO_REUSEPORT: several lookup processes share the port")
     lk.set_defaults(fn=cmd_lookup)

@@ -98,7 +98,7 @@ class Settings:
     guarantee: str = "at_least_once"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    lookup_port: int = 6067
+    lookup_port: int = 6068
     lookup_cache: int = 100_000
     api_token: str = ""
     stall_timeout: float = 120.0

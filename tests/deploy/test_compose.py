@@ -122,6 +122,10 @@ def test_workers_build_from_the_dockerfile_and_run_the_worker(compose: dict[str,
         # The image's CMD is ["worker"]; a command override would have to say so too.
         assert compose["services"][name].get("command", ["worker"]) == ["worker"]
     assert compose["services"]["simulator"]["command"] == ["produce", "--rate", "200"]
+    lookup = compose["services"]["lookup"]
+    assert lookup["command"] == ["lookup"] and "kafka" not in lookup["depends_on"]
+    assert _env(lookup)["LOYALTY_LOOKUP_PORT"] == "6068"
+    assert lookup["ports"] == ["127.0.0.1:6068:6068"]
 
 
 def test_workers_have_distinct_persistent_data_volumes(compose: dict[str, Any]) -> None:

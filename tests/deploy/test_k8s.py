@@ -16,6 +16,7 @@ WEB_PORT = 6066
 CLUSTER_SCOPED = {"Namespace"}
 EXPECTED_KINDS = {
     "Namespace", "ConfigMap", "Secret", "StatefulSet", "Service", "PodDisruptionBudget",
+    "Deployment",
 }
 
 
@@ -178,7 +179,8 @@ def test_image_is_pinned_and_runs_the_worker(container: dict[str, Any]) -> None:
 
 def test_services(sts: dict[str, Any]) -> None:
     pod_labels = sts["spec"]["template"]["metadata"]["labels"]
-    services = [d for _, d in _docs() if d["kind"] == "Service"]
+    services = [d for _, d in _docs() if d["kind"] == "Service"
+                and d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"]
     api = [s for s in services if s["spec"].get("clusterIP") != "None"]
     headless = [s for s in services if s["spec"].get("clusterIP") == "None"]
     assert len(api) == 1 and len(headless) == 1
@@ -191,6 +193,20 @@ def test_services(sts: dict[str, Any]) -> None:
         named = {p["name"]: p["containerPort"] for p in container_ports}
         target = ports[0].get("targetPort", WEB_PORT)
         assert named.get(target, target) == WEB_PORT
+
+
+def test_lookup_deployment_and_service() -> None:
+    dep = _one("Deployment", "loyalty-lookup")
+    pod = dep["spec"]["template"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["lookup"]
+    assert {"name": "LOYALTY_LOOKUP_PORT", "value": "6068"} in container["env"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 6068}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    svc = _one("Service", "loyalty-lookup")
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(6068, "lookup")]
 
 
 def test_pdb_selects_the_workers(sts: dict[str, Any]) -> None:
