@@ -21,7 +21,9 @@
 | LOYALTY_CLOCK | wall | `wall`, or a fixed ISO instant (tests, demos over historical data) |
 | LOYALTY_GUARANTEE | at_least_once | the only value: exactly_once is refused (README, Delivery) |
 | LOYALTY_WEB_HOST / LOYALTY_WEB_PORT | 127.0.0.1 / 6066 | HTTP API, /metrics, health |
-| LOYALTY_API_TOKEN | (empty: auth off) | bearer token for the HTTP API |
+| LOYALTY_LOOKUP_PORT | 6068 | port of the POS lookup server (`loyalty lookup`, host LOYALTY_WEB_HOST) |
+| LOYALTY_LOOKUP_CACHE | 100000 | clients whose rendered lookup the lookup server keeps (0: none) |
+| LOYALTY_API_TOKEN | (empty: auth off) | bearer token for the HTTP API and the lookup server |
 | LOYALTY_STALL_TIMEOUT | 120 | seconds of lag without progress before a partition counts as stalled |
 | LOYALTY_LOG_LEVEL | info | log level |
 | LOYALTY_PRODUCER_BUFFER | 5000 | Faust producer buffer (messages) before consumption pauses |
