@@ -61,6 +61,7 @@ from rules.calendar import BusinessCalendar
 
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 REVENUE_METRIC = "lifetime_value"
+CLIENT_FIELDS = ("metrics", "metrics_at", "revenue", "ver")  # the client hash's non-dimension fields
 
 _APPLY = """
 if ARGV[1] ~= '' then

@@ -22,6 +22,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     asyncio.run(ensure_topics(settings))
+    if settings.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()  # before the Worker creates its loop
     app, _ = create_app(settings)
     from app.logs import logging_config
 

@@ -20,7 +20,7 @@ import pytest
 from agents.projector import rebuild
 from app.faust_app import build_engine
 from app.kafka_io import client_key
-from app.projection import Projection, drop_generation, namespace
+from app.projection import CLIENT_FIELDS, Projection, drop_generation, namespace
 from app.settings import Settings
 from app.simulate import SimConfig, generate
 from tests.integration.harness import (
@@ -50,7 +50,7 @@ async def _projected(settings: Settings, clients: set[str]) -> dict[tuple[str, s
         out: dict[tuple[str, str], str] = {}
         for cid in clients:
             for k, v in (await proj.client(cid)).items():
-                if ":" not in k and k not in ("metrics", "metrics_at", "revenue"):
+                if ":" not in k and k not in CLIENT_FIELDS:
                     out[(cid, k)] = v
         return out
     finally:
