@@ -29,9 +29,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CREATED: list[str] = []  # app ids of unique_env: their topics and Redis keys, dropped at the end
+
+
 def unique_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """Environment for an isolated service instance: own app id, topics, data dir, port."""
     tag = uuid.uuid4().hex[:8]
+    CREATED.append(f"t{tag}")
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "LOYALTY_APP_ID": f"t{tag}",
@@ -180,3 +184,29 @@ def replay(lines: list[bytes], rules: list[str], as_of: str, tz: str = "UTC") ->
     rows = rp.finish()
     segments = {(row["client_id"], dim): seg for row in rows for dim, seg in row["segments"].items()}
     return {"events": events, "rejects": rejects, "segments": segments, "stats": rp.stats}
+
+
+async def drop_test_data(bootstrap: str, redis_url: str, app_ids: list[str]) -> tuple[int, int]:
+    """Delete the topics (every name starting with an app id: its own topics and Faust's
+    changelogs and repartition topics) and the Redis keys (``loyalty:<app id>:*``) of test
+    service instances. Returns (topics, keys) deleted."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from app.projection import Projection, drop_generation, namespace
+
+    keys = 0
+    for app_id in app_ids:
+        proj = Projection.from_url(redis_url, namespace(app_id))
+        try:
+            keys += await drop_generation(proj.redis, namespace(app_id) + ":")
+        finally:
+            await proj.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(tuple(app_ids))]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+    return len(names), keys
