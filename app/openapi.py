@@ -75,7 +75,9 @@ def document() -> dict[str, Any]:
             _json(_ref("Client"), "the client"),
             [_q("client_id", "client id", _STR, where="path")],
             errors=("400", "401", "404", "503"),
-            description="The POS lookup at checkout: one Redis read.")},
+            description="The POS lookup at checkout: one Redis read. The lookup server "
+                        "(`loyalty lookup`, port LOYALTY_LOOKUP_PORT) answers this path with "
+                        "the same responses, apart from the worker.")},
         "/segments": {"get": _op("Clients per segment in every dimension", _json(
             {"type": "object", "properties": {"as_of": _STR, "dimensions": {
                 "type": "object", "additionalProperties": {"type": "object", "properties": {

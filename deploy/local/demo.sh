@@ -20,7 +20,10 @@ echo "== demo run $RUN: topics $RUN.*, rules $LOYALTY_RULES"
 "$BIN/loyalty" topics >/dev/null
 "$BIN/loyalty" worker > "$ROOT/.local/$RUN.worker.log" 2>&1 &
 WORKER=$!
-trap 'kill $WORKER 2>/dev/null || true; wait $WORKER 2>/dev/null || true' EXIT
+export LOYALTY_LOOKUP_PORT="${LOYALTY_LOOKUP_PORT:-6068}"
+"$BIN/loyalty" lookup > "$ROOT/.local/$RUN.lookup.log" 2>&1 &
+LOOKUP=$!
+trap 'kill $WORKER $LOOKUP 2>/dev/null || true; wait $WORKER $LOOKUP 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
   curl -sf "http://127.0.0.1:$LOYALTY_WEB_PORT/health" >/dev/null 2>&1 && break
   kill -0 $WORKER 2>/dev/null || { tail -30 "$ROOT/.local/$RUN.worker.log"; exit 1; }
@@ -33,6 +36,12 @@ echo "== live POS traffic: $RATE receipts/s for $LIVE_SECONDS s"
 "$BIN/loyalty" produce --live --clients "$CLIENTS" --rate "$RATE" --duration "$LIVE_SECONDS" --seed 7
 sleep 5
 echo "== a few segment-change events (CloudEvents on $LOYALTY_TOPIC_CHANGES):"
-"$BIN/loyalty" tail --idle 3 | tail -n 5
+LAST=$("$BIN/loyalty" tail --idle 3 | tail -n 5)
+echo "$LAST"
+CLIENT=$(echo "$LAST" | tail -n 1 | "$BIN/python" -c 'import json, sys; print(json.loads(sys.stdin.read())["subject"])')
+echo "== the POS lookup of $CLIENT (loyalty lookup, http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/$CLIENT):"
+curl -sf -H "Authorization: Bearer ${LOYALTY_API_TOKEN:-}" "http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/$CLIENT" \
+  || echo "(lookup failed: see .local/$RUN.lookup.log)"
+echo
 echo "== summary"
 "$BIN/loyalty" summary
