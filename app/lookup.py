@@ -25,10 +25,12 @@ a round trip or two (see :mod:`app.projection` for the keyspace).
 
 Cache: the rendered document of up to ``cache_size`` clients (oldest out first), with the
 generation and ``ver`` of the hash it came from (the projection bumps ``ver`` with every
-write). Every lookup still asks Redis: the script returns the whole hash only when the
-stored version differs from the cached one, else just the version, and the cached bytes
-are sent with a fresh ``as_of``. So an answer is never older than the Redis read made for
-that request; the cache only saves Redis and Python the work of an unchanged client.
+write). While the invalidation subscription of :mod:`app.lookup_store` is live, a cached
+client is answered from memory, with a fresh ``as_of``, and dropped as soon as Redis
+announces a write of its hash (or of the generation key); an answer may then lag a write
+by that announcement's delivery (milliseconds on one host). A row read while its key was
+announced is not cached. While the subscription is down, every lookup reads Redis and the
+script returns the whole hash only when the stored version differs from the cached one.
 """
 
 from __future__ import annotations
@@ -47,13 +49,18 @@ from urllib.parse import unquote
 
 import httptools
 import orjson
-import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from app.api import ApiError, check_client_id, client_document, not_found
+from app.lookup_store import ClientReader, Invalidations
 from app.projection import Days
 from rules.calendar import iso
 
@@ -64,64 +71,6 @@ MAX_QUEUED = 128  # requests pipelined on one connection before reading pauses
 MAX_READS = 2  # Redis reads in flight; lookups arriving meanwhile form the next batch
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-# KEYS: none (standalone Redis). ARGV[1] namespace; ARGV[2] "<a>,<b>," per client: the byte
-# lengths of its id and of the "<generation>/<ver>" the caller has cached (0: none);
-# ARGV[3] those ids and versions back to back (one argument, not two per client: packing
-# 400 arguments cost redis-py ~1.7 us per lookup). Returns the generation, then per client
-# its ver when it equals the cached one, else its whole hash (empty: unknown client).
-_READ = """
-local ns, lens, blob = ARGV[1], ARGV[2], ARGV[3]
-local gen = redis.call('GET', ns .. ':gen') or '0'
-local prefix = ns .. ':' .. gen .. ':c:'
-local out = {gen}
-local pos = 1
-for a, b in string.gmatch(lens, '(%d+),(%d+),') do
-  a, b = tonumber(a), tonumber(b)
-  local key = prefix .. string.sub(blob, pos, pos + a - 1)
-  local known = string.sub(blob, pos + a, pos + a + b - 1)
-  pos = pos + a + b
-  local ver = b > 0 and redis.call('HGET', key, 'ver')
-  if ver and gen .. '/' .. ver == known then
-    out[#out + 1] = ver
-  else
-    out[#out + 1] = redis.call('HGETALL', key)
-  end
-end
-return out
-"""
-
-
-class ClientReader:
-    """Reads many clients' projection hashes in one round trip, skipping unchanged ones."""
-
-    def __init__(self, redis: aioredis.Redis, namespace: str) -> None:
-        self.redis = redis
-        self.ns = namespace
-        self._read = redis.register_script(_READ)
-
-    @classmethod
-    def from_url(cls, url: str, namespace: str, **kwargs: Any) -> ClientReader:
-        opts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0,
-                                "max_connections": 8, "timeout": 5.0, "decode_responses": True}
-        opts.update(kwargs)
-        pool = aioredis.BlockingConnectionPool.from_url(url, **opts)
-        return cls(aioredis.Redis(connection_pool=pool), namespace)
-
-    async def read(self, wanted: Sequence[tuple[str, str]]
-                   ) -> tuple[str, list[dict[str, str] | None]]:
-        """(client id, cached "<gen>/<ver>" or "") pairs -> the generation and, per client,
-        its hash, or None when the cached version is current."""
-        ids = [cid.encode() for cid, _ in wanted]
-        lens = "".join([f"{len(i)},{len(k)}," for i, (_, k) in zip(ids, wanted, strict=True)])
-        blob = b"".join([b for i, (_, k) in zip(ids, wanted, strict=True) for b in (i, k.encode())])
-        gen, *rows = await self._read(args=[self.ns, lens, blob])
-        return gen, [None if isinstance(row, str) else dict(zip(row[::2], row[1::2], strict=True))
-                     for row in rows]
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-
-
 class Stats(Collector):
     """Requests by status and a latency histogram, kept as plain numbers, read at scrape."""
 
@@ -129,6 +78,8 @@ class Stats(Collector):
         self.status: dict[int, int] = {}
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.total = 0.0
+        self.memory_hits = 0
+        self.live = False
 
     def observe(self, status: int, seconds: float) -> None:
         self.status[status] = self.status.get(status, 0) + 1
@@ -148,6 +99,12 @@ class Stats(Collector):
         yield HistogramMetricFamily("loyalty_lookup_seconds",
                                     "Lookup server latency, request parsed to response written",
                                     buckets=cumulative, sum_value=self.total)
+        yield CounterMetricFamily("loyalty_lookup_memory_hits",
+                                  "Lookups answered from the cache without a Redis read",
+                                  value=self.memory_hits)
+        yield GaugeMetricFamily("loyalty_lookup_invalidation_live",
+                                "1 while the cache's invalidation subscription is up",
+                                value=1 if self.live else 0)
 
 
 def _error(status: int, code: str, message: str, parameter: str | None = None) -> bytes:
@@ -181,7 +138,7 @@ class LookupServer:
 
     def __init__(self, reader: ClientReader, dims: Sequence[str], days: Days,
                  clock: Callable[[], datetime], token: str, idle_timeout: float = 60.0,
-                 cache_size: int = 100_000) -> None:
+                 cache_size: int = 100_000, invalidations_url: str | None = None) -> None:
         self.reader = reader
         self.dims = list(dims)
         self.days = days
@@ -200,6 +157,15 @@ class LookupServer:
         self.date = b""
         self.server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # invalidation-driven cache (see app.lookup_store): while live, hits skip Redis
+        self.invalidations = (Invalidations(invalidations_url, reader.ns, self._written,
+                                            self._live)
+                              if invalidations_url and cache_size else None)
+        self.live = False
+        self.epoch = 0  # bumped when announcements may have been missed or all is stale
+        self.inflight: list[tuple[set[str], set[str]]] = []  # (ids read, ids announced meanwhile)
+        self._listener: asyncio.Task[None] | None = None
+        self._stamp: tuple[int, str, bytes] = (-1, "", b"")
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -207,6 +173,8 @@ class LookupServer:
         self.server = await loop.create_server(lambda: _Conn(self), host, port,
                                                reuse_port=reuse_port or None, backlog=2048)
         self._ticker = asyncio.ensure_future(self._ticks())
+        if self.invalidations is not None:
+            self._listener = asyncio.ensure_future(self.invalidations.run())
 
     @property
     def port(self) -> int:
@@ -214,8 +182,9 @@ class LookupServer:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._listener):
+            if task is not None:
+                task.cancel()
         if self.server is not None:
             self.server.close()
         for conn in list(self.conns):
@@ -235,6 +204,41 @@ class LookupServer:
             limit = time.monotonic() - self.idle_timeout
             for conn in [c for c in self.conns if c.last < limit and not c.queue]:
                 conn.close()
+
+    # -- cache ------------------------------------------------------------------------------
+
+    def _live(self, live: bool) -> None:
+        self.live = self.stats.live = live
+        self.cache.clear()
+        self.epoch += 1
+
+    def _written(self, keys: list[str] | None) -> None:
+        """Keys written under the namespace: drop their cached documents."""
+        if keys is None:  # flushed
+            self.cache.clear()
+            self.epoch += 1
+            return
+        ns = self.reader.ns
+        gen_key, skip = ns + ":gen", len(ns) + 1
+        for key in keys:
+            if key == gen_key:
+                self.cache.clear()
+                self.epoch += 1
+                continue
+            _, _, tail = key[skip:].partition(":")  # "<gen>:c:<client id>"
+            if tail.startswith("c:"):
+                cid = tail[2:]
+                self.cache.pop(cid, None)
+                for ids, announced in self.inflight:
+                    if cid in ids:
+                        announced.add(cid)
+
+    def _now(self) -> tuple[int, str, bytes]:
+        """(now, its month, the response's as_of tail), computed once per second."""
+        now = int(self.clock().timestamp())
+        if now != self._stamp[0]:
+            self._stamp = (now, self.days.month(now), b',"as_of":"%s"}' % iso(now).encode())
+        return self._stamp
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -262,6 +266,13 @@ class LookupServer:
             return conn.done(slot, 400, _error(400, "bad_request", "client_id: not UTF-8", "client_id"))
         except ApiError as exc:
             return conn.done(slot, exc.status, _error(exc.status, exc.code, exc.message, exc.parameter))
+        if self.live:
+            hit = self.cache.get(cid)
+            if hit is not None:
+                _, month, as_of = self._now()
+                if hit[1] == month:
+                    self.stats.memory_hits += 1
+                    return conn.done(slot, 200, hit[2] + as_of)
         self.pending.append((cid, slot, conn))
         if not self.scheduled and len(self.tasks) < MAX_READS:
             self.scheduled = True
@@ -282,13 +293,20 @@ class LookupServer:
             self._flush()  # what arrived while MAX_READS reads were out: the next batch
 
     async def _run(self, batch: list[tuple[str, _Slot, _Conn]]) -> None:
-        now = int(self.clock().timestamp())
-        month = self.days.month(now)  # a cached document is of one month (its last_month)
+        now, month, as_of = self._now()  # a cached document is of one month (its last_month)
         cache = self.cache
+        held: dict[str, bytes] = {}  # what was cached when the read was sent
         wanted = []
         for cid, _, _ in batch:
             hit = cache.get(cid)
-            wanted.append((cid, hit[0] if hit is not None and hit[1] == month else ""))
+            if hit is not None and hit[1] == month:
+                held[cid] = hit[2]
+                wanted.append((cid, hit[0]))
+            else:
+                wanted.append((cid, ""))
+        watch: tuple[set[str], set[str]] = ({cid for cid, _, _ in batch}, set())
+        self.inflight.append(watch)
+        epoch = self.epoch
         try:
             gen, rows = await self.reader.read(wanted)
         except (RedisError, OSError) as exc:
@@ -297,14 +315,16 @@ class LookupServer:
             for _, slot, conn in batch:
                 conn.done(slot, 503, body)
             return
-        as_of = b',"as_of":"%s"}' % iso(now).encode()
-        cache = self.cache
+        finally:
+            self.inflight.remove(watch)
+        # announced while the read was out: the row may be older than the announcement
+        stale = watch[1] if epoch == self.epoch else watch[0]
         for (cid, slot, conn), row in zip(batch, rows, strict=True):
             try:
                 if row is None:
-                    status, body = 200, cache[cid][2] + as_of
+                    status, body = 200, held[cid] + as_of
                 elif row:
-                    status, body = 200, self._render(gen, month, cid, row, now)
+                    status, body = 200, self._render(gen, month, cid, row, now, cid not in stale)
                 else:
                     missing = not_found(cid)
                     status, body = 404, _error(404, missing.code, missing.message)
@@ -313,10 +333,11 @@ class LookupServer:
                 status, body = 500, _error(500, "internal", "internal error")
             conn.done(slot, status, body)
 
-    def _render(self, gen: str, month: str, cid: str, row: dict[str, str], now: int) -> bytes:
+    def _render(self, gen: str, month: str, cid: str, row: dict[str, str], now: int,
+                keep: bool) -> bytes:
         body = orjson.dumps(client_document(cid, row, self.dims, self.days, now))
         ver = row.get("ver")
-        if ver and self.cache_size:
+        if keep and ver and self.cache_size:
             cache = self.cache
             if cid not in cache and len(cache) >= self.cache_size:
                 del cache[next(iter(cache))]  # the oldest entry

@@ -48,7 +48,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
     from app.faust_app import build_engine
     from app.logs import logging_config
-    from app.lookup import ClientReader, LookupServer
+    from app.lookup import LookupServer
+    from app.lookup_store import ClientReader
     from app.projection import Days, namespace
 
     settings = Settings.from_env()
@@ -66,7 +67,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     async def serve() -> None:
         reader = ClientReader.from_url(settings.redis_url, namespace(settings.app_id))
         server = LookupServer(reader, dims, Days(settings.timezone), settings.clock_fn(),
-                              settings.api_token, cache_size=settings.lookup_cache)
+                              settings.api_token, cache_size=settings.lookup_cache,
+                              invalidations_url=settings.redis_url)
         await server.start(settings.web_host, port, reuse_port=args.reuse_port)
         log.info("lookup server on http://%s:%d (dimensions: %s)", settings.web_host,
                  server.port, ", ".join(dims))

@@ -198,6 +198,20 @@ async def member_ids(url: str, token: str, want: int = 5000) -> list[str]:
     return ids
 
 
+def lookup_metrics(url: str) -> dict[str, Any]:
+    """Answers from memory / all answers of the lookup server (one process: its own)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    hits = re.search(r"^loyalty_lookup_memory_hits_total ([\d.e+]+)", text, re.M)
+    total = sum(float(n) for n in re.findall(r"^loyalty_lookup_requests_total\{[^}]*\} ([\d.e+]+)",
+                                              text, re.M))
+    live = re.search(r"^loyalty_lookup_invalidation_live ([\d.]+)", text, re.M)
+    return {"memory_hit_share": round(float(hits[1]) / total, 3) if hits and total else None,
+            "invalidation_live": bool(live and float(live[1]))}
+
+
 def load(url: str, token: str, ids: list[str], args: argparse.Namespace,
          seconds: float) -> dict[str, Any]:
     if shutil.which("wrk") and not args.python_client:
@@ -235,6 +249,8 @@ def main() -> int:
         if args.warmup > 0:
             load(url, token, ids, args, args.warmup)
         result = load(url, token, ids, args, args.duration)
+        if procs:
+            result.update(lookup_metrics(url))
     finally:
         for proc in procs:
             proc.terminate()
@@ -248,7 +264,9 @@ def main() -> int:
     print(orjson.dumps(result).decode())
     print(f"GET /clients/{{id}}, {args.connections} in flight ({result['tool']}): "
           f"{result['requests_per_second']} req/s, p50 {result['p50_ms']} ms, "
-          f"p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, {result['errors']} errors",
+          f"p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, {result['errors']} errors"
+          + (f", {result['memory_hit_share']:.1%} from memory" if result.get("memory_hit_share")
+             is not None else ""),
           file=sys.stderr)
     return 1 if result["errors"] else 0
 

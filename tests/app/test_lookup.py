@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from agents.projector import state_updates
-from app.lookup import ClientReader, LookupServer
+from app.lookup import LookupServer
+from app.lookup_store import ClientReader
 from app.projection import Days, Projection, Update, namespace
 from tests.app.conftest import AS_OF, AUTH, TOKEN, Data, filled
 from tests.app.test_api import _app
@@ -23,10 +24,11 @@ pytestmark = pytest.mark.integration
 
 
 async def _server(redis_url: str, ns: str, data: Data, cache: int = 1000,
-                  token: str = TOKEN) -> LookupServer:
+                  token: str = TOKEN, tracking: bool = False) -> LookupServer:
     dims = [d.id for _, d in data.engine.dims]
     server = LookupServer(ClientReader.from_url(redis_url, ns), dims, Days("UTC"),
-                          lambda: AS_OF, token, cache_size=cache)
+                          lambda: AS_OF, token, cache_size=cache,
+                          invalidations_url=redis_url if tracking else None)
     await server.start("127.0.0.1", 0)
     return server
 
@@ -90,6 +92,75 @@ async def test_a_cached_client_is_never_stale(data: Data, redis_url: str, ns: st
     finally:
         await server.close()
         await proj.close()
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_invalidated_cache_answers_without_redis(data: Data, redis_url: str,
+                                                       ns: str) -> None:
+    proj = await filled(redis_url, ns, data)
+    server = await _server(redis_url, ns, data, tracking=True)
+    url = f"http://127.0.0.1:{server.port}/clients/"
+    try:
+        async def live() -> bool:
+            return server.live
+        await _until(live)
+        cid = next(iter(data.segments))
+        first = (await fetch(url + cid))[1]
+        assert (await fetch(url + cid))[1] == first
+        assert server.stats.memory_hits == 1
+        # a write announces the client's key: its next lookup reads Redis again
+        seg = first["segments"]["boostfeel"]["segment"]
+        new = "vip" if seg != "vip" else "loyal"
+        await proj.apply([Update(cid, "boostfeel", new, seg, at=int(AS_OF.timestamp()))])
+
+        async def updated() -> bool:
+            body = (await fetch(url + cid))[1]
+            return bool(body["segments"]["boostfeel"]["segment"] == new)
+        await _until(updated)
+        # a rebuild's generation switch drops everything cached
+        gen = str(int(await proj.generation(0.0)) + 1)
+        await proj.apply([u for k, v in data.table.items() if k.decode() == cid
+                          for u in state_updates(data.engine, cid, v)], gen=gen)
+        await proj.redis.set(proj.gen_key, gen)
+
+        async def switched() -> bool:
+            body = (await fetch(url + cid))[1]
+            return bool(body["segments"]["boostfeel"]["segment"] == seg)
+        await _until(switched)
+        # the subscription lost: nothing is answered from memory until it is back
+        server._live(False)
+        hits = server.stats.memory_hits
+        for _ in range(3):
+            assert (await fetch(url + cid))[0] == 200
+        assert server.stats.memory_hits == hits
+    finally:
+        await server.close()
+        await proj.close()
+
+
+async def test_announcement_during_a_read_keeps_the_row_out_of_the_cache(
+        data: Data, redis_url: str, ns: str) -> None:
+    server = await _server(redis_url, ns, data, tracking=False)
+    try:
+        watch: tuple[set[str], set[str]] = ({"a", "b:c:d"}, set())
+        server.inflight.append(watch)
+        server.cache["a"] = ("0/1", "2026-06", b"{")
+        server._written([f"{ns}:0:c:a", f"{ns}:0:c:b:c:d", f"{ns}:0:seg:x:y", f"{ns}:0:cnt:x"])
+        assert watch[1] == {"a", "b:c:d"} and "a" not in server.cache
+        server.cache["a"] = ("0/1", "2026-06", b"{")
+        epoch = server.epoch
+        server._written([f"{ns}:gen"])
+        assert server.cache == {} and server.epoch == epoch + 1
+        server._written(None)
+        assert server.epoch == epoch + 2
+    finally:
+        await server.close()
 
 
 async def test_without_cache(data: Data, redis_url: str, ns: str) -> None:
