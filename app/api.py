@@ -29,10 +29,15 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.parameter = status, code, message, parameter
 
     def response(self) -> web.Response:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.parameter is not None:
-            body["parameter"] = self.parameter
-        return json_response(body, self.status)
+        return json_response(error_body(self.code, self.message, self.parameter), self.status)
+
+
+def error_body(code: str, message: str, parameter: str | None = None) -> dict[str, Any]:
+    """The JSON error of the API and the lookup server."""
+    body: dict[str, Any] = {"error": code, "message": message}
+    if parameter is not None:
+        body["parameter"] = parameter
+    return body
 
 
 def bad(parameter: str, message: str) -> ApiError:

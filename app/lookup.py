@@ -44,7 +44,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from email.utils import formatdate
-from typing import Any
 from urllib.parse import unquote
 
 import httptools
@@ -59,7 +58,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from app.api import ApiError, check_client_id, client_document, not_found
+from app.api import ApiError, check_client_id, client_document, error_body, not_found
 from app.lookup_store import ClientReader, Invalidations
 from app.projection import Days
 from rules.calendar import iso
@@ -107,11 +106,8 @@ class Stats(Collector):
                                 value=1 if self.live else 0)
 
 
-def _error(status: int, code: str, message: str, parameter: str | None = None) -> bytes:
-    body: dict[str, Any] = {"error": code, "message": message}
-    if parameter is not None:
-        body["parameter"] = parameter
-    return orjson.dumps(body)
+def _error(code: str, message: str, parameter: str | None = None) -> bytes:
+    return orjson.dumps(error_body(code, message, parameter))
 
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
@@ -209,21 +205,23 @@ class LookupServer:
 
     def _live(self, live: bool) -> None:
         self.live = self.stats.live = live
+        self._drop_all()
+
+    def _drop_all(self) -> None:
+        """Forget every cached document; reads already out are not cached either."""
         self.cache.clear()
         self.epoch += 1
 
     def _written(self, keys: list[str] | None) -> None:
         """Keys written under the namespace: drop their cached documents."""
         if keys is None:  # flushed
-            self.cache.clear()
-            self.epoch += 1
+            self._drop_all()
             return
         ns = self.reader.ns
         gen_key, skip = ns + ":gen", len(ns) + 1
         for key in keys:
             if key == gen_key:
-                self.cache.clear()
-                self.epoch += 1
+                self._drop_all()
                 continue
             _, _, tail = key[skip:].partition(":")  # "<gen>:c:<client id>"
             if tail.startswith("c:"):
@@ -246,26 +244,26 @@ class LookupServer:
         path = url.split(b"?", 1)[0]
         if method != b"GET":
             slot.extra = b"Allow: GET\r\n"
-            return conn.done(slot, 405, _error(405, "method_not_allowed", "only GET is served here"))
+            return conn.done(slot, 405, _error("method_not_allowed", "only GET is served here"))
         if path == b"/health":
             return conn.done(slot, 200, b'{"status":"ok"}')
         if path == b"/metrics":
             slot.extra = f"Content-Type: {CONTENT_TYPE_LATEST}\r\n".encode()
             return conn.done(slot, 200, generate_latest(self.registry))
         if not path.startswith(b"/clients/") or path.count(b"/") != 2:
-            return conn.done(slot, 404, _error(404, "not_found", "no such path on the lookup server"))
+            return conn.done(slot, 404, _error("not_found", "no such path on the lookup server"))
         if self.expected and not hmac.compare_digest(auth, self.expected):
             slot.extra = b'WWW-Authenticate: Bearer realm="loyalty"\r\n'
-            return conn.done(slot, 401, _error(401, "unauthorized", "missing or invalid bearer token"))
+            return conn.done(slot, 401, _error("unauthorized", "missing or invalid bearer token"))
         try:
             cid = path[9:].decode("utf-8")
             if "%" in cid:
                 cid = unquote(cid, errors="strict")
             check_client_id(cid)
         except UnicodeDecodeError:
-            return conn.done(slot, 400, _error(400, "bad_request", "client_id: not UTF-8", "client_id"))
+            return conn.done(slot, 400, _error("bad_request", "client_id: not UTF-8", "client_id"))
         except ApiError as exc:
-            return conn.done(slot, exc.status, _error(exc.status, exc.code, exc.message, exc.parameter))
+            return conn.done(slot, exc.status, _error(exc.code, exc.message, exc.parameter))
         if self.live:
             hit = self.cache.get(cid)
             if hit is not None:
@@ -311,7 +309,7 @@ class LookupServer:
             gen, rows = await self.reader.read(wanted)
         except (RedisError, OSError) as exc:
             log.warning("projection unavailable: %s: %s", type(exc).__name__, exc)
-            body = _error(503, "unavailable", "the projection store (Redis) is unavailable")
+            body = _error("unavailable", "the projection store (Redis) is unavailable")
             for _, slot, conn in batch:
                 conn.done(slot, 503, body)
             return
@@ -327,10 +325,10 @@ class LookupServer:
                     status, body = 200, self._render(gen, month, cid, row, now, cid not in stale)
                 else:
                     missing = not_found(cid)
-                    status, body = 404, _error(404, missing.code, missing.message)
+                    status, body = 404, _error(missing.code, missing.message)
             except Exception:
                 log.exception("error rendering client %r", cid)
-                status, body = 500, _error(500, "internal", "internal error")
+                status, body = 500, _error("internal", "internal error")
             conn.done(slot, status, body)
 
     def _render(self, gen: str, month: str, cid: str, row: dict[str, str], now: int,
@@ -401,7 +399,7 @@ class _Conn(asyncio.Protocol):
         code = {413: "too_large", 431: "too_large"}.get(status, "bad_request")
         slot = _Slot(False, time.perf_counter())
         self.queue.append(slot)
-        self.done(slot, status, _error(status, code, message))
+        self.done(slot, status, _error(code, message))
 
     # -- httptools callbacks ----------------------------------------------------------------
 
