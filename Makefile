@@ -49,6 +49,7 @@ bench-api: install
 	deploy/local/redis.sh start
 	deploy/local/install-tools.sh --wrk-only
 	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_api.py --cache 0
 
 clean: infra-stop
 	rm -rf .local

@@ -250,7 +250,12 @@ def not_found(cid: str) -> ApiError:
 
 def client_document(cid: str, h: dict[str, str], dims: Sequence[str], days: Days,
                     now: int) -> dict[str, Any]:
-    """GET /clients/{client_id}: the client's projection hash ``h`` as the API's JSON."""
+    """GET /clients/{client_id}: the client's projection hash ``h`` as the API's JSON.
+
+    Dimensions in name order. ``metrics``: the client's summary metrics as of ``metrics_at``
+    (before its first summary is projected: the metrics of its segment changes, as of the
+    latest change). The lookup server serves the same document pre-rendered in Redis by
+    the projection (app.projection_scripts); the two are held equal by the tests."""
     last_month = Days.prev_month(days.month(now))
     segments: dict[str, Any] = {}
     merged: dict[str, Any] = {}
@@ -261,16 +266,15 @@ def client_document(cid: str, h: dict[str, str], dims: Sequence[str], days: Days
             "segment": h[dim],
             "since": iso(since),
             "previous": h.get(f"{dim}:prev") or None,
-            "last_month": _last_month(h, dim, last_month),
             "rule": h.get(f"{dim}:rule") or None,
+            "last_month": _last_month(h, dim, last_month),
         }
         merged.update(orjson.loads(h.get(f"{dim}:m", "{}")))
         at = max(at, since)
     if "metrics" in h:
-        merged.update(orjson.loads(h["metrics"]))
-        at = max(at, int(h.get("metrics_at", "0")))
-    segments = {d: segments[d] for d in dims if d in segments}
-    return {"client_id": cid, "segments": segments, "metrics": merged,
+        merged = orjson.loads(h["metrics"])
+        at = int(h.get("metrics_at", "0"))
+    return {"client_id": cid, "segments": dict(sorted(segments.items())), "metrics": merged,
             "metrics_at": iso(at) if at else None, "as_of": iso(now)}
 
 

@@ -20,17 +20,18 @@ closed after ``idle_timeout`` seconds. Parsing is httptools (llhttp).
 
 Reads: at most ``MAX_READS`` reads are out at a time; the lookups that arrive meanwhile
 go to Redis together as one ``EVALSHA`` of a Lua script that reads the current generation
-and every client hash. So the batch grows with the load and a burst of 200 requests costs
-a round trip or two (see :mod:`app.projection` for the keyspace).
+and, per client, the document the projection pre-rendered on its last write (see
+:mod:`app.projection_scripts`); the server only adds ``client_id`` and ``as_of``. A client
+without a usable document (a hash of an older version, a clock before its latest change)
+is read whole and rendered here. So the batch grows with the load and a burst of 200
+requests costs a round trip or two.
 
-Cache: the rendered document of up to ``cache_size`` clients (oldest out first), with the
-generation and ``ver`` of the hash it came from (the projection bumps ``ver`` with every
-write). While the invalidation subscription of :mod:`app.lookup_store` is live, a cached
-client is answered from memory, with a fresh ``as_of``, and dropped as soon as Redis
-announces a write of its hash (or of the generation key); an answer may then lag a write
-by that announcement's delivery (milliseconds on one host). A row read while its key was
-announced is not cached. While the subscription is down, every lookup reads Redis and the
-script returns the whole hash only when the stored version differs from the cached one.
+Cache: the documents of up to ``cache_size`` clients (oldest out first), kept while the
+invalidation subscription of :mod:`app.lookup_store` is live: a cached client is answered
+from memory, with a fresh ``as_of``, and dropped as soon as Redis announces a write of its
+hash (or of the generation key); an answer may then lag a write by that announcement's
+delivery (milliseconds on one host). A row read while its key was announced is not
+cached. While the subscription is down, nothing is cached and every lookup reads Redis.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Stats(Collector):
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.total = 0.0
         self.memory_hits = 0
+        self.reads = {"document": 0, "hash": 0}  # rows read from Redis, by kind
         self.live = False
 
     def observe(self, status: int, seconds: float) -> None:
@@ -101,6 +103,13 @@ class Stats(Collector):
         yield CounterMetricFamily("loyalty_lookup_memory_hits",
                                   "Lookups answered from the cache without a Redis read",
                                   value=self.memory_hits)
+        reads = CounterMetricFamily("loyalty_lookup_reads",
+                                    "Clients read from Redis: document (pre-rendered by the "
+                                    "projection), hash (rendered here)",
+                                    labels=["kind"])
+        for kind, n in self.reads.items():
+            reads.add_metric([kind], n)
+        yield reads
         yield GaugeMetricFamily("loyalty_lookup_invalidation_live",
                                 "1 while the cache's invalidation subscription is up",
                                 value=1 if self.live else 0)
@@ -136,13 +145,13 @@ class LookupServer:
                  clock: Callable[[], datetime], token: str, idle_timeout: float = 60.0,
                  cache_size: int = 100_000, invalidations_url: str | None = None) -> None:
         self.reader = reader
-        self.dims = list(dims)
+        self.dims = sorted(dims)
         self.days = days
         self.clock = clock
         self.expected = f"Bearer {token}".encode() if token else b""
         self.idle_timeout = idle_timeout
         self.cache_size = cache_size
-        self.cache: dict[str, tuple[str, str, bytes]] = {}  # id -> (gen/ver, month, JSON head)
+        self.cache: dict[str, tuple[str, bytes]] = {}  # id -> (month, JSON head)
         self.stats = Stats()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.stats)
@@ -268,9 +277,9 @@ class LookupServer:
             hit = self.cache.get(cid)
             if hit is not None:
                 _, month, as_of = self._now()
-                if hit[1] == month:
+                if hit[0] == month:
                     self.stats.memory_hits += 1
-                    return conn.done(slot, 200, hit[2] + as_of)
+                    return conn.done(slot, 200, hit[1] + as_of)
         self.pending.append((cid, slot, conn))
         if not self.scheduled and len(self.tasks) < MAX_READS:
             self.scheduled = True
@@ -291,22 +300,12 @@ class LookupServer:
             self._flush()  # what arrived while MAX_READS reads were out: the next batch
 
     async def _run(self, batch: list[tuple[str, _Slot, _Conn]]) -> None:
-        now, month, as_of = self._now()  # a cached document is of one month (its last_month)
-        cache = self.cache
-        held: dict[str, bytes] = {}  # what was cached when the read was sent
-        wanted = []
-        for cid, _, _ in batch:
-            hit = cache.get(cid)
-            if hit is not None and hit[1] == month:
-                held[cid] = hit[2]
-                wanted.append((cid, hit[0]))
-            else:
-                wanted.append((cid, ""))
+        now, month, as_of = self._now()  # a document is of one month (its last_month)
         watch: tuple[set[str], set[str]] = ({cid for cid, _, _ in batch}, set())
         self.inflight.append(watch)
         epoch = self.epoch
         try:
-            gen, rows = await self.reader.read(wanted)
+            rows = await self.reader.read([cid for cid, _, _ in batch], month, self.dims)
         except (RedisError, OSError) as exc:
             log.warning("projection unavailable: %s: %s", type(exc).__name__, exc)
             body = _error("unavailable", "the projection store (Redis) is unavailable")
@@ -317,30 +316,35 @@ class LookupServer:
             self.inflight.remove(watch)
         # announced while the read was out: the row may be older than the announcement
         stale = watch[1] if epoch == self.epoch else watch[0]
+        reads = self.stats.reads
+        month_b = month.encode()
         for (cid, slot, conn), row in zip(batch, rows, strict=True):
             try:
-                if row is None:
-                    status, body = 200, held[cid] + as_of
+                if isinstance(row, bytes):
+                    reads["document"] += 1
+                    docm, _, late, current, tail = row.split(b"|", 4)
+                    head = b'{"client_id":%s,"segments":%s,%s' % (
+                        orjson.dumps(cid), current if docm == month_b else late, tail)
+                    status, body = 200, head + as_of
                 elif row:
-                    status, body = 200, self._render(gen, month, cid, row, now, cid not in stale)
+                    reads["hash"] += 1
+                    body = orjson.dumps(client_document(cid, row, self.dims, self.days, now))
+                    status, head = 200, body[:body.rindex(b',"as_of":')]
                 else:
                     missing = not_found(cid)
                     status, body = 404, _error(missing.code, missing.message)
+                if status == 200 and self.live and cid not in stale and self.cache_size:
+                    self._keep(cid, month, head)
             except Exception:
                 log.exception("error rendering client %r", cid)
                 status, body = 500, _error("internal", "internal error")
             conn.done(slot, status, body)
 
-    def _render(self, gen: str, month: str, cid: str, row: dict[str, str], now: int,
-                keep: bool) -> bytes:
-        body = orjson.dumps(client_document(cid, row, self.dims, self.days, now))
-        ver = row.get("ver")
-        if keep and ver and self.cache_size:
-            cache = self.cache
-            if cid not in cache and len(cache) >= self.cache_size:
-                del cache[next(iter(cache))]  # the oldest entry
-            cache[cid] = (f"{gen}/{ver}", month, body[:body.rindex(b',"as_of":')])
-        return body
+    def _keep(self, cid: str, month: str, head: bytes) -> None:
+        cache = self.cache
+        if cid not in cache and len(cache) >= self.cache_size:
+            del cache[next(iter(cache))]  # the oldest entry
+        cache[cid] = (month, head)
 
 
 class _Conn(asyncio.Protocol):

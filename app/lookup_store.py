@@ -1,13 +1,13 @@
-"""The lookup server's Redis side: batched reads of client hashes (with a version check)
-and the invalidation listener of its in-memory cache.
+"""The lookup server's Redis side: batched reads of clients' pre-rendered documents (whole
+hashes where there is none) and the invalidation listener of its in-memory cache.
 
 Invalidations use Redis client-side caching in broadcasting mode (Redis >= 6): one
 connection asks ``CLIENT TRACKING ON REDIRECT <itself> BCAST PREFIX <namespace>:`` and
 subscribes to ``__redis__:invalidate``; Redis then announces every key written under the
 namespace. The server drops a client's cached document when its hash is announced and
 the whole cache when the generation key is (a rebuild switched). While the listener is
-not subscribed (start-up, Redis restarting, a Redis without tracking) the server checks
-every cached document's version in Redis instead.
+not subscribed (start-up, Redis restarting, a Redis without tracking) the server caches
+nothing.
 """
 
 from __future__ import annotations
@@ -20,62 +20,38 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from app.projection_scripts import READ
+
 log = logging.getLogger("loyalty.lookup")
 CHANNEL = "__redis__:invalidate"
 
-# KEYS: none (standalone Redis). ARGV[1] namespace; ARGV[2] "<a>,<b>," per client: the byte
-# lengths of its id and of the "<generation>/<ver>" the caller has cached (0: none);
-# ARGV[3] those ids and versions back to back (one argument, not two per client: packing
-# 400 arguments cost redis-py ~1.7 us per lookup). Returns the generation, then per client
-# its ver when it equals the cached one, else its whole hash (empty: unknown client).
-_READ = """
-local ns, lens, blob = ARGV[1], ARGV[2], ARGV[3]
-local gen = redis.call('GET', ns .. ':gen') or '0'
-local prefix = ns .. ':' .. gen .. ':c:'
-local out = {gen}
-local pos = 1
-for a, b in string.gmatch(lens, '(%d+),(%d+),') do
-  a, b = tonumber(a), tonumber(b)
-  local key = prefix .. string.sub(blob, pos, pos + a - 1)
-  local known = string.sub(blob, pos + a, pos + a + b - 1)
-  pos = pos + a + b
-  local ver = b > 0 and redis.call('HGET', key, 'ver')
-  if ver and gen .. '/' .. ver == known then
-    out[#out + 1] = ver
-  else
-    out[#out + 1] = redis.call('HGETALL', key)
-  end
-end
-return out
-"""
-
-
 class ClientReader:
-    """Reads many clients' projection hashes in one round trip, skipping unchanged ones."""
+    """Reads many clients' documents in one round trip, skipping unchanged ones."""
 
     def __init__(self, redis: aioredis.Redis, namespace: str) -> None:
         self.redis = redis
         self.ns = namespace
-        self._read = redis.register_script(_READ)
+        self._read = redis.register_script(READ)
 
     @classmethod
     def from_url(cls, url: str, namespace: str, **kwargs: Any) -> ClientReader:
         opts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0,
-                                "max_connections": 8, "timeout": 5.0, "decode_responses": True}
+                                "max_connections": 8, "timeout": 5.0}
         opts.update(kwargs)
         pool = aioredis.BlockingConnectionPool.from_url(url, **opts)
         return cls(aioredis.Redis(connection_pool=pool), namespace)
 
-    async def read(self, wanted: Sequence[tuple[str, str]]
-                   ) -> tuple[str, list[dict[str, str] | None]]:
-        """(client id, cached "<gen>/<ver>" or "") pairs -> the generation and, per client,
-        its hash, or None when the cached version is current."""
-        ids = [cid.encode() for cid, _ in wanted]
-        lens = "".join([f"{len(i)},{len(k)}," for i, (_, k) in zip(ids, wanted, strict=True)])
-        blob = b"".join([b for i, (_, k) in zip(ids, wanted, strict=True) for b in (i, k.encode())])
-        gen, *rows = await self._read(args=[self.ns, lens, blob])
-        return gen, [None if isinstance(row, str) else dict(zip(row[::2], row[1::2], strict=True))
-                     for row in rows]
+    async def read(self, ids: Sequence[str], month: str, dims: Sequence[str]
+                   ) -> list[bytes | dict[str, str]]:
+        """Client ids, the reader's month and dimensions -> per client its pre-rendered
+        ``doc`` (see app.projection_scripts) or, where there is none that serves the
+        reader, its hash ({}: unknown client)."""
+        raw = [cid.encode() for cid in ids]
+        rows = await self._read(args=[self.ns, "".join([f"{len(i)}," for i in raw]),
+                                      b"".join(raw), month, "," + ",".join(dims) + ","])
+        return [row if isinstance(row, bytes)
+                else {k.decode(): v.decode() for k, v in zip(row[::2], row[1::2], strict=True)}
+                for row in rows[1:]]
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -106,9 +82,9 @@ class Invalidations:
                                              single_connection_client=True, protocol=2)
             try:
                 await self._listen(client)
-            except ResponseError as exc:  # no client tracking here: stay on version checks
-                log.warning("lookup cache invalidation unavailable (%s): versions are checked "
-                            "in Redis on every lookup", exc)
+            except ResponseError as exc:  # no client tracking here: no cache
+                log.warning("lookup cache invalidation unavailable (%s): every lookup reads "
+                            "Redis", exc)
                 return
             except (RedisError, OSError) as exc:
                 log.warning("lookup cache invalidation lost: %s: %s", type(exc).__name__, exc)

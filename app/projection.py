@@ -16,7 +16,8 @@ Keyspace (``NS`` = ``loyalty:<app id>``; ``P`` = ``NS:<generation>:``; standalon
                                  the change), <d>:rev (revenue counted in rev:<d>)
                                and metrics (JSON: every summary metric, from the clients
                                table), metrics_at (epoch s), revenue (cents of lifetime_value),
-                               ver (bumped by every write: the lookup server's cache check)
+                               metrics_ati (metrics_at, RFC 3339), <d>:j and doc (the
+                               pre-rendered lookup document, see app.projection_scripts)
     P dims                     set of dimensions seen
     P seg:<d>:<segment>        set of client ids currently in the segment
     P cnt:<d>                  hash segment -> clients
@@ -57,104 +58,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from rules.calendar import BusinessCalendar
+from app import projection_scripts as scripts
+from rules.calendar import BusinessCalendar, iso
 
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 REVENUE_METRIC = "lifetime_value"
-CLIENT_FIELDS = ("metrics", "metrics_at", "revenue", "ver")  # the client hash's non-dimension fields
+# the client hash's non-dimension fields (doc*: see app.projection_scripts)
+CLIENT_FIELDS = ("metrics", "metrics_at", "metrics_ati", "revenue", "doc")
 
-_APPLY = """
-if ARGV[1] ~= '' then
-  local g = redis.call('GET', KEYS[1]) or '0'
-  if g ~= ARGV[1] then return -1 end
-end
-local p, cid, dim, to, from = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local t = tonumber(ARGV[7])
-local ck = p .. 'c:' .. cid
-local cur = redis.call('HMGET', ck, dim, dim .. ':v', dim .. ':sm', dim .. ':rev', dim .. ':vk')
-local curseg, v = cur[1], tonumber(cur[2])
-local pair = from .. '>' .. to
-local vk = pair
-local ok = true
-if v then
-  if t < v then ok = false
-  elseif t == v then
-    local seen = '|' .. (cur[5] or '') .. '|'
-    ok = from == curseg and to ~= curseg and not string.find(seen, '|' .. pair .. '|', 1, true)
-    vk = (cur[5] or '') .. '|' .. pair
-  end
-end
-local applied = 0
-if ok then
-  local contrib = tonumber(cur[4]) or 0
-  local cnt, rev = p .. 'cnt:' .. dim, p .. 'rev:' .. dim
-  redis.call('SADD', p .. 'dims', dim)
-  if curseg then
-    redis.call('SREM', p .. 'seg:' .. dim .. ':' .. curseg, cid)
-    if redis.call('HINCRBY', cnt, curseg, -1) <= 0 then redis.call('HDEL', cnt, curseg) end
-    if contrib ~= 0 then redis.call('HINCRBY', rev, curseg, -contrib) end
-    if cur[3] and cur[3] < ARGV[8] then
-      redis.call('HSET', ck, dim .. ':lm', ARGV[9], dim .. ':lmseg', curseg)
-    end
-  end
-  redis.call('SADD', p .. 'seg:' .. dim .. ':' .. to, cid)
-  redis.call('HINCRBY', cnt, to, 1)
-  redis.call('HINCRBY', rev, to, contrib)
-  redis.call('HSET', ck, dim, to, dim .. ':since', t, dim .. ':prev', curseg or '',
-             dim .. ':v', t, dim .. ':sm', ARGV[8], dim .. ':rule', ARGV[11],
-             dim .. ':m', ARGV[12], dim .. ':rev', contrib, dim .. ':vk', vk)
-  if ARGV[13] == '1' then
-    redis.call('HINCRBY', p .. 'tr:' .. dim .. ':' .. ARGV[10], pair, 1)
-    redis.call('ZADD', p .. 'trdays:' .. dim, ARGV[17], ARGV[10])
-  end
-  applied = 1
-end
-local wrote = applied == 1
-if ARGV[14] ~= '' or ARGV[16] ~= '' then
-  local nat = tonumber(ARGV[15])
-  if nat >= (tonumber(redis.call('HGET', ck, 'metrics_at')) or -1) then
-    wrote = true
-    redis.call('HSET', ck, 'metrics_at', nat)
-    if ARGV[14] ~= '' then redis.call('HSET', ck, 'metrics', ARGV[14]) end
-    if ARGV[16] ~= '' then
-      local r = tonumber(ARGV[16])
-      redis.call('HSET', ck, 'revenue', r)
-      for _, d in ipairs(redis.call('SMEMBERS', p .. 'dims')) do
-        local s = redis.call('HMGET', ck, d, d .. ':rev')
-        if s[1] then
-          local c = tonumber(s[2]) or 0
-          if c ~= r then
-            redis.call('HINCRBY', p .. 'rev:' .. d, s[1], r - c)
-            redis.call('HSET', ck, d .. ':rev', r)
-          end
-        end
-      end
-    end
-  end
-end
-if wrote then redis.call('HINCRBY', ck, 'ver', 1) end
-return applied
-"""
-
-_SNAPSHOT = """
-local p, day, score = ARGV[1], ARGV[2], ARGV[3]
-local n = 0
-for _, d in ipairs(redis.call('SMEMBERS', p .. 'dims')) do
-  local key = p .. 'snap:' .. d .. ':' .. day
-  redis.call('DEL', key)
-  local cnt = redis.call('HGETALL', p .. 'cnt:' .. d)
-  local rev = redis.call('HGETALL', p .. 'rev:' .. d)
-  for i = 1, #cnt, 2 do redis.call('HSET', key, 'n:' .. cnt[i], cnt[i + 1]) end
-  for i = 1, #rev, 2 do
-    if redis.call('HEXISTS', p .. 'cnt:' .. d, rev[i]) == 1 then
-      redis.call('HSET', key, 'r:' .. rev[i], rev[i + 1])
-    end
-  end
-  redis.call('ZADD', p .. 'snapdays:' .. d, score, day)
-  n = n + 1
-end
-return n
-"""
 
 
 def text(value: Any) -> str:
@@ -247,8 +158,9 @@ class Projection:
         self.ns = namespace
         self.gen_key = f"{namespace}:gen"
         self.days = Days(tz)
-        self._apply = redis.register_script(_APPLY)
-        self._snapshot = redis.register_script(_SNAPSHOT)
+        self._apply = redis.register_script(scripts.APPLY)
+        self._snapshot = redis.register_script(scripts.SNAPSHOT)
+        self._render = redis.register_script(scripts.RENDER)
         self._gen: tuple[str, float] | None = None
         self._lookups = _Coalescer(redis)
 
@@ -282,7 +194,8 @@ class Projection:
     # -- writes ---------------------------------------------------------------------------
 
     async def apply(self, updates: Sequence[Update], gen: str | None = None) -> list[int]:
-        """Apply updates in order in one round trip; 1 applied, 0 stale/duplicate.
+        """Apply updates in order in one round trip; 1 applied, 0 stale/duplicate. Then
+        re-render the lookup document of each client touched (same round trip).
 
         Without ``gen``, writes the current generation and retries on a switch; with it,
         writes that generation whatever is current (a rebuild).
@@ -295,7 +208,9 @@ class Projection:
             for u in updates:
                 await self._apply(keys=[self.gen_key], args=self._args(u, g, gen is None),
                                   client=pipe)
-            results = [int(r) for r in await pipe.execute()]
+            for cid in dict.fromkeys(u.client_id for u in updates):
+                await self._render(args=[self.prefix(g), cid], client=pipe)
+            results = [int(r) for r in (await pipe.execute())[:len(updates)]]
             if -1 not in results:
                 return results
             self._gen = None  # switched: re-read and write the new generation
@@ -307,7 +222,8 @@ class Projection:
         return [gen if check else "", self.prefix(gen), u.client_id, u.dimension, u.to, u.from_,
                 u.at, month, Days.prev_month(month), day, u.rule, u.event_metrics,
                 "1" if u.count else "0", u.metrics or b"", u.metrics_at,
-                "" if u.revenue is None else u.revenue, Days.score(day)]
+                "" if u.revenue is None else u.revenue, Days.score(day), iso(u.at),
+                iso(u.metrics_at)]
 
     async def snapshot(self, day: str, gen: str | None = None) -> int:
         """Write today's sizes and revenue per segment (``snap:``) for every dimension."""
