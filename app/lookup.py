@@ -60,7 +60,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from app.api import ApiError, check_client_id, client_document, error_body, not_found
-from app.lookup_store import ClientReader, Invalidations
+from app.lookup_store import Invalidations, Reader
 from app.projection import Days
 from rules.calendar import iso
 
@@ -141,7 +141,7 @@ class _Slot:
 class LookupServer:
     """The protocol factory and request handling; ``start``/``close`` run it."""
 
-    def __init__(self, reader: ClientReader, dims: Sequence[str], days: Days,
+    def __init__(self, reader: Reader, dims: Sequence[str], days: Days,
                  clock: Callable[[], datetime], token: str, idle_timeout: float = 60.0,
                  cache_size: int = 100_000, invalidations_url: str | None = None) -> None:
         self.reader = reader
@@ -311,6 +311,12 @@ class LookupServer:
             body = _error("unavailable", "the projection store (Redis) is unavailable")
             for _, slot, conn in batch:
                 conn.done(slot, 503, body)
+            return
+        except Exception:
+            log.exception("lookup read failed")
+            body = _error("internal", "internal error")
+            for _, slot, conn in batch:
+                conn.done(slot, 500, body)
             return
         finally:
             self.inflight.remove(watch)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -25,8 +25,29 @@ from app.projection_scripts import READ
 log = logging.getLogger("loyalty.lookup")
 CHANNEL = "__redis__:invalidate"
 
+class Reader(Protocol):
+    """What the lookup server reads with (``ClientReader`` or ``DirectReader``)."""
+
+    ns: str
+
+    async def read(self, ids: Sequence[str], month: str, dims: Sequence[str]
+                   ) -> list[bytes | dict[str, str]]: ...
+
+    async def close(self) -> None: ...
+
+
+def open_reader(url: str, namespace: str, connect_timeout: float = 2.0) -> Reader:
+    """The lookup's reader: :class:`app.lookup_redis.DirectReader` where it can connect
+    (``redis://``, ``unix://``), else redis-py (TLS)."""
+    from app.lookup_redis import DirectReader
+
+    if DirectReader.supports(url):
+        return DirectReader(url, namespace, connect_timeout=connect_timeout)
+    return ClientReader.from_url(url, namespace, socket_connect_timeout=connect_timeout)
+
+
 class ClientReader:
-    """Reads many clients' documents in one round trip, skipping unchanged ones."""
+    """Reads many clients' documents in one round trip (redis-py)."""
 
     def __init__(self, redis: aioredis.Redis, namespace: str) -> None:
         self.redis = redis

@@ -49,7 +49,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     from app.faust_app import build_engine
     from app.logs import logging_config
     from app.lookup import LookupServer
-    from app.lookup_store import ClientReader
+    from app.lookup_store import open_reader
     from app.projection import Days, namespace
 
     settings = Settings.from_env()
@@ -65,7 +65,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     log = logging.getLogger("loyalty.lookup")
 
     async def serve() -> None:
-        reader = ClientReader.from_url(settings.redis_url, namespace(settings.app_id))
+        reader = open_reader(settings.redis_url, namespace(settings.app_id))
         server = LookupServer(reader, dims, Days(settings.timezone), settings.clock_fn(),
                               settings.api_token, cache_size=settings.lookup_cache,
                               invalidations_url=settings.redis_url)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import re
@@ -81,6 +82,32 @@ async def drop(url: str, app_id: str) -> None:
     proj = Projection.from_url(url, namespace(app_id))
     await drop_generation(proj.redis, namespace(app_id) + ":")
     await proj.close()
+
+
+def writer(url: str, app_id: str, ids: list[str], rate: float, stop: Any, done: Any) -> None:
+    """Segment changes of random clients at ``rate`` per second (run in a child process):
+    what the projector writes while POS terminals look clients up."""
+    from app.projection import Projection, Update, namespace
+
+    async def run() -> None:
+        proj = Projection.from_url(url, namespace(app_id))
+        rng = random.Random(2)
+        at = int(datetime.fromisoformat(AS_OF).timestamp())
+        tick, n = 0.05, 0
+        start = time.perf_counter()
+        while not stop.is_set():
+            due = int((time.perf_counter() - start) * rate) - n
+            if due > 0:
+                at += 1
+                batch = [Update(cid, "boostfeel", rng.choice(("vip", "loyal", "at_risk")), "",
+                                at, rule="boostfeel.vip") for cid in rng.sample(ids, min(due, len(ids)))]
+                await proj.apply(batch)
+                n += len(batch)
+                done.value = n
+            await asyncio.sleep(tick)
+        await proj.close()
+
+    asyncio.run(run())
 
 
 def free_port() -> int:
@@ -208,8 +235,12 @@ def lookup_metrics(url: str) -> dict[str, Any]:
     total = sum(float(n) for n in re.findall(r"^loyalty_lookup_requests_total\{[^}]*\} ([\d.e+]+)",
                                               text, re.M))
     live = re.search(r"^loyalty_lookup_invalidation_live ([\d.]+)", text, re.M)
+    buckets = [(float(le), float(n)) for le, n in re.findall(
+        r'^loyalty_lookup_seconds_bucket\{le="([\d.]+)"\} ([\d.e+]+)', text, re.M)]
+    p99 = next((le for le, n in buckets if total and n >= 0.99 * total), None)
     return {"memory_hit_share": round(float(hits[1]) / total, 3) if hits and total else None,
-            "invalidation_live": bool(live and float(live[1]))}
+            "invalidation_live": bool(live and float(live[1])),
+            "server_p99_le_ms": p99 * 1000 if p99 is not None else None}
 
 
 def load(url: str, token: str, ids: list[str], args: argparse.Namespace,
@@ -231,7 +262,11 @@ def main() -> int:
     p.add_argument("--token", default=os.environ.get("LOYALTY_API_TOKEN", ""))
     p.add_argument("--ids", help="comma-separated client ids (with --url; default: members)")
     p.add_argument("--python-client", action="store_true", help="aiohttp loop, not wrk")
+    p.add_argument("--writes", type=float, default=0.0,
+                   help="segment changes per second written meanwhile (invalidating the cache)")
     args = p.parse_args()
+    if args.writes and args.url:
+        p.error("--writes needs the self-contained mode (no --url)")
     procs: list[subprocess.Popen[bytes]] = []
     rurl = app_id = ""
     try:
@@ -246,11 +281,23 @@ def main() -> int:
             port = free_port()
             procs = start_servers(args, rurl, app_id, port)
             url = f"http://127.0.0.1:{port}"
+        if args.writes:  # started before the warm-up: its start-up is not measured
+            ctx = multiprocessing.get_context("spawn")
+            stop, written = ctx.Event(), ctx.Value("l", 0)
+            wproc = ctx.Process(target=writer, args=(rurl, app_id, ids, args.writes, stop, written))
+            wproc.start()
+            while written.value == 0 and wproc.is_alive():
+                time.sleep(0.1)
         if args.warmup > 0:
             load(url, token, ids, args, args.warmup)
+        before = written.value if args.writes else 0
         result = load(url, token, ids, args, args.duration)
         if procs:
             result.update(lookup_metrics(url))
+        if args.writes:
+            result["writes_per_second"] = round((written.value - before) / result["seconds"])
+            stop.set()
+            wproc.join(30)
     finally:
         for proc in procs:
             proc.terminate()
@@ -266,7 +313,8 @@ def main() -> int:
           f"{result['requests_per_second']} req/s, p50 {result['p50_ms']} ms, "
           f"p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, {result['errors']} errors"
           + (f", {result['memory_hit_share']:.1%} from memory" if result.get("memory_hit_share")
-             is not None else ""),
+             is not None else "")
+          + (f", {result['writes_per_second']} writes/s meanwhile" if args.writes else ""),
           file=sys.stderr)
     return 1 if result["errors"] else 0
 

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from agents.projector import state_updates
 from app.api import client_document
 from app.lookup import LookupServer
-from app.lookup_store import ClientReader
+from app.lookup_redis import DirectReader
+from app.lookup_store import ClientReader, Reader, open_reader
 from app.projection import Days, Projection, Update, namespace
 from tests.app.conftest import AS_OF, AUTH, TOKEN, Data, filled
 from tests.app.test_api import _app
@@ -29,7 +30,7 @@ async def _server(redis_url: str, ns: str, data: Data, cache: int = 1000,
                   token: str = TOKEN, tracking: bool = False, clock: datetime = AS_OF,
                   dims: list[str] | None = None) -> LookupServer:
     dims = [d.id for _, d in data.engine.dims] if dims is None else dims
-    server = LookupServer(ClientReader.from_url(redis_url, ns), dims, Days("UTC"),
+    server = LookupServer(open_reader(redis_url, ns), dims, Days("UTC"),
                           lambda: clock, token, cache_size=cache,
                           invalidations_url=redis_url if tracking else None)
     await server.start("127.0.0.1", 0)
@@ -135,6 +136,37 @@ async def test_documents_not_used_where_they_do_not_fit(data: Data, redis_url: s
         assert "rfm:j" not in h and "doc" not in h  # rfm was never re-rendered: no document
     finally:
         await server.close()
+        await proj.close()
+
+
+@pytest.mark.parametrize("kind", ["direct", "redis-py"])
+async def test_both_readers(data: Data, redis_url: str, ns: str, kind: str) -> None:
+    """The direct reader (reconnecting after a lost connection, reloading a flushed
+    script) and the redis-py one (TLS URLs) read the same documents."""
+    proj = await filled(redis_url, ns, data)
+    reader: Reader = (DirectReader(redis_url, ns) if kind == "direct"
+                      else ClientReader.from_url(redis_url, ns))
+    dims = [d.id for _, d in data.engine.dims]
+    try:
+        cids = sorted(data.segments)[:25]
+        expected = []
+        for cid in cids:
+            h = await proj.client(cid)
+            expected.append(h["doc"].encode())
+        assert await reader.read(cids, "2026-06", dims) == expected
+        assert await reader.read(["nobody", cids[0]], "2026-06", dims) == [{}, expected[0]]
+        rows = await reader.read(cids[:3], "2026-06", ["rfm"])  # other dimensions: hashes
+        assert [r["boostfeel"] for r in rows if isinstance(r, dict)] == [
+            (await proj.client(c))["boostfeel"] for c in cids[:3]]
+        if isinstance(reader, DirectReader):
+            assert reader._conn is not None and reader._conn.transport is not None
+            reader._conn.transport.close()
+            await asyncio.sleep(0.05)
+            await proj.redis.script_flush()
+            got = await asyncio.gather(*(reader.read([c], "2026-06", dims) for c in cids))
+            assert [g[0] for g in got] == expected
+    finally:
+        await reader.close()
         await proj.close()
 
 
@@ -293,8 +325,7 @@ async def test_ids_of_any_characters(env: tuple[str, Projection]) -> None:
 
 
 async def test_redis_down_is_503(data: Data) -> None:
-    reader = ClientReader.from_url("redis://127.0.0.1:1/0", namespace("down"),
-                                   socket_connect_timeout=0.5)
+    reader = open_reader("redis://127.0.0.1:1/0", namespace("down"), connect_timeout=0.5)
     server = LookupServer(reader, ["boostfeel"], Days("UTC"), lambda: AS_OF, "")
     await server.start("127.0.0.1", 0)
     try:
