@@ -23,8 +23,9 @@ go to Redis together as one ``EVALSHA`` of a Lua script that reads the current g
 and, per client, the document the projection pre-rendered on its last write (see
 :mod:`app.projection_scripts`); the server only adds ``client_id`` and ``as_of``. A client
 without a usable document (a hash of an older version, a clock before its latest change)
-is read whole and rendered here. So the batch grows with the load and a burst of 200
-requests costs a round trip or two.
+is read whole and rendered here. Reads go over one plain Redis connection
+(:mod:`app.lookup_redis`) whose replies complete their lookups as they arrive. So the
+batch grows with the load and a burst of 200 requests costs a round trip or two.
 
 Cache: the documents of up to ``cache_size`` clients (oldest out first), kept while the
 invalidation subscription of :mod:`app.lookup_store` is live: a cached client is answered

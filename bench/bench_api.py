@@ -7,6 +7,9 @@ them up, then drives them with ``wrk`` (a C load generator: one thread, ``--conn
 keep-alive connections, each sending its next request when the previous answer arrives,
 client ids drawn at random). Prints requests/s and the p50/p90/p99 latency wrk measured,
 then stops the servers and drops the namespace. Exit 1 if any request failed.
+``--writes N``: a second process writes N segment changes per second of random clients
+meanwhile (what the projector does while POS terminals look clients up); it starts before
+the warm-up so its start-up is not measured.
 
 ``--url``/``--token`` measure a server that is already running instead (a lookup server or
 a worker's API); client ids then come from the API's member lists or ``--ids``. Without
