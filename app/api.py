@@ -257,24 +257,24 @@ def client_document(cid: str, h: dict[str, str], dims: Sequence[str], days: Days
     latest change). The lookup server serves the same document pre-rendered in Redis by
     the projection (app.projection_scripts); the two are held equal by the tests."""
     last_month = Days.prev_month(days.month(now))
-    segments: dict[str, Any] = {}
+    present = [d for d in dims if d in h]
+    segments = {dim: {
+        "segment": h[dim],
+        "since": iso(int(h[f"{dim}:since"])),
+        "previous": h.get(f"{dim}:prev") or None,
+        "rule": h.get(f"{dim}:rule") or None,
+        "last_month": _last_month(h, dim, last_month),
+    } for dim in sorted(present)}
     merged: dict[str, Any] = {}
-    at = 0
-    for dim in sorted((d for d in dims if d in h), key=lambda d: int(h[f"{d}:since"])):
-        since = int(h[f"{dim}:since"])
-        segments[dim] = {
-            "segment": h[dim],
-            "since": iso(since),
-            "previous": h.get(f"{dim}:prev") or None,
-            "rule": h.get(f"{dim}:rule") or None,
-            "last_month": _last_month(h, dim, last_month),
-        }
-        merged.update(orjson.loads(h.get(f"{dim}:m", "{}")))
-        at = max(at, since)
     if "metrics" in h:
         merged = orjson.loads(h["metrics"])
         at = int(h.get("metrics_at", "0"))
-    return {"client_id": cid, "segments": dict(sorted(segments.items())), "metrics": merged,
+    else:  # the metrics of its changes, the latest last
+        at = 0
+        for dim in sorted(present, key=lambda d: int(h[f"{d}:since"])):
+            merged.update(orjson.loads(h.get(f"{dim}:m", "{}")))
+            at = max(at, int(h[f"{dim}:since"]))
+    return {"client_id": cid, "segments": segments, "metrics": merged,
             "metrics_at": iso(at) if at else None, "as_of": iso(now)}
 
 

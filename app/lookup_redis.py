@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.projection_scripts import READ
+from app.projection_scripts import READ, read_args, read_rows
 
 _SHA = hashlib.sha1(READ.encode()).hexdigest().encode()
 
@@ -132,17 +132,13 @@ class DirectReader:
     async def read(self, ids: Sequence[str], month: str, dims: Sequence[str]
                    ) -> list[bytes | dict[str, str]]:
         """As :meth:`app.lookup_store.ClientReader.read`."""
-        raw = [cid.encode() for cid in ids]
-        args = (b"0", self.ns, "".join([f"{len(i)}," for i in raw]), b"".join(raw), month,
-                "," + ",".join(dims) + ",")
-        rows = await self._call(encode(b"EVALSHA", _SHA, *args))
+        args = read_args(self.ns, ids, month, dims)
+        rows = await self._call(encode(b"EVALSHA", _SHA, b"0", *args))
         if isinstance(rows, hiredis.ReplyError) and str(rows).startswith("NOSCRIPT"):
-            rows = await self._call(encode(b"EVAL", READ, *args))
+            rows = await self._call(encode(b"EVAL", READ, b"0", *args))
         if isinstance(rows, hiredis.ReplyError):
             raise ResponseError(str(rows))
-        return [row if isinstance(row, bytes)
-                else {k.decode(): v.decode() for k, v in zip(row[::2], row[1::2], strict=True)}
-                for row in rows[1:]]
+        return read_rows(rows)
 
     async def close(self) -> None:
         if self._conn is not None and self._conn.transport is not None:

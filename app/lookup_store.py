@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from app.projection_scripts import READ
+from app.projection_scripts import READ, read_args, read_rows
 
 log = logging.getLogger("loyalty.lookup")
 CHANNEL = "__redis__:invalidate"
@@ -67,12 +67,7 @@ class ClientReader:
         """Client ids, the reader's month and dimensions -> per client its pre-rendered
         ``doc`` (see app.projection_scripts) or, where there is none that serves the
         reader, its hash ({}: unknown client)."""
-        raw = [cid.encode() for cid in ids]
-        rows = await self._read(args=[self.ns, "".join([f"{len(i)}," for i in raw]),
-                                      b"".join(raw), month, "," + ",".join(dims) + ","])
-        return [row if isinstance(row, bytes)
-                else {k.decode(): v.decode() for k, v in zip(row[::2], row[1::2], strict=True)}
-                for row in rows[1:]]
+        return read_rows(await self._read(args=read_args(self.ns, ids, month, dims)))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -24,6 +24,9 @@ whole hash and renders it (:func:`app.api.client_document`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 # KEYS[1] NS:gen. ARGV: [1] generation to check ("" none) [2] prefix P [3] client [4] dimension
 # [5] to [6] from [7] t (epoch s) [8] month of t [9] month before [10] day of t [11] rule
 # [12] event metrics JSON [13] "1" count the transition [14] summary metrics JSON ("" none)
@@ -203,3 +206,18 @@ for n in string.gmatch(lens, '(%d+),') do
 end
 return out
 """
+
+
+def read_args(namespace: str, ids: Sequence[str], month: str,
+              dims: Sequence[str]) -> list[str | bytes]:
+    """``READ``'s ARGV for these client ids, the reader's month and dimensions."""
+    raw = [cid.encode() for cid in ids]
+    return [namespace, "".join([f"{len(i)}," for i in raw]), b"".join(raw), month,
+            "," + ",".join(dims) + ","]
+
+
+def read_rows(reply: list[Any]) -> list[bytes | dict[str, str]]:
+    """``READ``'s reply (bytes, undecoded): per client its ``doc`` or its hash."""
+    return [row if isinstance(row, bytes)
+            else {k.decode(): v.decode() for k, v in zip(row[::2], row[1::2], strict=True)}
+            for row in reply[1:]]
