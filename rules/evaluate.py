@@ -1,11 +1,15 @@
 """Evaluating every dimension at an instant, and finding when segments change by themselves.
 
-All dimensions of all loaded rule sets are compiled into one CEL program that returns a
-list of segment ids (``let`` values inlined), so one evaluation is one CEL call. If it
-fails at run time (e.g. a division by zero in a user's rule), the dimensions are evaluated
-one condition at a time and a failing condition counts as "no match". Results are cached
-by :class:`rules.abstraction.ResultKey` (where each input falls among the constants it is
-compared with), so most evaluations cost the metric look-ups and no CEL call.
+Dimensions are compiled into CEL programs that return a list of segment ids (``let``
+values inlined), so evaluating a group of dimensions is one CEL call. Results are cached by
+:class:`rules.abstraction.ResultKey` (where each input falls among the constants it is
+compared with), so most evaluations cost the metric look-ups and no CEL call. Every
+dimension whose inputs are all keyed that way shares one program and cache; a dimension
+that reads an input by its exact value (``category_share``, ``avg_check`` bands, a
+recency compared with the client's own rhythm) has its own, so its cache misses do not
+re-run every other dimension. If a program fails at run time (e.g. a division by zero in
+a user's rule), its dimensions are evaluated one condition at a time and a failing
+condition counts as "no match".
 
 ``candidates`` lists the instants at which a segment can change with no new receipt:
 
@@ -160,25 +164,83 @@ def _dimension_source(dim: Dimension, rs: RuleSet) -> str:
     return "".join(out)
 
 
+class Group:
+    """Dimensions evaluated by one CEL program, with one result cache.
+
+    Dimensions whose every input is keyed by interval share the first group, so one cached
+    result serves them all. A dimension that reads some input by its exact value (a map, a
+    comparison with another metric) gets a group of its own: its cache misses then run
+    only its own program, not the whole plan.
+    """
+
+    __slots__ = ("dims", "map_keys", "names", "positions", "program", "result_key", "results", "rules")
+
+    def __init__(self, dims: list[tuple[int, RuleSet, Dimension]], all_names: tuple[str, ...]) -> None:
+        self.dims = dims
+        source = "[" + ", ".join(_dimension_source(d, rs) for _, rs, d in dims) + "]"
+        self.program = cel.compile(source)
+        self.names = tuple(sorted({n for _, _, d in dims for n in d.metrics}))
+        self.positions = tuple(all_names.index(n) for n in self.names)
+        map_keys: dict[str, set[str]] = {}
+        for _, rs, _d in dims:
+            for metric, keys in rs.map_keys.items():
+                if metric in self.names:
+                    map_keys.setdefault(metric, set()).update(keys)
+        self.map_keys = {m: tuple(sorted(k)) for m, k in map_keys.items()}
+        self.result_key = ResultKey(source, self.names)
+        self.results: dict[tuple[Any, ...], list[Verdict]] = {}
+        self.rules = [
+            {s.id: f"{d.id}.{s.id}" for s in d.segments} if d.value is None else {}
+            for _, _, d in dims
+        ]
+
+    def evaluate(self, values: list[Any]) -> list[Verdict] | None:
+        """Verdicts of the group's dimensions for these inputs (``names`` order); None
+        when the program fails at run time."""
+        key = self.result_key.key(values)
+        cached = self.results.get(key)
+        if cached is not None:
+            return cached
+        ctx = dict(zip(self.names, values, strict=True))
+        for name, keys in self.map_keys.items():
+            ctx[name] = dict(ctx[name])
+            for k in keys:
+                ctx[name].setdefault(k, 0.0)
+        try:
+            result = self.program.execute(ctx)
+        except Exception:  # any CEL runtime error: the caller takes the slow path
+            return None
+        verdicts = []
+        for (_, _, d), rules, seg in zip(self.dims, self.rules, result, strict=True):
+            if d.value is not None:
+                verdicts.append(Verdict(seg, f"{d.id}.value"))
+            else:
+                verdicts.append(Verdict(seg, rules.get(seg, f"{d.id}.default")))
+        if len(self.results) >= _RESULTS_KEPT:
+            self.results.clear()
+        self.results[key] = verdicts
+        return verdicts
+
+
+def _shareable(rs: RuleSet, dim: Dimension) -> bool:
+    """Every input keyed by interval, or a bool: few distinct keys, worth sharing a cache."""
+    key = ResultKey(_dimension_source(dim, rs), dim.metrics)
+    return all(spec is not None or CATALOGUE[n].type == "bool"
+               for n, spec in zip(key.names, key.specs, strict=True))
+
+
 class Plan:
-    """Every dimension of the loaded rule sets, compiled together."""
+    """Every dimension of the loaded rule sets, compiled into :class:`Group` programs."""
 
     def __init__(self, rulesets: list[RuleSet]) -> None:
         self.dims: list[tuple[RuleSet, Dimension]] = [(rs, d) for rs in rulesets for d in rs.dimensions]
-        sources = [_dimension_source(d, rs) for rs, d in self.dims]
-        source = "[" + ", ".join(sources) + "]"
-        self.program = cel.compile(source)
-        names: set[str] = set()
-        map_keys: dict[str, set[str]] = {}
-        for rs, d in self.dims:
-            names.update(d.metrics)
-            for metric, keys in rs.map_keys.items():
-                map_keys.setdefault(metric, set()).update(keys)
-        self.names = tuple(sorted(names))
+        self.names = tuple(sorted({n for _, d in self.dims for n in d.metrics}))
         self._getters = [(CATALOGUE[n].fn, CATALOGUE[n].money) for n in self.names]
-        self.map_keys = {m: tuple(sorted(k)) for m, k in map_keys.items()}
-        self.result_key = ResultKey(source, self.names)
-        self._results: dict[tuple[Any, ...], list[Verdict]] = {}
+        shared = [(i, rs, d) for i, (rs, d) in enumerate(self.dims) if _shareable(rs, d)]
+        own = [[(i, rs, d)] for i, (rs, d) in enumerate(self.dims) if not _shareable(rs, d)]
+        self.groups = [Group(g, self.names) for g in ([shared] if shared else []) + own]
+        # one group reading every input in plan order: its verdicts are the plan's
+        self._single = len(self.groups) == 1 and self.groups[0].positions == tuple(range(len(self.names)))
         unique: dict[tuple[Any, ...], tuple[Any, Any, tuple[str, ...], RuleSet]] = {}
         for rs, d in self.dims:
             for th, rhs, rhs_names in d.thresholds:
@@ -200,46 +262,28 @@ class Plan:
         self.monthly_window = min(max((d.monthly_window for _, d in self.dims), default=0), MONTHS_KEPT)
         self.hysteresis = any(d.min_days or any(s.min_days for s in d.segments) for _, d in self.dims)
         self.errors = 0
-        self._rules = [
-            {s.id: f"{d.id}.{s.id}" for s in d.segments} if d.value is None else {}
-            for _, d in self.dims
-        ]
 
     def verdicts(self, state: ClientState, t: int, cal: BusinessCalendar) -> list[Verdict]:
         """Raw verdicts (before hysteresis) of every dimension, in ``self.dims`` order."""
         view = MetricView(state, t, cal)
         scale = view.scale
         values = [fn(view) / scale if money else fn(view) for fn, money in self._getters]
-        key = self.result_key.key(values)
-        cached = self._results.get(key)
-        if cached is not None:
-            return cached
-        ctx = dict(zip(self.names, values, strict=True))
-        for name, keys in self.map_keys.items():
-            if name in ctx:
-                ctx[name] = dict(ctx[name])
-                for k in keys:
-                    ctx[name].setdefault(k, 0.0)
-        try:
-            result = self.program.execute(ctx)
-        except Exception:  # any CEL runtime error is "no match"
-            envs: dict[int, Env] = {}
-            out = []
-            for rs, d in self.dims:
-                env = envs.setdefault(id(rs), Env(rs, view))
-                out.append(raw_verdict(d, env))
-            self.errors += sum(e.errors for e in envs.values())
-            return out
-        verdicts = []
-        for (_, d), rules, seg in zip(self.dims, self._rules, result, strict=True):
-            if d.value is not None:
-                verdicts.append(Verdict(seg, f"{d.id}.value"))
-            else:
-                verdicts.append(Verdict(seg, rules.get(seg, f"{d.id}.default")))
-        if len(self._results) >= _RESULTS_KEPT:
-            self._results.clear()
-        self._results[key] = verdicts
-        return verdicts
+        if self._single:
+            verdicts = self.groups[0].evaluate(values)
+            if verdicts is not None:
+                return verdicts
+        out: list[Verdict] = [None] * len(self.dims)  # type: ignore[list-item]
+        envs: dict[int, Env] = {}
+        for group in self.groups:
+            found = group.evaluate([values[i] for i in group.positions])
+            for n, (i, rs, d) in enumerate(group.dims):
+                if found is not None:
+                    out[i] = found[n]
+                else:  # condition by condition, a failing one counts as "no match"
+                    env = envs.setdefault(id(rs), Env(rs, view))
+                    out[i] = raw_verdict(d, env)
+        self.errors += sum(e.errors for e in envs.values())
+        return out
 
     def candidates(self, state: ClientState, after: int, until: int,
                    cal: BusinessCalendar) -> list[int]:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rules import load_ruleset
 from rules.abstraction import ResultKey
-from rules.evaluate import Plan
+from rules.evaluate import Group, Plan
 from rules.metrics import CATALOGUE
 
 PRESETS = ["boostfeel", "profsalon", "netix", "rfm", "manzana", "basket", "check_bands", "demographics"]
@@ -62,16 +62,19 @@ def _values(name: str, cuts: dict[str, list[float]]) -> st.SearchStrategy[object
 
 
 PLAN = Plan([load_ruleset(p) for p in PRESETS])
-CUTS = {n: list(spec[0]) for n, spec in zip(PLAN.result_key.names, PLAN.result_key.specs, strict=True) if spec}
 
 
-def _run(values: list[object]) -> object:
-    ctx = dict(zip(PLAN.names, values, strict=True))
-    for name, keys in PLAN.map_keys.items():
-        if name in ctx:
-            ctx[name] = {**{k: 0.0 for k in keys}, **ctx[name]}  # type: ignore[dict-item]
+def _cuts(group: Group) -> dict[str, list[float]]:
+    key = group.result_key
+    return {n: list(spec[0]) for n, spec in zip(key.names, key.specs, strict=True) if spec}
+
+
+def _run(group: Group, values: list[object]) -> object:
+    ctx = dict(zip(group.names, values, strict=True))
+    for name, keys in group.map_keys.items():
+        ctx[name] = {**{k: 0.0 for k in keys}, **ctx[name]}  # type: ignore[dict-item]
     try:
-        return PLAN.program.execute(ctx)
+        return group.program.execute(ctx)
     except Exception as exc:
         return type(exc).__name__
 
@@ -90,20 +93,34 @@ def _same_interval(data: st.DataObject, value: float, cuts: list[float], integer
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_equal_keys_give_equal_results_on_every_preset(data: st.DataObject) -> None:
-    a = [data.draw(_values(n, CUTS)) for n in PLAN.names]
+    group = data.draw(st.sampled_from(PLAN.groups))
+    cuts = _cuts(group)
+    a = [data.draw(_values(n, cuts)) for n in group.names]
     b = list(a)
-    for i, name in enumerate(PLAN.names):
+    for i, name in enumerate(group.names):
         value = a[i]
-        if name in CUTS and isinstance(value, (int, float)) and not isinstance(value, bool):
-            b[i] = _same_interval(data, value, CUTS[name], isinstance(value, int))
-    assert PLAN.result_key.key(a) == PLAN.result_key.key(b)
-    assert _run(a) == _run(b)
+        if name in cuts and isinstance(value, (int, float)) and not isinstance(value, bool):
+            b[i] = _same_interval(data, value, cuts[name], isinstance(value, int))
+    assert group.result_key.key(a) == group.result_key.key(b)
+    assert _run(group, a) == _run(group, b)
+
+
+def test_dimensions_reading_exact_values_get_their_own_group() -> None:
+    groups = {tuple(d.id for _, _, d in g.dims) for g in PLAN.groups}
+    assert ("basket",) in groups and ("netix",) in groups
+    shared = PLAN.groups[0]
+    assert {"rfm", "rfm_score", "age_band"} <= {d.id for _, _, d in shared.dims}
+    # the bench's pair: one group, one cache, one CEL program
+    plan = Plan([load_ruleset("boostfeel"), load_ruleset("rfm")])
+    assert [[d.id for _, _, d in g.dims] for g in plan.groups] == [["boostfeel", "rfm", "rfm_score"]]
 
 
 def test_presets_abstract_their_thresholded_metrics() -> None:
     plan = Plan([load_ruleset("boostfeel"), load_ruleset("rfm")])
     assert {"days_since_last_purchase", "visits_30d", "avg_check_30d", "visits_12m",
-            "revenue_12m", "days_since_welcome_bonus"} == set(plan.result_key.abstracted())
+            "revenue_12m", "days_since_welcome_bonus"} == set(plan.groups[0].result_key.abstracted())
     # netix compares the recency with the client's own rhythm: keyed on the exact value
-    assert "days_since_last_purchase" not in PLAN.result_key.abstracted()
+    netix = next(g for g in PLAN.groups if g.dims[0][2].id == "netix")
+    assert "days_since_last_purchase" not in netix.result_key.abstracted()
+    assert "days_since_last_purchase" in PLAN.groups[0].result_key.abstracted()
     assert isinstance(cel.compile("1 < 2").execute({}), bool)
