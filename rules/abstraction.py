@@ -10,7 +10,19 @@ keys have equal results and one CEL call serves all of them.
 A use counts as a comparison with a constant only when nothing around it binds tighter:
 ``IDENT op NUMBER`` or ``NUMBER op IDENT`` with a separator (``(``, ``)``, ``&&``, ``||``,
 ``?``, ``:``, ``,``, ``[``, ``]`` or the ends) on both sides. Anything else, such as
-``visits_30d + 1 >= 10``, ``x >= y`` or ``category_share['tea']``, keys on the exact value.
+``visits_30d + 1 >= 10`` or ``x >= y``, keys on the exact value.
+
+Three more shapes are keyed coarsely, as preset rule sets write them:
+
+* a constant may be a product or quotient of literals (``x >= 3.0 * 2000.0`` once the
+  parameters are substituted);
+* ``m['key'] <op> NUMBER`` for a map variable: the interval of each named key's value
+  (a missing key reads 0.0, as the evaluation context supplies it);
+* ``int(x) / N`` with an integer ``N > 0``: the truncated quotient, so the value bands of
+  ``check_bands`` cost one CEL call per band, not per distinct average check.
+
+A variable used in several of these ways is keyed on all of them together; one use of any
+other shape makes it exact.
 """
 
 from __future__ import annotations
@@ -27,38 +39,152 @@ _AFTER = frozenset({")", "&&", "||", "?", ":", ",", "]"})
 _NUMBER = re.compile(r"-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?\Z")
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
-Spec = tuple[tuple[float, ...], frozenset[float]] | None
+_INT64 = 2**63
+Cuts = tuple[tuple[float, ...], frozenset[float]]
+
+
+class Facets:
+    """Coarse key of a variable used in more than plain comparisons with constants."""
+
+    __slots__ = ("bands", "cuts", "items")
+
+    def __init__(self, cuts: set[float], items: dict[str, set[float]], bands: set[int]) -> None:
+        self.cuts: Cuts | None = (tuple(sorted(cuts)), frozenset(cuts)) if cuts else None
+        self.items = tuple((k, (tuple(sorted(c)), frozenset(c))) for k, c in sorted(items.items()))
+        self.bands = tuple(sorted(bands))
+
+    def key(self, value: Any) -> Any:
+        out: list[Any] = []
+        if self.items:
+            if not isinstance(value, dict):
+                return ("value", _frozen(value))
+            for k, cuts in self.items:
+                out.append(_interval(value.get(k, 0.0), cuts))
+        if self.cuts is not None:
+            out.append(_interval(value, self.cuts))
+        for n in self.bands:
+            out.append(_band(value, n))
+        return tuple(out)
+
+
+Spec = Cuts | Facets | None
+
+
+def _interval(value: Any, cuts: Cuts) -> Any:
+    if value.__class__ is int or value.__class__ is float:
+        if value != value:  # NaN compares false with everything
+            return "nan"
+        return bisect_left(cuts[0], value) * 2 + (value in cuts[1])
+    return ("value", _frozen(value))
+
+
+def _band(value: Any, n: int) -> Any:
+    """``int(value) / n`` as CEL computes it (truncation), or a marker where int() fails."""
+    if value.__class__ is float:
+        if value != value or abs(value) >= _INT64:
+            return ("fail", value != value)
+        whole = int(value)
+    elif value.__class__ is int:
+        whole = value
+    else:
+        return ("value", _frozen(value))
+    q = abs(whole) // n
+    return -q if whole < 0 else q
+
+
+def _literal(tokens: list[Token], i: int) -> float | None:
+    if 0 <= i < len(tokens) and _NUMBER.match(tokens[i].text):
+        text = tokens[i].text
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    return None
+
+
+def _fold(values: list[float], ops: list[str]) -> float | None:
+    """Left-to-right ``*`` and ``/`` of literals as CEL computes them (None: not foldable)."""
+    acc = values[0]
+    for op, v in zip(ops, values[1:], strict=True):
+        if type(acc) is not type(v):
+            return None  # int * double does not type-check in CEL
+        if op == "*":
+            acc = acc * v
+        elif v == 0:
+            return None
+        elif isinstance(acc, int):
+            q = abs(acc) // abs(int(v))
+            acc = q if (acc < 0) == (v < 0) else -q
+        else:
+            acc = acc / v
+    return acc
 
 
 def _number_at(tokens: list[Token], i: int, step: int) -> tuple[float, int] | None:
-    """A numeric literal starting at ``i`` (``-`` allowed in front): (value, index past it)."""
-    if step > 0:
-        if i < len(tokens) and tokens[i].text == "-" and i + 1 < len(tokens):
-            text, end = "-" + tokens[i + 1].text, i + 2
-        else:
-            text, end = (tokens[i].text if i < len(tokens) else ""), i + 1
-    else:
-        text, end = (tokens[i].text if i >= 0 else ""), i - 1
-        if end >= 0 and tokens[end].text == "-" and (end == 0 or tokens[end - 1].text in _BEFORE):
-            text, end = "-" + text, end - 1
-    if not _NUMBER.match(text):
+    """A constant starting at ``i`` and read in direction ``step``: a literal (``-`` allowed
+    in front) or a product/quotient of literals. Returns (value, index past it)."""
+    values: list[float] = []
+    ops: list[str] = []
+    j = i
+    while True:
+        neg = False
+        if step > 0 and j < len(tokens) and tokens[j].text == "-" and j + 1 < len(tokens):
+            neg, j = True, j + 1
+        v = _literal(tokens, j)
+        if v is None:
+            return None
+        j += step
+        if step < 0 and j >= 0 and tokens[j].text == "-" and (j == 0 or tokens[j - 1].text in _BEFORE):
+            neg, j = True, j - 1
+        values.append(-v if neg else v)
+        if 0 <= j < len(tokens) and 0 <= j + step < len(tokens) and tokens[j].text in ("*", "/"):
+            ops.append(tokens[j].text)
+            j += step
+            continue
+        break
+    if step < 0:
+        values.reverse()
+        ops.reverse()
+    value = _fold(values, ops)
+    if value is None:
         return None
-    return float(text), end
+    return float(value), j
 
 
-def _comparison_constant(tokens: list[Token], i: int) -> float | None:
-    """The constant ``tokens[i]`` is compared with, if that is all that happens to it."""
+def _comparison_constant(tokens: list[Token], i: int, end: int | None = None) -> float | None:
+    """The constant ``tokens[i:end+1]`` (a variable, or ``m['k']``) is compared with, if
+    that is all that happens to it."""
+    end = i if end is None else end
+
     def sep(j: int, allowed: frozenset[str]) -> bool:
         return j < 0 or j >= len(tokens) or tokens[j].text in allowed
 
-    if i + 2 <= len(tokens) and i + 1 < len(tokens) and tokens[i + 1].text in COMPARISONS:
-        found = _number_at(tokens, i + 2, 1)
+    if end + 1 < len(tokens) and tokens[end + 1].text in COMPARISONS:
+        found = _number_at(tokens, end + 2, 1)
         if found is not None and sep(i - 1, _BEFORE) and sep(found[1], _AFTER):
             return found[0]
     if i >= 2 and tokens[i - 1].text in COMPARISONS:
         found = _number_at(tokens, i - 2, -1)
-        if found is not None and sep(i + 1, _AFTER) and sep(found[1], _BEFORE):
+        if found is not None and sep(end + 1, _AFTER) and sep(found[1], _BEFORE):
             return found[0]
+    return None
+
+
+def _map_item(tokens: list[Token], i: int) -> str | None:
+    """``'key'`` if ``tokens[i]`` is indexed by a plain string literal: ``m['key']``."""
+    if i + 3 < len(tokens) and tokens[i + 1].text == "[" and tokens[i + 3].text == "]":
+        tok = tokens[i + 2]
+        if tok.kind == "str" and tok.text[:1] in "'\"" and "\\" not in tok.text \
+                and not tok.text.startswith(("'''", '"""')):
+            return tok.text[1:-1]
+    return None
+
+
+def _band_divisor(tokens: list[Token], i: int) -> int | None:
+    """N if ``tokens[i]`` appears as ``int(x) / N`` with an integer literal N > 0."""
+    if i >= 2 and tokens[i - 1].text == "(" and tokens[i - 2].text == "int" \
+            and (i < 3 or tokens[i - 3].text != ".") \
+            and i + 3 < len(tokens) and tokens[i + 1].text == ")" and tokens[i + 2].text == "/" \
+            and tokens[i + 3].text.isdigit() and int(tokens[i + 3].text) > 0 \
+            and not (i + 4 < len(tokens) and tokens[i + 4].text in (".", "[")):
+        return int(tokens[i + 3].text)
     return None
 
 
@@ -77,20 +203,35 @@ class ResultKey:
 
     def __init__(self, source: str, names: Sequence[str]) -> None:
         tokens = tokenize(source)
-        cuts: dict[str, set[float] | None] = {n: set() for n in names}
+        uses: dict[str, tuple[set[float], dict[str, set[float]], set[int]] | None] = {
+            n: (set(), {}, set()) for n in names}
         for i, tok in free_identifiers(tokens):
-            current = cuts.get(tok.text)
-            if tok.text not in cuts or current is None:
+            current = uses.get(tok.text)
+            if current is None:
                 continue
-            constant = _comparison_constant(tokens, i)
-            if constant is None:
-                cuts[tok.text] = None  # used some other way: key on the exact value
+            cuts, items, bands = current
+            item = _map_item(tokens, i)
+            constant = _comparison_constant(tokens, i, i + 3 if item is not None else i)
+            divisor = _band_divisor(tokens, i) if item is None else None
+            if constant is not None and item is not None:
+                items.setdefault(item, set()).add(constant)
+            elif constant is not None:
+                cuts.add(constant)
+            elif divisor is not None:
+                bands.add(divisor)
             else:
-                current.add(constant)
+                uses[tok.text] = None  # used some other way: key on the exact value
         self.names = tuple(names)
-        self.specs: tuple[Spec, ...] = tuple(
-            None if c is None else (tuple(sorted(c)), frozenset(c)) for c in (cuts[n] for n in names)
-        )
+        specs: list[Spec] = []
+        for n in names:
+            use = uses[n]
+            if use is None:
+                specs.append(None)
+            elif use[1] or use[2]:
+                specs.append(Facets(*use))
+            else:
+                specs.append((tuple(sorted(use[0])), frozenset(use[0])))
+        self.specs: tuple[Spec, ...] = tuple(specs)
 
     def abstracted(self) -> list[str]:
         """Names keyed by interval rather than by value (for tests and docs)."""
@@ -102,11 +243,13 @@ class ResultKey:
         for value, spec in zip(values, self.specs, strict=True):
             if spec is None:
                 append(value if value.__class__ in _SCALARS else _frozen(value))
+            elif spec.__class__ is Facets:
+                append(spec.key(value))
             elif value.__class__ is int or value.__class__ is float:
                 if value != value:  # NaN compares false with everything
                     append("nan")
                 else:
-                    append(bisect_left(spec[0], value) * 2 + (value in spec[1]))
+                    append(bisect_left(spec[0], value) * 2 + (value in spec[1]))  # type: ignore[index]
             else:
                 append(("value", _frozen(value)))
         return tuple(out)

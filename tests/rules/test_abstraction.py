@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules import load_ruleset
-from rules.abstraction import ResultKey
+from rules.abstraction import Facets, ResultKey
 from rules.evaluate import Group, Plan
 from rules.metrics import CATALOGUE
 
@@ -33,7 +33,41 @@ def test_mixed_use_keys_on_the_exact_value() -> None:
 def test_maps_and_lists_are_hashable_keys() -> None:
     rk = ResultKey("m['tea'] > 0.5 && 'vip' in tags", ["m", "tags"])
     assert rk.key([{"tea": 0.6, "coffee": 0.4}, ["vip"]]) == rk.key([{"coffee": 0.4, "tea": 0.6}, ["vip"]])
-    assert rk.key([{"tea": 0.6}, ["vip"]]) != rk.key([{"tea": 0.7}, ["vip"]])
+    # m['tea'] is only compared with 0.5: keyed by interval, a missing key reads 0.0
+    assert rk.key([{"tea": 0.6}, ["vip"]]) == rk.key([{"tea": 0.7, "x": 1.0}, ["vip"]])
+    assert rk.key([{"tea": 0.4}, ["vip"]]) != rk.key([{"tea": 0.6}, ["vip"]])
+    assert rk.key([{}, ["vip"]]) == rk.key([{"tea": 0.0}, ["vip"]])
+
+
+def test_constant_products_and_quotients_are_folded() -> None:
+    rk = ResultKey("x >= 3.0 * 2000.0 && 7 / 2 < y && 2.0 * 3.0 <= z + 1", ["x", "y", "z"])
+    assert rk.abstracted() == ["x", "y"]
+    assert rk.specs[0] == ((6000.0,), frozenset({6000.0}))
+    assert rk.specs[1] == ((3.0,), frozenset({3.0}))  # CEL int division truncates
+    assert ResultKey("x >= 3 * 2.0", ["x"]).abstracted() == []  # int * double: not CEL
+    assert ResultKey("x >= 3 / 0", ["x"]).abstracted() == []
+
+
+def test_int_bands_key_on_the_truncated_quotient() -> None:
+    source = 'string(int(x) / 500 * 500) + "-" + string((int(x) / 500 + 1) * 500 - 1)'
+    rk = ResultKey(source, ["x"])
+    assert rk.abstracted() == ["x"]
+    program = cel.compile(source)
+    values = [0.0, 0.4, 499.99, 500.0, 731.5, 999.0, 1000.0, -0.5, -499.0, -500.0, -731.0, 10.0**19]
+    for a in values:
+        for b in values:
+            if rk.key([a]) == rk.key([b]):
+                assert _execute(program, a) == _execute(program, b), (a, b)
+    assert rk.key([501.0]) == rk.key([999.5]) != rk.key([1000.0])
+    # used any other way too: exact
+    assert ResultKey("int(x) / 500 > 1 || x > y", ["x", "y"]).abstracted() == []
+
+
+def _execute(program: object, x: float) -> object:
+    try:
+        return program.execute({"x": x})  # type: ignore[attr-defined]
+    except Exception as exc:
+        return type(exc).__name__
 
 
 def test_nan_and_type_changes_do_not_collide() -> None:
@@ -66,7 +100,35 @@ PLAN = Plan([load_ruleset(p) for p in PRESETS])
 
 def _cuts(group: Group) -> dict[str, list[float]]:
     key = group.result_key
-    return {n: list(spec[0]) for n, spec in zip(key.names, key.specs, strict=True) if spec}
+    out = {}
+    for n, spec in zip(key.names, key.specs, strict=True):
+        if isinstance(spec, Facets):
+            if spec.cuts is not None:
+                out[n] = list(spec.cuts[0])
+        elif spec is not None:
+            out[n] = list(spec[0])
+    return out
+
+
+def _same_key(data: st.DataObject, value: object, spec: object, cuts: list[float] | None) -> object:
+    """Another value the key cannot tell from ``value`` (``value`` if unsure)."""
+    if isinstance(value, dict) and isinstance(spec, Facets) and spec.items:
+        out = dict(value)
+        for k, (key_cuts, _) in spec.items:
+            out[k] = _same_interval(data, float(out.get(k, 0.0)), list(key_cuts), False)
+        return out
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return value
+    integer = isinstance(value, int)
+    if isinstance(spec, Facets) and spec.bands and spec.cuts is None and len(spec.bands) == 1 and value >= 0:
+        n = spec.bands[0]
+        lo = int(value) // n * n
+        if integer:
+            return data.draw(st.integers(lo, lo + n - 1))
+        return data.draw(st.floats(lo, lo + n, exclude_max=True, allow_nan=False))
+    if cuts is not None and not (isinstance(spec, Facets) and spec.bands):
+        return _same_interval(data, value, cuts, integer)
+    return value
 
 
 def _run(group: Group, values: list[object]) -> object:
@@ -98,9 +160,9 @@ def test_equal_keys_give_equal_results_on_every_preset(data: st.DataObject) -> N
     a = [data.draw(_values(n, cuts)) for n in group.names]
     b = list(a)
     for i, name in enumerate(group.names):
-        value = a[i]
-        if name in cuts and isinstance(value, (int, float)) and not isinstance(value, bool):
-            b[i] = _same_interval(data, value, cuts[name], isinstance(value, int))
+        spec = group.result_key.specs[i]
+        if spec is not None:
+            b[i] = _same_key(data, a[i], spec, cuts.get(name))
     assert group.result_key.key(a) == group.result_key.key(b)
     assert _run(group, a) == _run(group, b)
 
