@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.calendar import BusinessCalendar, to_epoch
+from rules.calendar import DAY_S, BusinessCalendar, to_epoch
 from rules.errors import RuleSetError
 from rules.evaluate import Plan, Verdict, effective
 from rules.events import DEFAULT_SOURCE, segment_changed
@@ -24,6 +24,7 @@ from rules.ruleset import Dimension, RuleSet
 from rules.state import ClientState, Outcome, apply_profile, apply_receipt, initialize
 
 FOREVER = 32_503_680_000  # 3000-01-01: later than any due instant the core computes
+NEAR_S = 35 * DAY_S  # next_due lists the candidates of the next 35 days before the rest
 SUMMARY_METRICS = ("lifetime_visits", "lifetime_value", "visits_30d", "revenue_30d",
                    "avg_check_30d", "days_since_last_purchase", "mean_interval_days")
 
@@ -52,6 +53,7 @@ class Engine:
         self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
                                          | set(SUMMARY_METRICS)))
         self.plan = Plan(rulesets)
+        self._holds = [bool(d.min_days or any(s.min_days for s in d.segments)) for _, d in self.plan.dims]
 
     @property
     def errors(self) -> int:
@@ -65,7 +67,7 @@ class Engine:
         if receipt.client_id is None:
             return Result(state, [], Outcome.ANONYMOUS)
         state = state or initialize(receipt.client_id)
-        t = to_epoch(receipt.occurred_at)
+        t = receipt.at
         events = self.advance(state, t)
         state, outcome = apply_receipt(state, receipt, self.cal)
         if outcome is Outcome.APPLIED:
@@ -109,9 +111,12 @@ class Engine:
         """Earliest instant at which some segment changes with no new input (None: never)."""
         if not state.segments:
             return None
-        for c in self.plan.candidates(state, state.clock, FOREVER, self.cal):
-            if self._changes(state, c):
-                return c
+        after = state.clock
+        for until in (after + NEAR_S, FOREVER):  # most changes are near: list those first
+            for c in self.plan.candidates(state, after, until, self.cal):
+                if self._changes(state, c):
+                    return c
+            after = until
         return None
 
     # -- views ------------------------------------------------------------------------------
@@ -127,11 +132,17 @@ class Engine:
 
     def _changes(self, state: ClientState, at: int) -> list[tuple[RuleSet, Dimension, Verdict]]:
         out = []
-        for (rs, dim), verdict in zip(self.plan.dims, self.plan.verdicts(state, at, self.cal),
-                                      strict=True):
-            current = state.segments.get(dim.id)
-            verdict = effective(dim, verdict, current, at)
-            if current is None or verdict.segment != current[0]:
+        segments = state.segments
+        for (rs, dim), verdict, hold in zip(self.plan.dims, self.plan.verdicts(state, at, self.cal),
+                                            self._holds, strict=True):
+            current = segments.get(dim.id)
+            if current is None:
+                out.append((rs, dim, verdict))
+            elif verdict.segment != current[0]:
+                if hold:
+                    verdict = effective(dim, verdict, current, at)
+                    if verdict.segment == current[0]:
+                        continue
                 out.append((rs, dim, verdict))
         return out
 

@@ -53,6 +53,7 @@ class Receipt:
     currency: str
     items: tuple[Item, ...]
     original_receipt_id: str | None
+    at: int  # occurred_at in epoch seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,8 @@ def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
     items = _parse_items(obj.get("items"), exponent)
     original = _str(obj, "original_receipt_id", required=False)
     return Receipt(
-        receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original
+        receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original,
+        int(occurred_at.timestamp()),
     )
 
 

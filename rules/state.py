@@ -91,7 +91,7 @@ def apply_receipt(
     state: ClientState, receipt: Receipt, cal: BusinessCalendar
 ) -> tuple[ClientState, Outcome]:
     """Fold one validated receipt into the client's record."""
-    t = to_epoch(receipt.occurred_at)
+    t = receipt.at
     day = cal.day(t)
     h = receipt_hash(receipt.receipt_id)
     if any(s[0] == h for s in state.sales) or any(r[0] == h for r in state.rets):
