@@ -16,6 +16,8 @@ from rules_testkit import DAY, MSK, engine, iso, rcpt, ts
 
 from rules import Engine, RejectedInput, parse_profile, preset_names
 from rules.calendar import BusinessCalendar
+from rules.evaluate import Env, raw_verdict
+from rules.metrics import MetricView
 from rules.receipts import Receipt
 from rules.ruleset import loads as load_ruleset_text
 from rules.state import ClientState, Outcome, apply_receipt, canonical, dumps, initialize, loads
@@ -259,3 +261,24 @@ dimensions:
 @given(receipts=histories())
 def test_next_due_is_exact_with_hysteresis(receipts: list[Receipt]) -> None:
     check_next_due_chain(HYSTERESIS, run(HYSTERESIS, receipts), steps=20)
+
+
+# -- (d) the evaluation cache and its groups -------------------------------------------------
+
+
+@SLOW
+@given(receipts=histories(max_n=8), born=st.dates(), bonus=st.integers(0, 20),
+       thirds_of_days=st.integers(0, 1200))
+def test_cached_verdicts_equal_condition_by_condition(receipts: list[Receipt], born: Any,
+                                                      bonus: int, thirds_of_days: int) -> None:
+    """Every preset at once: the grouped, cached CEL programs give the verdicts of running
+    each dimension's conditions one by one (a cache hit the second time)."""
+    state = run(EVERY_PRESET_NY, receipts)
+    add_profile(EVERY_PRESET_NY, state, receipts, born, bonus)
+    plan, cal = EVERY_PRESET_NY.plan, EVERY_PRESET_NY.cal
+    t = state.clock + thirds_of_days * DAY // 3
+    view = MetricView(state, t, cal)
+    envs: dict[int, Env] = {}
+    slow = [raw_verdict(d, envs.setdefault(id(rs), Env(rs, view))) for rs, d in plan.dims]
+    assert plan.verdicts(state, t, cal) == slow
+    assert plan.verdicts(state, t, cal) == slow
