@@ -275,7 +275,8 @@ class Plan:
         out: list[Verdict] = [None] * len(self.dims)  # type: ignore[list-item]
         envs: dict[int, Env] = {}
         for group in self.groups:
-            found = group.evaluate([values[i] for i in group.positions])
+            # a single group got here because its program failed: do not run it again
+            found = None if self._single else group.evaluate([values[i] for i in group.positions])
             for n, (i, rs, d) in enumerate(group.dims):
                 if found is not None:
                     out[i] = found[n]

@@ -217,6 +217,22 @@ def test_division_by_zero_at_run_time_counts_as_no_match() -> None:
     assert eng.segments(s) == {"activity": "idle"} and eng.errors >= 1
 
 
+def test_a_failing_dimension_does_not_disturb_the_others() -> None:
+    failing = loads(with_when("lifetime_visits / visits_7d > 1"), "a.yaml")
+    both, alone = Engine([load_ruleset("boostfeel"), failing]), Engine([load_ruleset("boostfeel")])
+    solo = Engine([loads(with_when("lifetime_visits / visits_7d > 1"), "a.yaml")])
+    assert len(both.plan.groups) == 2
+    t = ts("2026-03-02T10:00:00Z")
+    receipts = [rcpt("a", t), rcpt("b", t + DAY)]
+    (s, _), (r, _), (q, _) = feed(both, receipts), feed(alone, receipts), feed(solo, receipts)
+    for days in (3, 8, 25, 45):
+        events = both.advance(s, t + days * DAY)
+        assert [e for e in events if e["data"]["dimension"] == "boostfeel"] == alone.advance(r, t + days * DAY)
+        assert [e for e in events if e["data"]["dimension"] == "activity"] == solo.advance(q, t + days * DAY)
+        assert both.segments(s) == {**alone.segments(r), **solo.segments(q)}
+    assert both.errors >= 1 and solo.errors >= 1
+
+
 def test_time_thresholds_through_nested_lets() -> None:
     text = dedent("""\
         ruleset: nested
