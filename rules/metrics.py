@@ -200,10 +200,16 @@ def _min_month_revenue_3m(v: MetricView) -> int:
 
 
 def _category_totals(v: MetricView) -> dict[str, int]:
+    """Item amounts per category over the category months (memoized: two metrics read it)."""
+    memo = v._memo
+    cached: dict[str, int] | None = memo.get("#cats")
+    if cached is not None:
+        return cached
     totals: dict[str, int] = {}
     for i in range(CATEGORY_MONTHS):
         for cat, amount in (v.s.cats.get(v.month - i) or {}).items():
             totals[cat] = totals.get(cat, 0) + amount
+    memo["#cats"] = totals
     return totals
 
 
