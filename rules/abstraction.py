@@ -19,7 +19,11 @@ Three more shapes are keyed coarsely, as preset rule sets write them:
 * ``m['key'] <op> NUMBER`` for a map variable: the interval of each named key's value
   (a missing key reads 0.0, as the evaluation context supplies it);
 * ``int(x) / N`` with an integer ``N > 0``: the truncated quotient, so the value bands of
-  ``check_bands`` cost one CEL call per band, not per distinct average check.
+  ``check_bands`` cost one CEL call per band, not per distinct average check;
+* ``a <op> b`` for two variables, either optionally times a literal (netix's
+  ``days_since_last_purchase > 1.5 * mean_interval_days``, ``<``, ``<=``, ``>``, ``>=``):
+  the comparison's truth value (an extra key component), computed as CEL does (an int
+  compared with a double as doubles, NaN an error, int times double an error).
 
 A variable used in several of these ways is keyed on all of them together; one use of any
 other shape makes it exact.
@@ -27,9 +31,10 @@ other shape makes it exact.
 
 from __future__ import annotations
 
+import operator
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rules.celtext import COMPARISONS, Token, free_identifiers, tokenize
@@ -196,18 +201,90 @@ def _frozen(value: Any) -> Any:
     return value
 
 
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+Side = tuple[int, float | None, int, int]  # (identifier position, factor, first, last token)
+Atom = tuple[int, float | None, Callable[[Any, Any], bool], int, float | None]
+
+
+def _side(tokens: list[Token], p: int, step: int, names: Sequence[str]) -> Side | None:
+    """A variable, optionally times a literal (``x``, ``1.5 * x``, ``x * 2``), read from
+    ``p`` in direction ``step``."""
+    def ident(j: int) -> bool:
+        return 0 <= j < len(tokens) and tokens[j].kind == "ident" and tokens[j].text in names
+
+    def star(j: int) -> bool:
+        return 0 <= j < len(tokens) and tokens[j].text == "*"
+
+    if ident(p):
+        k = _literal(tokens, p + 2 * step) if star(p + step) else None
+        if k is not None:
+            return (p, k, *sorted((p, p + 2 * step)))  # type: ignore[return-value]
+        return (p, None, p, p)
+    k = _literal(tokens, p)
+    if k is not None and star(p + step) and ident(p + 2 * step):
+        q = p + 2 * step
+        return (q, k, min(p, q), max(p, q))
+    return None
+
+
+def _atoms(tokens: list[Token], names: Sequence[str]) -> tuple[list[Atom], set[int]]:
+    """Order comparisons of two (scaled) variables, ``a > 1.5 * b``: keyed by their truth
+    value. Returns the atoms and the identifier positions they account for."""
+    atoms: list[Atom] = []
+    used: set[int] = set()
+    for c, tok in enumerate(tokens):
+        if tok.text not in _ORDER:
+            continue
+        left, right = _side(tokens, c - 1, -1, names), _side(tokens, c + 1, 1, names)
+        if left is None or right is None or left[3] != c - 1 or right[2] != c + 1:
+            continue
+        before, after = left[2] - 1, right[3] + 1
+        if (before >= 0 and tokens[before].text not in _BEFORE) or \
+                (after < len(tokens) and tokens[after].text not in _AFTER):
+            continue
+        a, b = tokens[left[0]].text, tokens[right[0]].text
+        atoms.append((list(names).index(a), left[1], _ORDER[tok.text], list(names).index(b), right[1]))
+        used.update((left[0], right[0]))
+    return atoms, used
+
+
+def _scaled(value: Any, factor: float | None) -> Any:
+    """``factor * value`` as CEL computes it; None where CEL would fail or it is no number."""
+    if value.__class__ is not int and value.__class__ is not float:
+        return None
+    if factor is None:
+        return value
+    if factor.__class__ is not value.__class__:
+        return None  # int * double does not exist in CEL
+    out = factor * value
+    return None if out.__class__ is int and abs(out) >= _INT64 else out
+
+
+def _truth(values: Sequence[Any], atom: Atom) -> Any:
+    i, fi, op, j, fj = atom
+    a, b = _scaled(values[i], fi), _scaled(values[j], fj)
+    if a is None or b is None:
+        return ("x", _frozen(values[i]), _frozen(values[j]))
+    if a != a or b != b:  # CEL's ordering of NaN is an error
+        return "nan"
+    if a.__class__ is not b.__class__:  # CEL compares int with double as doubles
+        a, b = float(a), float(b)
+    return op(a, b)
+
+
 class ResultKey:
     """Builds the cache key of one evaluation from the variable values, in ``names`` order."""
 
-    __slots__ = ("names", "specs")
+    __slots__ = ("atoms", "names", "specs")
 
     def __init__(self, source: str, names: Sequence[str]) -> None:
         tokens = tokenize(source)
         uses: dict[str, tuple[set[float], dict[str, set[float]], set[int]] | None] = {
             n: (set(), {}, set()) for n in names}
+        self.atoms, in_atoms = _atoms(tokens, names)
         for i, tok in free_identifiers(tokens):
             current = uses.get(tok.text)
-            if current is None:
+            if current is None or i in in_atoms:
                 continue
             cuts, items, bands = current
             item = _map_item(tokens, i)
@@ -252,4 +329,6 @@ class ResultKey:
                     append(bisect_left(spec[0], value) * 2 + (value in spec[1]))  # type: ignore[index]
             else:
                 append(("value", _frozen(value)))
+        for atom in self.atoms:
+            append(_truth(values, atom))
         return tuple(out)

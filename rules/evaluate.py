@@ -5,9 +5,8 @@ values inlined), so evaluating a group of dimensions is one CEL call. Results ar
 :class:`rules.abstraction.ResultKey` (where each input falls among the constants it is
 compared with), so most evaluations cost the metric look-ups and no CEL call. Every
 dimension whose inputs are all keyed that way shares one program and cache; a dimension
-that reads an input by its exact value (``category_share``, ``avg_check`` bands, a
-recency compared with the client's own rhythm) has its own, so its cache misses do not
-re-run every other dimension. If a program fails at run time (e.g. a division by zero in
+that reads an input by its exact value (``top_category == ""``, a city) has its own, so
+its cache misses do not re-run every other dimension. If a program fails at run time (e.g. a division by zero in
 a user's rule), its dimensions are evaluated one condition at a time and a failing
 condition counts as "no match".
 
