@@ -244,40 +244,22 @@ def _add(name: str, type_: str, kind: str, fn: Fn, doc: str, **kw: Any) -> None:
 
 _add("lifetime_visits", "int", "static", lambda v: v.s.visits, "sale receipts ever, less fully refunded ones")
 _add("lifetime_revenue", "double", "static", lambda v: v.s.revenue, "net revenue ever", money=True)
-_add(
-    "lifetime_value",
-    "double",
-    "static",
-    lambda v: v.s.revenue,
-    "LTV: net revenue ever (same as lifetime_revenue)",
-    money=True,
-)
+_add("lifetime_value", "double", "static", lambda v: v.s.revenue,
+     "LTV: net revenue ever (same as lifetime_revenue)", money=True)
 _add("lifetime_returns", "int", "static", lambda v: v.s.returns, "return receipts ever")
 _add("lifetime_return_amount", "double", "static", lambda v: v.s.return_amount, "refunded ever", money=True)
-_add(
-    "avg_check",
-    "double",
-    "static",
-    lambda v: _avg(v.s.revenue, v.s.visits),
-    "lifetime net revenue / lifetime visits",
-    money=True,
-)
-_add(
-    "mean_interval_days",
-    "double",
-    "static",
-    _mean_interval,
-    "client's mean days between purchases ((last-first)/(visits-1)); 0.0 under 2 visits",
-)
+_add("avg_check", "double", "static", lambda v: _avg(v.s.revenue, v.s.visits),
+     "lifetime net revenue / lifetime visits", money=True)
+_add("mean_interval_days", "double", "static", _mean_interval,
+     "client's mean days between purchases ((last-first)/(visits-1)); 0.0 under 2 visits")
 _add("has_purchase", "bool", "static", lambda v: v.s.last_purchase is not None, "at least one sale")
 _add("last_store", "string", "static", lambda v: v.s.last_store or "", "store of the latest receipt")
 _add("gender", "string", "static", lambda v: v.s.profile.get("gender", ""), "f, m, x or '' (profile)")
 _add("city", "string", "static", lambda v: v.s.profile.get("city", ""), "city (profile)")
 _add("tags", "list", "static", lambda v: list(v.s.profile.get("tags", [])), "CRM tags (profile)")
 _add("has_profile", "bool", "static", lambda v: bool(v.s.profile), "a profile event was seen")
-_add(
-    "has_welcome_bonus", "bool", "static", lambda v: "welcome_bonus_at" in v.s.profile, "welcome bonus given (profile)"
-)
+_add("has_welcome_bonus", "bool", "static", lambda v: "welcome_bonus_at" in v.s.profile,
+     "welcome bonus given (profile)")
 for _name, _anchor, _doc in (
     ("days_since_last_purchase", _last, "whole days since the latest sale"),
     ("days_since_first_purchase", _first, "whole days since the first sale (tenure)"),
@@ -311,88 +293,29 @@ def _months_field(n: int, i: int) -> Fn:
 
 
 for _n in (7, 14, 30):
-    _add(
-        f"visits_{_n}d",
-        "int",
-        "daily",
-        _window_field(_n, 0),
-        f"visits in the last {_n} business days (today included)",
-        window=_n,
-    )
-    _add(
-        f"revenue_{_n}d",
-        "double",
-        "daily",
-        _window_field(_n, 1),
-        f"net revenue in the last {_n} business days",
-        money=True,
-        window=_n,
-    )
-    _add(
-        f"avg_check_{_n}d",
-        "double",
-        "daily",
-        _window_avg(_n),
-        f"revenue_{_n}d / visits_{_n}d (0.0 with no visits)",
-        money=True,
-        window=_n,
-    )
-_add(
-    "returns_30d", "int", "daily", lambda v: v.window(30)[2], "return receipts in the last 30 business days", window=30
-)
+    _add(f"visits_{_n}d", "int", "daily", _window_field(_n, 0),
+         f"visits in the last {_n} business days (today included)", window=_n)
+    _add(f"revenue_{_n}d", "double", "daily", _window_field(_n, 1),
+         f"net revenue in the last {_n} business days", money=True, window=_n)
+    _add(f"avg_check_{_n}d", "double", "daily", _window_avg(_n),
+         f"revenue_{_n}d / visits_{_n}d (0.0 with no visits)", money=True, window=_n)
+_add("returns_30d", "int", "daily", lambda v: v.window(30)[2],
+     "return receipts in the last 30 business days", window=30)
 
 for _n in (1, 3, 6, 12):
     _label = "this_month" if _n == 1 else f"{_n}m"
-    _add(
-        f"visits_{_label}",
-        "int",
-        "monthly",
-        _months_field(_n, 0),
-        f"visits in the current calendar month and the {_n - 1} before it",
-        window=_n,
-    )
-    _add(
-        f"revenue_{_label}",
-        "double",
-        "monthly",
-        _months_field(_n, 1),
-        f"net revenue in the current calendar month and the {_n - 1} before it",
-        money=True,
-        window=_n,
-    )
-_add(
-    "visits_prev_month",
-    "int",
-    "monthly",
-    lambda v: (v.s.months.get(v.month - 1) or [0, 0])[0],
-    "visits in the previous calendar month",
-    window=2,
-)
-_add(
-    "active_months_12m",
-    "int",
-    "monthly",
-    lambda v: len([b for b in v.months_back(12) if b[0] > 0]),
-    "months with a visit among the last 12 (current included)",
-    window=12,
-)
-_add(
-    "active_months_streak",
-    "int",
-    "monthly",
-    _streak,
-    "consecutive calendar months with a visit, ending this month (or last month if none yet this month)",
-    window=13,
-)
-_add(
-    "min_month_revenue_3m",
-    "double",
-    "monthly",
-    _min_month_revenue_3m,
-    "lowest monthly net revenue among the 3 months ending where active_months_streak ends",
-    money=True,
-    window=4,
-)
+    _add(f"visits_{_label}", "int", "monthly", _months_field(_n, 0),
+         f"visits in the current calendar month and the {_n - 1} before it", window=_n)
+    _add(f"revenue_{_label}", "double", "monthly", _months_field(_n, 1),
+         f"net revenue in the current calendar month and the {_n - 1} before it", money=True, window=_n)
+_add("visits_prev_month", "int", "monthly", lambda v: (v.s.months.get(v.month - 1) or [0, 0])[0],
+     "visits in the previous calendar month", window=2)
+_add("active_months_12m", "int", "monthly", lambda v: len([b for b in v.months_back(12) if b[0] > 0]),
+     "months with a visit among the last 12 (current included)", window=12)
+_add("active_months_streak", "int", "monthly", _streak,
+     "consecutive calendar months with a visit, ending this month (or last month if none yet this month)", window=13)
+_add("min_month_revenue_3m", "double", "monthly", _min_month_revenue_3m,
+     "lowest monthly net revenue among the 3 months ending where active_months_streak ends", money=True, window=4)
 _add(
     "category_share",
     "map",
@@ -402,14 +325,8 @@ _add(
     "e.g. category_share['coffee']; a category a rule names reads 0.0 when absent",
     window=CATEGORY_MONTHS,
 )
-_add(
-    "top_category",
-    "string",
-    "monthly",
-    _top_category,
-    "category with the largest item amount over the same months",
-    window=CATEGORY_MONTHS,
-)
+_add("top_category", "string", "monthly", _top_category,
+     "category with the largest item amount over the same months", window=CATEGORY_MONTHS)
 
 #: Zero values of each CEL type, used to type-check expressions at load time.
 SAMPLES: dict[str, Any] = {"int": 1, "double": 1.5, "string": "x", "bool": True, "map": {"coffee": 0.5}, "list": ["x"]}
