@@ -68,13 +68,13 @@ async def raw_consume(boot: str, topic: str, expected: int) -> float:
     return n / (time.perf_counter() - (started or time.perf_counter()))
 
 
-EXTRA: dict[str, str] = {}
+EXTRA: dict[str, str] = {"LOYALTY_RULES": "boostfeel,rfm"}  # --env LOYALTY_RULES=... overrides
 
 
 def throughput(boot: str, tmp: Path, n: int) -> dict[str, float]:
     clients = max(10, n * 2000 // 26_000)
     lines = list(generate(SimConfig(clients=clients, days=90, seed=9)))[:n]
-    w = Worker(unique_env(boot, tmp / "tp", LOYALTY_RULES="boostfeel,rfm",
+    w = Worker(unique_env(boot, tmp / "tp",
                           LOYALTY_CLOCK="2026-06-15T00:00:00Z", LOYALTY_PARTITIONS="4", **EXTRA), tmp / "tp.log")
     s = w.settings
     produce_lines(s, lines)
@@ -102,7 +102,7 @@ def throughput(boot: str, tmp: Path, n: int) -> dict[str, float]:
 
 
 def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, float]:
-    w = Worker(unique_env(boot, tmp / f"lat{rate:.0f}", LOYALTY_RULES="boostfeel,rfm", LOYALTY_PARTITIONS="4",
+    w = Worker(unique_env(boot, tmp / f"lat{rate:.0f}", LOYALTY_PARTITIONS="4",
                           **EXTRA),
                tmp / f"lat{rate:.0f}.log")
     s = w.settings
@@ -164,7 +164,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        result = {"fast_drain": args.fast_drain, "machine": machine,
+        result = {"fast_drain": args.fast_drain, "machine": machine, "rules": EXTRA["LOYALTY_RULES"],
                   "throughput": throughput(boot, tmp, args.receipts),
                   "latency": [latency(boot, tmp, r, args.seconds) for r in (args.rate or [1000, 5000])]}
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
