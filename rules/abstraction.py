@@ -12,7 +12,7 @@ A use counts as a comparison with a constant only when nothing around it binds t
 ``?``, ``:``, ``,``, ``[``, ``]`` or the ends) on both sides. Anything else, such as
 ``visits_30d + 1 >= 10`` or ``x >= y``, keys on the exact value.
 
-Three more shapes are keyed coarsely, as preset rule sets write them:
+Four more shapes are keyed coarsely, as preset rule sets write them:
 
 * a constant may be a product or quotient of literals (``x >= 3.0 * 2000.0`` once the
   parameters are substituted);
@@ -218,7 +218,7 @@ def _side(tokens: list[Token], p: int, step: int, names: Sequence[str]) -> Side 
     if ident(p):
         k = _literal(tokens, p + 2 * step) if star(p + step) else None
         if k is not None:
-            return (p, k, *sorted((p, p + 2 * step)))  # type: ignore[return-value]
+            return (p, k, min(p, p + 2 * step), max(p, p + 2 * step))
         return (p, None, p, p)
     k = _literal(tokens, p)
     if k is not None and star(p + step) and ident(p + 2 * step):

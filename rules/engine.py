@@ -53,7 +53,6 @@ class Engine:
         self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
                                          | set(SUMMARY_METRICS)))
         self.plan = Plan(rulesets)
-        self._holds = [bool(d.min_days or any(s.min_days for s in d.segments)) for _, d in self.plan.dims]
 
     @property
     def errors(self) -> int:
@@ -134,7 +133,7 @@ class Engine:
         out = []
         segments = state.segments
         for (rs, dim), verdict, hold in zip(self.plan.dims, self.plan.verdicts(state, at, self.cal),
-                                            self._holds, strict=True):
+                                            self.plan.holds, strict=True):
             current = segments.get(dim.id)
             if current is None:
                 out.append((rs, dim, verdict))

@@ -6,9 +6,9 @@ values inlined), so evaluating a group of dimensions is one CEL call. Results ar
 compared with), so most evaluations cost the metric look-ups and no CEL call. Every
 dimension whose inputs are all keyed that way shares one program and cache; a dimension
 that reads an input by its exact value (``top_category == ""``, a city) has its own, so
-its cache misses do not re-run every other dimension. If a program fails at run time (e.g. a division by zero in
-a user's rule), its dimensions are evaluated one condition at a time and a failing
-condition counts as "no match".
+its cache misses do not re-run every other dimension. If a program fails at run time
+(e.g. a division by zero in a user's rule), its dimensions are evaluated one condition at
+a time and a failing condition counts as "no match".
 
 ``candidates`` lists the instants at which a segment can change with no new receipt:
 
@@ -166,10 +166,10 @@ def _dimension_source(dim: Dimension, rs: RuleSet) -> str:
 class Group:
     """Dimensions evaluated by one CEL program, with one result cache.
 
-    Dimensions whose every input is keyed by interval share the first group, so one cached
-    result serves them all. A dimension that reads some input by its exact value (a map, a
-    comparison with another metric) gets a group of its own: its cache misses then run
-    only its own program, not the whole plan.
+    Dimensions whose every input is keyed coarsely (see :mod:`rules.abstraction`) share the
+    first group, so one cached result serves them all. A dimension that reads some input by
+    its exact value (``top_category == ""``, a city) gets a group of its own: its cache
+    misses then run only its own program, not the whole plan.
     """
 
     __slots__ = ("dims", "map_keys", "names", "positions", "program", "result_key", "results", "rules")
@@ -235,8 +235,9 @@ class Plan:
         self.dims: list[tuple[RuleSet, Dimension]] = [(rs, d) for rs in rulesets for d in rs.dimensions]
         self.names = tuple(sorted({n for _, d in self.dims for n in d.metrics}))
         self._getters = [(CATALOGUE[n].fn, CATALOGUE[n].money) for n in self.names]
-        shared = [(i, rs, d) for i, (rs, d) in enumerate(self.dims) if _shareable(rs, d)]
-        own = [[(i, rs, d)] for i, (rs, d) in enumerate(self.dims) if not _shareable(rs, d)]
+        shareable = [_shareable(rs, d) for rs, d in self.dims]
+        shared = [(i, rs, d) for i, (rs, d) in enumerate(self.dims) if shareable[i]]
+        own = [[(i, rs, d)] for i, (rs, d) in enumerate(self.dims) if not shareable[i]]
         self.groups = [Group(g, self.names) for g in ([shared] if shared else []) + own]
         # one group reading every input in plan order: its verdicts are the plan's
         self._single = len(self.groups) == 1 and self.groups[0].positions == tuple(range(len(self.names)))
@@ -259,7 +260,9 @@ class Plan:
         self._day_steps = [(fn, sorted(steps)) for fn, steps in by_anchor.items()]
         self.daily_windows = tuple(sorted({n for _, d in self.dims for n in d.daily_windows}))
         self.monthly_window = min(max((d.monthly_window for _, d in self.dims), default=0), MONTHS_KEPT)
-        self.hysteresis = any(d.min_days or any(s.min_days for s in d.segments) for _, d in self.dims)
+        # per dimension: has a minimum stay (hysteresis) somewhere
+        self.holds = [bool(d.min_days or any(s.min_days for s in d.segments)) for _, d in self.dims]
+        self.hysteresis = any(self.holds)
         self.errors = 0
 
     def verdicts(self, state: ClientState, t: int, cal: BusinessCalendar) -> list[Verdict]:

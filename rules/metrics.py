@@ -109,22 +109,16 @@ class MetricView:
         lo, hi = self.day - days + 1, self.day
         visits = revenue = returns = 0
         rets = self.s.rets
-        if rets:
-            cancelled = self.cancelled()
-            for h, d, amount in self.s.sales:
-                if lo <= d <= hi:
-                    revenue += amount
-                    if h not in cancelled:
-                        visits += 1
-            for _h, d, amount, _o in rets:
-                if lo <= d <= hi:
-                    revenue -= amount
-                    returns += 1
-        else:
-            for _h, d, amount in self.s.sales:
-                if lo <= d <= hi:
-                    revenue += amount
+        cancelled = self.cancelled() if rets else ()
+        for h, d, amount in self.s.sales:
+            if lo <= d <= hi:
+                revenue += amount
+                if not cancelled or h not in cancelled:
                     visits += 1
+        for _h, d, amount, _o in rets:
+            if lo <= d <= hi:
+                revenue -= amount
+                returns += 1
         result = memo[days] = (visits, revenue, returns)
         return result
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from rules.calendar import to_epoch
 from rules.errors import RejectedInput
 
 #: Minor-unit exponents of currencies that do not use 2 decimals.
@@ -159,7 +160,7 @@ def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
     original = _str(obj, "original_receipt_id", required=False)
     return Receipt(
         receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original,
-        int(occurred_at.timestamp()),
+        to_epoch(occurred_at),
     )
 
 

@@ -253,7 +253,7 @@ class ScenarioRunner:
         if seq is not None:
             state.receipt_seq = seq
             step.changed = True
-        t, h = to_epoch(receipt.occurred_at), receipt_hash(receipt.receipt_id)
+        t, h = receipt.at, receipt_hash(receipt.receipt_id)
         oldest = self.cal.day(max(state.max_seen, t)) - HORIZON_DAYS
         if self.cal.day(t) <= oldest or any(i[0] == h for i in state.ids):
             return state, step  # beyond the horizon (the engine rejects it) or a duplicate
