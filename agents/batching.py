@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from faust.streams import _current_event
+from faust.types import TP
 
 
 @contextlib.contextmanager
@@ -43,3 +44,66 @@ async def send(app: Any, direct: bool, event: Any, topic: Any, name: str, key: b
         return await app.producer.send(name, key, value, None, None, None)
     with in_event(event):
         return await topic.send(key=key, value=value)
+
+
+class ClientTable:
+    """Reads and writes of the clients table by the clients agent, in batches.
+
+    Faust's ``table[key] = value`` sends the changelog record through its producer buffer
+    (a future, a callback and a RocksDB write of the persisted offset per record): with
+    one produce per event, that capped a trivial agent at ~3,500 events/s here, against
+    ~8,000 written directly. ``direct`` (at-least-once, RocksDB store) does what Faust
+    does, without the per-record machinery: the value goes to the partition's database,
+    the changelog record to the producer, and once acked the highest offset of each
+    partition becomes the database's persisted offset (where recovery resumes). Faust
+    flushes the producer before it commits input offsets, so every changelog record of
+    a committed event has been acked. Otherwise (exactly-once: the changelog must go
+    through the transactional producer; the memory store) Faust's table API is used.
+    """
+
+    def __init__(self, app: Any, table: Any, direct: bool) -> None:
+        self.app = app
+        self.table = table
+        self.store = table.data
+        self.direct = direct and hasattr(self.store, "_db_for_partition")
+        self.changelog = table.changelog_topic.get_topic_name() if self.direct else ""
+        self._unacked: list[tuple[int, Any]] = []  # (partition, future of the changelog ack)
+
+    def get(self, event: Any, key: bytes) -> bytes | None:
+        """The stored value of ``key`` in the partition of ``event``."""
+        if self.direct:
+            value: bytes | None = self.store._db_for_partition(event.message.partition).get(key)
+            return value
+        with in_event(event):
+            return self.table.get(key)  # type: ignore[no-any-return]
+
+    async def set(self, event: Any, key: bytes, value: bytes) -> None:
+        if not self.direct:
+            with in_event(event):
+                self.table[key] = value
+            return
+        partition = event.message.partition
+        self.store._db_for_partition(partition).put(key, value)
+        ack = await self.app.producer.send(self.changelog, key, value, partition, None, None)
+        self._unacked.append((partition, ack))
+
+    def settle(self) -> None:
+        """Record the persisted offsets of the changelog records acked so far.
+
+        Raises the send error of a changelog record that failed (the agent stops rather
+        than go on with a changelog behind its database).
+        """
+        if not self._unacked:
+            return
+        highest: dict[int, int] = {}
+        waiting = []
+        for partition, ack in self._unacked:
+            if not ack.done():
+                waiting.append((partition, ack))
+                continue
+            offset = ack.result().offset  # raises the send error, if any
+            if offset > highest.get(partition, -1):
+                highest[partition] = offset
+        self._unacked = waiting
+        for partition, offset in highest.items():
+            self.store.set_persisted_offset(TP(self.changelog, partition), offset)

@@ -24,7 +24,7 @@ from typing import Any
 import faust
 import orjson
 
-from agents.batching import in_event, send
+from agents.batching import ClientTable, in_event, send
 from agents.due_index import DueIndex, partitioned, stored_dues
 from agents.handler import ClientHandler, route
 from agents.offsets import register_filler
@@ -75,6 +75,7 @@ async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, sourc
 def register(p: Pipeline, due_interval: float) -> None:
     app = p.app
     handler = ClientHandler(p.engine, p.clock, p.scenarios)
+    table = ClientTable(app, p.clients, p.direct_sends)
     value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
 
     topic = p.client_events.get_topic_name()
@@ -124,7 +125,7 @@ def register(p: Pipeline, due_interval: float) -> None:
             items = []  # (record, the Faust event whose context it runs in)
             for event in batch:
                 items += [(one, event) for one in await gaps.fill(app, event)]
-            await _process_batch(p, handler, value_dims, items)
+            await _process_batch(p, handler, table, value_dims, items)
             await gaps.done(app)
 
     input_topics = {p.receipts.get_topic_name(), p.profiles.get_topic_name()}
@@ -187,8 +188,8 @@ class _Done:
     out: Any
 
 
-async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[str],
-                         items: list[tuple[Any, Any]]) -> None:
+async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable,
+                         value_dims: set[str], items: list[tuple[Any, Any]]) -> None:
     """Apply a batch: publish every change (acked) BEFORE any table write of the batch.
 
     If the worker dies in between, the batch is redelivered against the old state and the
@@ -209,8 +210,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
         message: bytes = event.value
         stored = pending.get(key)
         if stored is None:
-            with in_event(ctx):
-                stored = p.clients.get(key)
+            stored = table.get(ctx, key)
         try:
             out = handler.handle(key.decode(), message, stored)
         except RejectedInput as exc:
@@ -242,15 +242,15 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, value_dims: set[st
         p.metrics.processing.labels(out.kind).observe(time.perf_counter() - started)
     if sent:
         await asyncio.gather(*sent)
+    table.settle()
     for d in done:
-        with in_event(d.ctx):
-            _write(p, d.ctx.message.partition if by_partition else 0, d.key, d.message, d.out)
+        await _write(p, table, d, d.ctx.message.partition if by_partition else 0)
 
 
-def _write(p: Pipeline, partition: int, key: bytes, message: bytes, out: Any) -> None:
+async def _write(p: Pipeline, table: ClientTable, d: _Done, partition: int) -> None:
     """Table write of one handled message (the changelog needs it), due index updated."""
-    if out.value is not None:
-        p.clients[key] = out.value
-        p.due_index.set(partition, key, out.due_new)
-    if message[:1] == codecs.TICK:
-        p.inflight.pop((codecs.tick_due(message), key), None)
+    if d.out.value is not None:
+        await table.set(d.ctx, d.key, d.out.value)
+        p.due_index.set(partition, d.key, d.out.due_new)
+    if d.message[:1] == codecs.TICK:
+        p.inflight.pop((codecs.tick_due(d.message), d.key), None)
