@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra infra-stop tools test test-unit lint demo bench-core bench-stream bench-api clean
+.PHONY: install infra infra-stop tools test test-unit lint demo bench-core bench-stream bench-ceiling bench-api clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-core: install
 
 bench-stream: install infra
 	$(BIN)/python bench/bench_stream.py
+
+bench-ceiling: install infra
+	$(BIN)/python bench/bench_faust_ceiling.py
 
 bench-api: install
 	deploy/local/redis.sh start
