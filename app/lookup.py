@@ -16,7 +16,8 @@ process (scale it out; ``SO_REUSEPORT`` lets several share a port) that does one
 HTTP: keep-alive and pipelining (responses in request order); ``Connection: close`` and
 HTTP/1.0 honoured; request line and headers limited to 16 KiB (431), bodies to 64 KiB
 (413); malformed requests get 400 and the connection is closed; idle connections are
-closed after ``idle_timeout`` seconds. Parsing is httptools (llhttp).
+closed after ``idle_timeout`` seconds. Parsing is httptools (llhttp), in
+:mod:`app.lookup_http`.
 
 Reads: at most ``MAX_READS`` reads are out at a time; the lookups that arrive meanwhile
 go to Redis together as one ``EVALSHA`` of a Lua script that reads the current generation
@@ -41,49 +42,24 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.utils import formatdate
 from urllib.parse import unquote
 
-import httptools
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 
-from app.api import ApiError, check_client_id, client_document, error_body, not_found
+from app.api import ApiError, check_client_id, client_document, not_found
+from app.lookup_http import Conn, Slot, error_json
 from app.lookup_stats import Stats
 from app.lookup_store import Invalidations, Reader
 from app.projection import Days
 from rules.calendar import iso
 
 log = logging.getLogger("loyalty.lookup")
-MAX_HEAD = 16 * 1024
-MAX_BODY = 64 * 1024
-MAX_QUEUED = 128  # requests pipelined on one connection before reading pauses
 MAX_READS = 2  # Redis reads in flight; lookups arriving meanwhile form the next batch
-def _error(code: str, message: str, parameter: str | None = None) -> bytes:
-    return orjson.dumps(error_body(code, message, parameter))
-
-
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
-            405: b"Method Not Allowed", 413: b"Payload Too Large",
-            431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-            503: b"Service Unavailable"}
-
-
-class _Slot:
-    """One request's place in its connection's response order."""
-
-    __slots__ = ("extra", "keep", "payload", "started", "status")
-
-    def __init__(self, keep: bool, started: float) -> None:
-        self.status = 0
-        self.payload = b""
-        self.keep = keep
-        self.started = started
-        self.extra = b""
 
 
 class LookupServer:
@@ -103,8 +79,8 @@ class LookupServer:
         self.stats = Stats()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.stats)
-        self.conns: set[_Conn] = set()
-        self.pending: list[tuple[str, _Slot, _Conn]] = []
+        self.conns: set[Conn] = set()
+        self.pending: list[tuple[str, Slot, Conn]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.scheduled = False
         self.date = b""
@@ -123,7 +99,7 @@ class LookupServer:
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self._tick()
-        self.server = await loop.create_server(lambda: _Conn(self), host, port,
+        self.server = await loop.create_server(lambda: Conn(self), host, port,
                                                reuse_port=reuse_port or None, backlog=2048)
         self._ticker = asyncio.ensure_future(self._ticks())
         if self.invalidations is not None:
@@ -197,30 +173,30 @@ class LookupServer:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def handle(self, conn: _Conn, method: bytes, url: bytes, auth: bytes, slot: _Slot) -> None:
+    def handle(self, conn: Conn, method: bytes, url: bytes, auth: bytes, slot: Slot) -> None:
         path = url.split(b"?", 1)[0]
         if method != b"GET":
             slot.extra = b"Allow: GET\r\n"
-            return conn.done(slot, 405, _error("method_not_allowed", "only GET is served here"))
+            return conn.done(slot, 405, error_json("method_not_allowed", "only GET is served here"))
         if path == b"/health":
             return conn.done(slot, 200, b'{"status":"ok"}')
         if path == b"/metrics":
             slot.extra = f"Content-Type: {CONTENT_TYPE_LATEST}\r\n".encode()
             return conn.done(slot, 200, generate_latest(self.registry))
         if not path.startswith(b"/clients/") or path.count(b"/") != 2:
-            return conn.done(slot, 404, _error("not_found", "no such path on the lookup server"))
+            return conn.done(slot, 404, error_json("not_found", "no such path on the lookup server"))
         if self.expected and not hmac.compare_digest(auth, self.expected):
             slot.extra = b'WWW-Authenticate: Bearer realm="loyalty"\r\n'
-            return conn.done(slot, 401, _error("unauthorized", "missing or invalid bearer token"))
+            return conn.done(slot, 401, error_json("unauthorized", "missing or invalid bearer token"))
         try:
             cid = path[9:].decode("utf-8")
             if "%" in cid:
                 cid = unquote(cid, errors="strict")
             check_client_id(cid)
         except UnicodeDecodeError:
-            return conn.done(slot, 400, _error("bad_request", "client_id: not UTF-8", "client_id"))
+            return conn.done(slot, 400, error_json("bad_request", "client_id: not UTF-8", "client_id"))
         except ApiError as exc:
-            return conn.done(slot, exc.status, _error(exc.code, exc.message, exc.parameter))
+            return conn.done(slot, exc.status, error_json(exc.code, exc.message, exc.parameter))
         if self.live:
             hit = self.cache.get(cid)
             if hit is not None:
@@ -247,7 +223,7 @@ class LookupServer:
         if self.pending and not self.scheduled:
             self._flush()  # what arrived while MAX_READS reads were out: the next batch
 
-    async def _run(self, batch: list[tuple[str, _Slot, _Conn]]) -> None:
+    async def _run(self, batch: list[tuple[str, Slot, Conn]]) -> None:
         now, month, as_of = self._now()  # a document is of one month (its last_month)
         watch: tuple[set[str], set[str]] = ({cid for cid, _, _ in batch}, set())
         self.inflight.append(watch)
@@ -256,13 +232,13 @@ class LookupServer:
             rows = await self.reader.read([cid for cid, _, _ in batch], month, self.dims)
         except (RedisError, OSError) as exc:
             log.warning("projection unavailable: %s: %s", type(exc).__name__, exc)
-            body = _error("unavailable", "the projection store (Redis) is unavailable")
+            body = error_json("unavailable", "the projection store (Redis) is unavailable")
             for _, slot, conn in batch:
                 conn.done(slot, 503, body)
             return
         except Exception:
             log.exception("lookup read failed")
-            body = _error("internal", "internal error")
+            body = error_json("internal", "internal error")
             for _, slot, conn in batch:
                 conn.done(slot, 500, body)
             return
@@ -286,12 +262,12 @@ class LookupServer:
                     status, head = 200, body[:body.rindex(b',"as_of":')]
                 else:
                     missing = not_found(cid)
-                    status, body = 404, _error(missing.code, missing.message)
+                    status, body = 404, error_json(missing.code, missing.message)
                 if status == 200 and self.live and cid not in stale and self.cache_size:
                     self._keep(cid, month, head)
             except Exception:
                 log.exception("error rendering client %r", cid)
-                status, body = 500, _error("internal", "internal error")
+                status, body = 500, error_json("internal", "internal error")
             conn.done(slot, status, body)
 
     def _keep(self, cid: str, month: str, head: bytes) -> None:
@@ -299,134 +275,3 @@ class LookupServer:
         if cid not in cache and len(cache) >= self.cache_size:
             del cache[next(iter(cache))]  # the oldest entry
         cache[cid] = (month, head)
-
-
-class _Conn(asyncio.Protocol):
-    """One client connection: httptools callbacks, ordered responses, back-pressure."""
-
-    def __init__(self, server: LookupServer) -> None:
-        self.server = server
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.queue: deque[_Slot] = deque()
-        self.url = b""
-        self.auth = b""
-        self.size = 0
-        self.failed = False
-        self.paused = False
-        self.last = time.monotonic()
-
-    # -- transport --------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
-        self.server.conns.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.conns.discard(self)
-        self.transport = None
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-            self.paused = True
-
-    def resume_writing(self) -> None:
-        self._resume()
-
-    def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
-        if self.failed:
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "upgrades are not supported")
-        except httptools.HttpParserError:
-            self._fail(400, "malformed HTTP request")
-
-    def _fail(self, status: int, message: str) -> None:
-        """A request that cannot be parsed or is too large: answer and close."""
-        if self.failed:
-            return
-        self.failed = True
-        code = {413: "too_large", 431: "too_large"}.get(status, "bad_request")
-        slot = _Slot(False, time.perf_counter())
-        self.queue.append(slot)
-        self.done(slot, status, _error(code, message))
-
-    # -- httptools callbacks ----------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.auth = b""
-        self.size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self._grow(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value))
-        if name.lower() == b"authorization":
-            self.auth = value
-
-    def on_body(self, body: bytes) -> None:
-        self.size += len(body)
-        if self.size > MAX_HEAD + MAX_BODY:
-            self._fail(413, "request body too large")
-            raise httptools.HttpParserError("body too large")
-
-    def _grow(self, n: int) -> None:
-        self.size += n
-        if self.size > MAX_HEAD:
-            self._fail(431, "request line and headers are limited to 16 KiB")
-            raise httptools.HttpParserError("head too large")
-
-    def on_message_complete(self) -> None:
-        if self.failed:
-            return
-        slot = _Slot(self.parser.should_keep_alive(), time.perf_counter())
-        self.queue.append(slot)
-        if len(self.queue) >= MAX_QUEUED and self.transport is not None and not self.paused:
-            self.transport.pause_reading()
-            self.paused = True
-        self.server.handle(self, self.parser.get_method(), self.url, self.auth, slot)
-
-    # -- responses --------------------------------------------------------------------------
-
-    def done(self, slot: _Slot, status: int, payload: bytes) -> None:
-        slot.status, slot.payload = status, payload
-        queue = self.queue
-        if not queue or queue[0] is not slot:
-            return  # an earlier request is still waiting: it writes this one too
-        stats, date = self.server.stats, self.server.date
-        out: list[bytes] = []
-        keep = True
-        while queue and queue[0].status:
-            s = queue.popleft()
-            ctype = b"" if s.extra.startswith(b"Content-Type") else b"Content-Type: application/json\r\n"
-            out.append(b"HTTP/1.1 %d %s\r\n%s%sContent-Length: %d\r\nDate: %s\r\n%s\r\n%s" % (
-                s.status, _REASONS.get(s.status, b"Error"), ctype, s.extra, len(s.payload), date,
-                b"" if s.keep else b"Connection: close\r\n", s.payload))
-            stats.observe(s.status, time.perf_counter() - s.started)
-            if not s.keep:
-                keep = False
-                queue.clear()
-                break
-        if self.transport is None:
-            return
-        self.transport.write(b"".join(out))
-        if not keep:
-            self.transport.close()
-        elif self.paused and len(queue) < MAX_QUEUED // 2:
-            self._resume()
-
-    def _resume(self) -> None:
-        if self.paused and self.transport is not None and not self.transport.is_closing():
-            self.paused = False
-            self.transport.resume_reading()
