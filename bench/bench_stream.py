@@ -4,6 +4,8 @@
    changelog on) drains them; receipts/s = N / (last - first receipt-caused change event),
    from the Kafka timestamps of the change events (the time-based changes of clients whose
    due instant has passed follow on the due timer; their span is printed too).
+   ``--workers N`` starts N worker processes of the same app instead (one after the other,
+   so the span includes their rebalance).
 2. Latency: a fresh worker, once a probe receipt has come through (start-up excluded),
    gets live receipts at --rate receipts/s (new clients, so every receipt yields a change
    event); latency = change event timestamp - receipt timestamp (both Kafka CreateTime).
@@ -31,7 +33,7 @@ from aiokafka import AIOKafkaConsumer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.simulate import SimConfig, generate
-from tests.integration.harness import Worker, produce_lines, read_topic, unique_env
+from tests.integration.harness import Worker, free_port, produce_lines, read_topic, unique_env
 
 
 def bootstrap() -> str:
@@ -71,30 +73,35 @@ async def raw_consume(boot: str, topic: str, expected: int) -> float:
 EXTRA: dict[str, str] = {"LOYALTY_RULES": "boostfeel,rfm"}  # --env LOYALTY_RULES=... overrides
 
 
-def throughput(boot: str, tmp: Path, n: int) -> dict[str, float]:
+def throughput(boot: str, tmp: Path, n: int, workers: int = 1) -> dict[str, float]:
     clients = max(10, n * 2000 // 26_000)
     lines = list(generate(SimConfig(clients=clients, days=90, seed=9)))[:n]
-    w = Worker(unique_env(boot, tmp / "tp",
-                          LOYALTY_CLOCK="2026-06-15T00:00:00Z", LOYALTY_PARTITIONS="4", **EXTRA), tmp / "tp.log")
-    s = w.settings
+    env = unique_env(boot, tmp / "tp", LOYALTY_CLOCK="2026-06-15T00:00:00Z",
+                     LOYALTY_PARTITIONS="4", **EXTRA)
+    # more workers: the same app (one consumer group), each its own data dir and port
+    ws = [Worker({**env, "LOYALTY_DATA_DIR": str(tmp / f"tp{i}"), "LOYALTY_WEB_PORT": str(free_port())}
+                 if i else env, tmp / f"tp{i}.log") for i in range(workers)]
+    s = ws[0].settings
     produce_lines(s, lines)
-    w.start()
     last_count, stable = -1, 0
     try:
+        for w in ws:
+            w.start()
         while stable < 3:
             time.sleep(3)
             records = read_topic(s, s.topic_changes)
             stable = stable + 1 if len(records) == last_count else 0
             last_count = len(records)
     finally:
-        w.stop()
+        for w in ws:
+            w.stop()
     stamps = sorted(r.timestamp for r in records)
     # receipts/s: over the span of the receipt-caused changes (time-based changes of clients
     # whose due instant passed follow the drain on the due timer and are not receipts)
     by_receipt = sorted(r.timestamp for r in records if orjson.loads(r.value)["data"]["cause"] == "receipt")
     seconds = (by_receipt[-1] - by_receipt[0]) / 1000
     raw = asyncio.run(raw_consume(boot, s.topic_receipts, len(lines)))
-    return {"receipts": len(lines), "change_events": len(records),
+    return {"workers": workers, "receipts": len(lines), "change_events": len(records),
             "receipt_change_events": len(by_receipt), "seconds": round(seconds, 1),
             "receipts_per_s": round(len(lines) / seconds),
             "all_changes_seconds": round((stamps[-1] - stamps[0]) / 1000, 1),
@@ -153,6 +160,8 @@ def main() -> None:
     ap.add_argument("--receipts", type=int, default=100_000)
     ap.add_argument("--rate", type=float, action="append", default=None)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes sharing the 4 partitions (throughput run only)")
     ap.add_argument("--fast-drain", action="store_true", help="LOYALTY_FAST_DRAIN=true (opt-in patch)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra worker environment, e.g. LOYALTY_SCENARIOS=none")
@@ -165,7 +174,7 @@ def main() -> None:
         tmp = Path(d)
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         result = {"fast_drain": args.fast_drain, "machine": machine, "rules": EXTRA["LOYALTY_RULES"],
-                  "throughput": throughput(boot, tmp, args.receipts),
+                  "throughput": throughput(boot, tmp, args.receipts, args.workers),
                   "latency": [latency(boot, tmp, r, args.seconds) for r in (args.rate or [1000, 5000])]}
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
