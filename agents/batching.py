@@ -91,7 +91,9 @@ class ClientTable:
         """Record the persisted offsets of the changelog records acked so far.
 
         Raises the send error of a changelog record that failed (the agent stops rather
-        than go on with a changelog behind its database).
+        than go on with a changelog behind its database). A partition revoked meanwhile is
+        skipped: Faust dropped its database, and a missing persisted offset only makes a later
+        recovery read more of the changelog.
         """
         if not self._unacked:
             return
@@ -105,5 +107,7 @@ class ClientTable:
             if offset > highest.get(partition, -1):
                 highest[partition] = offset
         self._unacked = waiting
+        open_dbs = self.store._dbs
         for partition, offset in highest.items():
-            self.store.set_persisted_offset(TP(self.changelog, partition), offset)
+            if partition in open_dbs:  # not revoked meanwhile (Faust drops revoked databases)
+                self.store.set_persisted_offset(TP(self.changelog, partition), offset)

@@ -28,6 +28,10 @@ class _Store:
     dbs: dict[int, _Db] = field(default_factory=dict)
     persisted: dict[Any, int] = field(default_factory=dict)
 
+    @property
+    def _dbs(self) -> dict[int, _Db]:
+        return self.dbs
+
     def _db_for_partition(self, partition: int) -> _Db:
         return self.dbs.setdefault(partition, _Db())
 
@@ -106,6 +110,18 @@ async def test_settle_persists_the_highest_acked_offset_per_partition() -> None:
     assert store.persisted[("app-clients-changelog", 1)] == 8
     ct.settle()  # nothing left: nothing changes
     assert store.persisted[("app-clients-changelog", 1)] == 8
+
+
+async def test_settle_skips_a_partition_revoked_meanwhile() -> None:
+    ct, app, store = _table()
+    await ct.set(_Event(_Message(0)), b"a", b"v")
+    await ct.set(_Event(_Message(1)), b"b", b"v")
+    for n, ack in enumerate(app.producer.acks):
+        ack.set_result(_Meta(n))
+    del store.dbs[1]  # Faust dropped partition 1's database on a rebalance
+    ct.settle()
+    assert store.persisted == {("app-clients-changelog", 0): 0}
+    assert 1 not in store.dbs  # not reopened
 
 
 async def test_a_failed_changelog_send_stops_the_agent() -> None:
