@@ -15,6 +15,7 @@ from tests.integration.harness import (
     Worker,
     change_diff,
     final_segments,
+    free_port,
     produce_lines,
     read_topic,
     replay,
@@ -96,6 +97,35 @@ def test_restart_after_sigkill_recovers_state(tmp_path: Path, kafka_bootstrap: s
     finally:
         worker.stop()
     # at-least-once: redelivered work may publish an event twice, with the same id
+    diff = change_diff(events, expected["events"])
+    assert not diff, diff
+    assert final_segments(events) == expected["segments"]
+
+
+def test_a_second_worker_joining_mid_stream_equals_replay(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """Scale out mid-stream: a second worker of the same app joins, the partitions are
+    rebalanced, the one that takes a partition over rebuilds its table from the changelog
+    the first worker wrote, and together they publish what replay computes."""
+    lines = list(generate(SimConfig(clients=1500, days=90, seed=17)))
+    expected = replay(lines, RULES, AS_OF)
+    first = _worker(tmp_path, kafka_bootstrap, "first")
+    settings = first.settings
+    second = Worker({**first.env, "LOYALTY_DATA_DIR": str(tmp_path / "second"),
+                     "LOYALTY_WEB_PORT": str(free_port())}, tmp_path / "second.log")
+    produce_lines(settings, lines)
+    first.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _any_change(settings):
+            time.sleep(0.2)
+        second.start()
+        seen = len(read_topic(settings, settings.topic_changes))
+        assert seen < len(expected["events"]), "the first worker finished before the second joined"
+        events = wait_for_changes(settings, len(expected["events"]), timeout=180)
+        assert second.metric('loyalty_receipts_total{outcome="applied"}') > 0, "the second worker got no partition"
+    finally:
+        second.stop()
+        first.stop()
     diff = change_diff(events, expected["events"])
     assert not diff, diff
     assert final_segments(events) == expected["segments"]
