@@ -62,9 +62,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         web_stats_enabled=False,
         web_graph_enabled=False,
     )
-    # Table writes go through Faust's producer buffer; the conductor stops consuming while it
-    # holds more than max_messages (default 100), which throttled the agent to a few hundred
-    # events/s here. A larger buffer lets the changelog sends batch.
+    # Faust's table writes go through its producer buffer (the clients agent's own do not
+    # under at-least-once: agents.batching.ClientTable); the conductor stops consuming while
+    # it holds more than max_messages (default 100), which throttled the agent to a few
+    # hundred events/s here. A larger buffer lets those changelog sends batch.
     ProducerBuffer.max_messages = settings.producer_buffer
     faust_patches.apply(settings.fast_drain)
     metrics = metrics or Metrics.create()
