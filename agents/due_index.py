@@ -23,9 +23,10 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.codecs import table_due
+from app.codecs import table_due, table_rules
 
 _FAUST_KEYS = b"__faust"  # Faust's own bookkeeping keys in a partition's RocksDB
+SWEEP = 1  # the due instant of a client written under other rules: before any real one
 
 
 @dataclass
@@ -70,15 +71,16 @@ class DueIndex:
             part.heap = [(d, k) for k, d in part.current.items()]
             heapq.heapify(part.heap)
 
-    def due(self, partition: int, now: int) -> list[tuple[int, bytes]]:
-        """Entries of ``partition`` due at or before ``now``, in due order. They stay in
-        the index until the client's due changes (its tick was processed)."""
+    def due(self, partition: int, now: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """Entries of ``partition`` due at or before ``now``, in due order, at most
+        ``limit`` of them. They stay in the index until the client's due changes (its
+        tick was processed)."""
         part = self._parts.get(partition)
         if part is None:
             return []
         heap, current = part.heap, part.current
         out: list[tuple[int, bytes]] = []
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
             due, key = heapq.heappop(heap)
             if current.get(key) == due and (not out or out[-1] != (due, key)):
                 out.append((due, key))
@@ -102,9 +104,14 @@ def partitioned(table: Any) -> bool:
     return hasattr(table.data, "_db_for_partition")
 
 
-def stored_dues(table: Any, partition: int) -> Iterator[tuple[bytes, int]]:
+def stored_dues(table: Any, partition: int, rules: bytes | None = None) -> Iterator[tuple[bytes, int]]:
     """(client key, due instant) of every client of ``partition`` that has one, read from
-    the table's store (the memory store: every key, for partition 0 only)."""
+    the table's store (the memory store: every key, for partition 0 only).
+
+    ``rules``: the current rules fingerprint. A client written under other rules is due
+    at once (:data:`SWEEP`): its tick re-evaluates it under these rules, with or without
+    a due instant of its own.
+    """
     store = table.data
     if partitioned(table):
         items: Iterable[tuple[bytes, bytes]] = store._db_for_partition(partition).items()
@@ -115,6 +122,11 @@ def stored_dues(table: Any, partition: int) -> Iterator[tuple[bytes, int]]:
     for key, value in items:
         if key[:7] == _FAUST_KEYS or len(value) < 8:  # not a table value (8-byte due first)
             continue
+        if rules is not None:
+            written = table_rules(value)
+            if written is not None and written != rules:
+                yield key, SWEEP
+                continue
         due = table_due(value)
         if due:
             yield key, due

@@ -86,7 +86,11 @@ class ClientHandler:
         elif kind == codecs.TICK:
             if state is None:
                 return Handled("tick", "tick")
-            events = self.engine.advance(state, to_epoch(self.clock()))
+            assert stored is not None
+            now = to_epoch(self.clock())
+            # evaluated by other rules: this tick is the sweep after a rules change
+            fire = self.engine.reevaluate if self.stale(stored) else self.engine.advance
+            events = fire(state, now)
             out = Handled("tick", "tick", events=events)
             result = None
         else:
@@ -99,9 +103,15 @@ class ClientHandler:
         scenarios = codecs.scenario_part(stored) if stored is not None else None
         if self.scenarios is not None:
             scenarios = self._scenarios(scenarios, receipt, out)
-        out.value = codecs.table_value(due_new, dump_state(state), scenarios)
+        out.value = codecs.table_value(due_new, dump_state(state), scenarios, self.engine.fingerprint)
         out.due_old, out.due_new = due_old, due_new
         return out
+
+    def stale(self, stored: bytes) -> bool:
+        """True if a table value was written under other rules (an old value without a
+        fingerprint counts as written under these: an upgrade alone sweeps nothing)."""
+        rules = codecs.table_rules(stored)
+        return rules is not None and rules != self.engine.fingerprint
 
     def _scenarios(self, stored: bytes | None, receipt: Receipt | None, out: Handled) -> bytes | None:
         """Feed the scenario runner; return the new scenario state (bytes) of the client."""

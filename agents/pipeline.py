@@ -34,6 +34,7 @@ from rules import Engine, RejectedInput
 from rules.calendar import to_epoch
 
 log = logging.getLogger("loyalty.agents")
+MAX_TICKS = 5_000  # ticks per partition per scan (a sweep after a rules change is all due)
 
 
 @dataclass
@@ -166,10 +167,11 @@ def register(p: Pipeline, due_interval: float) -> None:
         for partition in owned:
             if not p.due_index.built(partition, generation):
                 started = time.perf_counter()
-                n = p.due_index.build(partition, generation, stored_dues(p.clients, partition))
+                n = p.due_index.build(partition, generation,
+                                      stored_dues(p.clients, partition, p.engine.fingerprint))
                 log.info("due index of partition %d: %d clients, built in %.2f s",
                          partition, n, time.perf_counter() - started)
-            for due, key in p.due_index.due(partition, now):
+            for due, key in p.due_index.due(partition, now, MAX_TICKS):
                 backlog += 1
                 sent = p.inflight.get((due, key))
                 if sent is not None and sent > resend_after:

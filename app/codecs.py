@@ -2,10 +2,14 @@
 
 * ``loyalty.client-events`` values: one kind byte then the payload: ``R`` + receipt JSON,
   ``P`` + profile JSON, ``T`` + 8-byte due instant (a tick from the due scanner).
-* ``clients`` table values: 8-byte next-due instant (0: none), the client record (JSON),
-  then, if the client has scenario state, a newline and that state (JSON; orjson never
-  writes a raw newline, so the first one separates them). One value per client: the
-  segments and the scenario decisions they triggered are stored in one write.
+* ``clients`` table values: ``0x01``, the 8-byte fingerprint of the rules that evaluated
+  the client (:attr:`rules.Engine.fingerprint`), the 8-byte next-due instant (0: none),
+  the client record (JSON), then, if the client has scenario state, a newline and that
+  state (JSON; orjson never writes a raw newline, so the first one after the head
+  separates them). One value per client: the segments and the scenario decisions they
+  triggered are stored in one write. Values of earlier versions have no marker and no
+  fingerprint (they start with the due instant, whose first byte is always 0) and are
+  still read.
 """
 
 from __future__ import annotations
@@ -28,25 +32,48 @@ def tick(due: int) -> bytes:
     return TICK + _DUE.pack(due)
 
 
-def table_value(next_due: int | None, state: bytes, scenarios: bytes | None = None) -> bytes:
-    head = _DUE.pack(next_due or 0) + state
+_V1 = b"\x01"  # table value format marker (the first byte of an old value is 0)
+_OLD_HEAD = _DUE.size
+_V1_HEAD = 1 + 8 + _DUE.size
+
+
+def table_value(next_due: int | None, state: bytes, scenarios: bytes | None = None,
+                rules: bytes | None = None) -> bytes:
+    """A table value; ``rules``: the 8-byte fingerprint (None: the old format, no marker)."""
+    due = _DUE.pack(next_due or 0)
+    if rules is None:
+        head = due + state
+    else:
+        if len(rules) != 8:
+            raise ValueError("a rules fingerprint has 8 bytes")
+        head = _V1 + rules + due + state
     return head + b"\n" + scenarios if scenarios else head
 
 
+def _head(value: bytes) -> int:
+    return _V1_HEAD if value[:1] == _V1 else _OLD_HEAD
+
+
 def table_due(value: bytes) -> int | None:
-    """The next-due instant a table value starts with (None: nothing due)."""
-    return int(_DUE.unpack_from(value)[0]) or None
+    """The next-due instant of a table value (None: nothing due)."""
+    return int(_DUE.unpack_from(value, 9 if value[:1] == _V1 else 0)[0]) or None
+
+
+def table_rules(value: bytes) -> bytes | None:
+    """The fingerprint of the rules that wrote a table value (None: an old value)."""
+    return value[1:9] if value[:1] == _V1 else None
 
 
 def split_table_value(value: bytes) -> tuple[int | None, bytes]:
     """(next due, client record) of a table value."""
-    end = value.find(b"\n", _DUE.size)
-    return table_due(value), value[_DUE.size:end] if end >= 0 else value[_DUE.size:]
+    head = _head(value)
+    end = value.find(b"\n", head)
+    return table_due(value), value[head:end] if end >= 0 else value[head:]
 
 
 def scenario_part(value: bytes) -> bytes | None:
     """The scenario state of a table value (None: the client has none)."""
-    end = value.find(b"\n", _DUE.size)
+    end = value.find(b"\n", _head(value))
     return value[end + 1:] if end >= 0 else None
 
 

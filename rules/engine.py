@@ -11,6 +11,7 @@ take effect at their due instant, which is the event's ``time``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,9 @@ class Engine:
         self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
                                          | set(SUMMARY_METRICS)))
         self.plan = Plan(rulesets)
+        # what a stored client was evaluated by: the rule sets' versions and the time zone
+        self.fingerprint = hashlib.sha256(
+            "\x1f".join([tz, *(f"{rs.name}={rs.version}" for rs in rulesets)]).encode()).digest()[:8]
 
     @property
     def errors(self) -> int:
@@ -104,6 +108,20 @@ class Engine:
                         break  # new stays start: candidates change
             if not changed or not self.plan.hysteresis:
                 break
+        return events
+
+    def reevaluate(self, state: ClientState, at: int) -> list[dict[str, Any]]:
+        """Evaluate every dimension at ``max(at, clock)`` (cause ``rules``): for a client
+        last evaluated by other rules (another :attr:`fingerprint`). Time-based changes the
+        old rules had pending are folded into this evaluation; segments of dimensions these
+        rules no longer define are dropped."""
+        known = {dim.id for _, dim in self.dims}
+        for dim_id in [d for d in state.segments if d not in known]:
+            del state.segments[dim_id]
+        at = max(at, state.clock)
+        events = self._evaluate(state, at, "rules", None)
+        if state.has_purchase:
+            state.clock = at
         return events
 
     def next_due(self, state: ClientState) -> int | None:

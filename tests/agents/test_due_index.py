@@ -53,3 +53,10 @@ def test_stored_dues_reads_the_due_prefix_of_table_values() -> None:
                           b"__faust\x00offset__": b"12"})
     assert list(stored_dues(table, 0)) == [(b"c-1", 1_700_000_000)]
     assert list(stored_dues(table, 1)) == []  # the memory store has no partitions: all in 0
+
+
+def test_due_hands_out_at_most_limit_entries_in_due_order() -> None:
+    idx = DueIndex()
+    idx.build(0, 1, [(f"c-{n}".encode(), 100 + n) for n in range(10)])
+    assert [k for _, k in idx.due(0, 200, limit=3)] == [b"c-0", b"c-1", b"c-2"]
+    assert len(idx.due(0, 200)) == 10  # handed-out entries stay until their due changes

@@ -158,3 +158,58 @@ async def test_clients_agent_batch_sees_its_own_pending_state(tmp_path: Path) ->
     sends = [i for i, o in enumerate(order) if o.startswith("send:")]
     writes = [i for i, o in enumerate(order) if o == "write"]
     assert sends and writes and max(sends) < min(writes)  # every change acked before any write
+
+
+def test_table_values_carry_the_rules_fingerprint_and_old_values_still_read() -> None:
+    value = codecs.table_value(1_700_000_000, b'{"v":1}', b'{"s":2}', b"\n" * 8)
+    assert codecs.table_rules(value) == b"\n" * 8  # newlines in the fingerprint: no confusion
+    assert codecs.split_table_value(value) == (1_700_000_000, b'{"v":1}')
+    assert codecs.scenario_part(value) == b'{"s":2}'
+    old = codecs.table_value(1_700_000_000, b'{"v":1}', b'{"s":2}')  # an earlier version's
+    assert old[:1] == b"\x00" and codecs.table_rules(old) is None
+    assert codecs.split_table_value(old) == (1_700_000_000, b'{"v":1}')
+    assert codecs.scenario_part(old) == b'{"s":2}'
+    assert codecs.table_due(codecs.table_value(None, b"{}", None, b"12345678")) is None
+    with pytest.raises(ValueError):
+        codecs.table_value(None, b"{}", None, b"short")
+
+
+def test_a_tick_after_a_rules_change_re_evaluates_under_the_new_rules() -> None:
+    old = handler()
+    bought = NOW - timedelta(days=12)
+    first = old.handle("c-1", codecs.envelope(codecs.RECEIPT, receipt("r1", bought)), None)
+    assert first.value is not None
+    assert codecs.table_rules(first.value) == old.engine.fingerprint
+    assert [e["data"]["to"] for e in first.events] == ["other"]
+    # the business lowers at_risk from 20 to 10 days and redeploys
+    new = ClientHandler(Engine([load_ruleset("boostfeel", {"at_risk_days": 10})]), lambda: NOW)
+    assert new.engine.fingerprint != old.engine.fingerprint and new.stale(first.value)
+    assert not old.stale(first.value)
+    assert dict(stored_dues(_Table(first.value), 0, new.engine.fingerprint)) == {b"c-1": 1}
+    assert dict(stored_dues(_Table(first.value), 0, old.engine.fingerprint)) == {b"c-1": first.due_new}
+    tick = new.handle("c-1", codecs.tick(1), first.value)
+    assert [(e["data"]["from"], e["data"]["to"], e["data"]["cause"], e["time"]) for e in tick.events] == [
+        ("other", "at_risk", "rules", NOW.strftime("%Y-%m-%dT%H:%M:%SZ"))]
+    assert tick.events[0]["data"]["rules_version"] == new.engine.rulesets[0].version
+    assert tick.value is not None and not new.stale(tick.value)
+    assert tick.due_new == to_epoch(bought) + 40 * 86_400  # lost, under the new rules
+    # the same tick under unchanged rules fires the time-based changes as usual
+    same = old.handle("c-1", codecs.tick(1), first.value)
+    assert [e["data"]["cause"] for e in same.events] == ["time"]  # potentially_loyal at day 7
+
+
+def test_an_old_table_value_is_not_swept() -> None:
+    h = handler()
+    out = h.handle("c-1", codecs.envelope(codecs.RECEIPT, receipt("r1", NOW - timedelta(days=3))), None)
+    assert out.value is not None
+    due, state = codecs.split_table_value(out.value)
+    old = codecs.table_value(due, state)  # as an earlier version wrote it
+    assert not h.stale(old)
+    assert dict(stored_dues(_Table(old), 0, b"whatever")) == {b"c-1": due}
+
+
+class _Table:
+    """A clients table with one value in the memory store (what stored_dues reads)."""
+
+    def __init__(self, value: bytes) -> None:
+        self.data = {b"c-1": value}

@@ -131,6 +131,49 @@ def test_a_second_worker_joining_mid_stream_equals_replay(tmp_path: Path, kafka_
     assert final_segments(events) == expected["segments"]
 
 
+def test_a_rules_change_sweeps_the_stored_clients(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """The business lowers at_risk to 10 days and the loyal bar to 6 visits and restarts
+    the worker: every stored client is re-evaluated under the new rules (cause ``rules``)
+    with no receipt of its own, and ends in the segments replay gives with the new rules."""
+    import orjson
+
+    lines = list(generate(SimConfig(clients=300, days=60, seed=21)))
+    preset = Path(__file__).resolve().parents[2] / "rules/presets/boostfeel.yaml"
+    changed = tmp_path / "boostfeel.yaml"
+    text = preset.read_text().replace("at_risk_days: 20", "at_risk_days: 10")
+    changed.write_text(text.replace("loyal_visits: 10", "loyal_visits: 6"))
+    before = replay(lines, ["boostfeel", "rfm"], AS_OF)
+    after = replay(lines, [str(changed), "rfm"], AS_OF)
+    assert after["segments"] != before["segments"]
+    first = _worker(tmp_path, kafka_bootstrap, "w", LOYALTY_RULES="boostfeel,rfm")
+    settings = first.settings
+    produce_lines(settings, lines)
+    first.start()
+    try:
+        wait_for_changes(settings, len(before["events"]))
+    finally:
+        first.stop()
+    events = [orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes)]
+    assert final_segments(events) == before["segments"]
+    second = Worker({**first.env, "LOYALTY_RULES": f"{changed},rfm"}, tmp_path / "w2.log")
+    second.start()
+    try:
+        seen, still, deadline = len(events), 0, time.monotonic() + 120
+        while time.monotonic() < deadline and still < 4:  # until the topic stops growing
+            time.sleep(1.0)
+            now = len(read_topic(settings, settings.topic_changes))
+            still = still + 1 if now == seen else 0
+            seen = now
+    finally:
+        second.stop()
+    known = {e["id"] for e in events}  # (records of several partitions: not in append order)
+    swept = [e for e in (orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes))
+             if e["id"] not in known]
+    assert swept and {e["data"]["cause"] for e in swept} == {"rules"}
+    assert {e["data"]["to"] for e in swept if e["data"]["dimension"] == "boostfeel"} >= {"at_risk"}
+    assert final_segments(events + swept) == after["segments"]
+
+
 def test_time_based_transition_fires_within_bound(tmp_path: Path, kafka_bootstrap: str) -> None:
     from datetime import UTC, datetime, timedelta
 

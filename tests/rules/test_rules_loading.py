@@ -286,3 +286,29 @@ def test_cli_rules_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     err = capsys.readouterr().err
     assert f"{bad}:10 [activity.busy]: type error" in err
     assert cli_main(["rules", "check", str(tmp_path / "missing.yaml")]) != 0
+
+
+def test_a_new_rules_version_re_evaluates_a_client_at_the_sweep_instant() -> None:
+    """Engine.reevaluate: what the pipeline runs for a client written under other rules."""
+    from rules import parse_receipt
+    from tests.rules.rules_testkit import DAY, receipt_doc
+
+    old = Engine([load_ruleset("boostfeel"), load_ruleset("netix")])
+    t0 = 1_780_000_000
+    result = old.receipt(None, parse_receipt(receipt_doc("r1", t0, "500.00"), None))
+    state = result.state
+    assert state is not None and set(state.segments) == {"boostfeel", "netix"}
+    new = Engine([load_ruleset("boostfeel", {"at_risk_days": 5}), load_ruleset("rfm")])
+    assert len({old.fingerprint, new.fingerprint, Engine([load_ruleset("boostfeel")]).fingerprint}) == 3
+    assert Engine([load_ruleset("boostfeel")], tz="Europe/Moscow").fingerprint \
+        != Engine([load_ruleset("boostfeel")]).fingerprint  # the time zone counts too
+    events = new.reevaluate(state, t0 + 6 * DAY)
+    got = {(e["data"]["dimension"], e["data"]["from"], e["data"]["to"]) for e in events}
+    assert ("boostfeel", "other", "at_risk") in got
+    assert {d for d, _, _ in got} == {"boostfeel", "rfm", "rfm_score"}  # rfm's are new: from None
+    assert all(e["data"]["cause"] == "rules" and e["time"] == events[0]["time"] for e in events)
+    assert "netix" not in state.segments  # no longer defined
+    assert state.clock == t0 + 6 * DAY
+    assert new.reevaluate(state, t0 + 6 * DAY) == []  # nothing left to change
+    assert new.reevaluate(state, t0) == []  # never before the client's clock
+    assert state.clock == t0 + 6 * DAY
