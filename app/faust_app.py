@@ -67,7 +67,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     # it holds more than max_messages (default 100), which throttled the agent to a few
     # hundred events/s here. A larger buffer lets those changelog sends batch.
     ProducerBuffer.max_messages = settings.producer_buffer
-    faust_patches.apply(settings.fast_drain)
+    faust_patches.apply(settings.fast_drain, settings.fetch_max_wait_ms)
     metrics = metrics or Metrics.create()
     sensors.install(app, metrics.registry, pattern="/metrics")
     n = settings.partitions

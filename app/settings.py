@@ -31,6 +31,7 @@
 | LOYALTY_BATCH_MAX | 500 | messages the clients agent handles per batch (one broker ack wait per batch) |
 | LOYALTY_BATCH_WITHIN | 0.05 | seconds the clients agent waits to fill a batch |
 | LOYALTY_FAST_DRAIN | false | opt-in consumer patch, ~2x events/s (see app/faust_patches.py) |
+| LOYALTY_FETCH_MAX_WAIT_MS | 100 | longest a consumer fetch waits at the broker (Faust: 1500, which stalled agents) |
 | LOYALTY_STALL_ACTION | none | on a stalled partition: none (not ready only), seek, exit (code 70) |
 | LOYALTY_LOG_FORMAT | text | text or json (one JSON object per line) |
 | LOYALTY_FAULT_STALL_PARTITION | -1 | fault injection for tests: the router blocks on this input partition |
@@ -110,6 +111,7 @@ class Settings:
     producer_buffer: int = 5000
     stall_action: str = "none"
     fast_drain: bool = False
+    fetch_max_wait_ms: int = 100
     batch_max: int = 500
     batch_within: float = 0.05
     log_format: str = "text"
@@ -171,6 +173,7 @@ class Settings:
             producer_buffer=_int(env, "LOYALTY_PRODUCER_BUFFER", cls.producer_buffer, 100),
             stall_action=_choice(env, "LOYALTY_STALL_ACTION", ("none", "seek", "exit")),
             fast_drain=g("LOYALTY_FAST_DRAIN", "false").lower() in ("1", "true", "yes"),
+            fetch_max_wait_ms=_int(env, "LOYALTY_FETCH_MAX_WAIT_MS", cls.fetch_max_wait_ms, 1),
             batch_max=_int(env, "LOYALTY_BATCH_MAX", cls.batch_max, 1),
             batch_within=_float(env, "LOYALTY_BATCH_WITHIN", cls.batch_within),
             log_format=_choice(env, "LOYALTY_LOG_FORMAT", ("text", "json")),

@@ -54,6 +54,7 @@ def worker(mode: str, topic: str, events: int, boot: str, data_dir: str, fast_dr
 
     from agents.batching import ClientTable, in_event
     from app import faust_patches
+    from app.settings import Settings
 
     app = faust.App(f"ceiling-{topic}", broker=f"kafka://{boot}", store="rocksdb://",
                     datadir=data_dir, autodiscover=False, topic_partitions=4,
@@ -63,7 +64,7 @@ def worker(mode: str, topic: str, events: int, boot: str, data_dir: str, fast_dr
                     producer_linger=0.0, producer_max_batch_size=256 * 1024,
                     broker_commit_every=10_000, table_standby_replicas=0)
     ProducerBuffer.max_messages = 10_000  # as the worker (LOYALTY_PRODUCER_BUFFER)
-    faust_patches.apply(fast_drain)
+    faust_patches.apply(fast_drain, Settings.fetch_max_wait_ms)  # as the worker
     source = app.topic(topic, key_type=bytes, value_type=bytes)
     out = f"{topic}-out"
     table = app.Table("t", key_type=bytes, value_type=bytes, partitions=4,
