@@ -34,6 +34,16 @@ def _worker(tmp_path: Path, bootstrap: str, name: str = "w", **env: str) -> Work
     return Worker(e, tmp_path / f"{name}.log")
 
 
+def _run_through(worker: Worker, lines: list[bytes], changes: int) -> None:
+    """Produce ``lines``, run ``worker`` until ``changes`` distinct changes are out, stop it."""
+    produce_lines(worker.settings, lines)
+    worker.start()
+    try:
+        wait_for_changes(worker.settings, changes)
+    finally:
+        worker.stop()
+
+
 def _any_change(settings: Any) -> bool:
     """True once the first change is published (reads one record: a full read of a fast
     worker's output can last until the worker is done)."""
@@ -147,12 +157,7 @@ def test_a_rules_change_sweeps_the_stored_clients(tmp_path: Path, kafka_bootstra
     assert after["segments"] != before["segments"]
     first = _worker(tmp_path, kafka_bootstrap, "w", LOYALTY_RULES="boostfeel,rfm")
     settings = first.settings
-    produce_lines(settings, lines)
-    first.start()
-    try:
-        wait_for_changes(settings, len(before["events"]))
-    finally:
-        first.stop()
+    _run_through(first, lines, len(before["events"]))
     events = [orjson.loads(r.value) for r in read_topic(settings, settings.topic_changes)]
     assert final_segments(events) == before["segments"]
     second = Worker({**first.env, "LOYALTY_RULES": f"{changed},rfm"}, tmp_path / "w2.log")
@@ -230,12 +235,7 @@ def test_changelog_alone_restores_the_table(tmp_path: Path, kafka_bootstrap: str
     expected = replay(lines, RULES, AS_OF)
     first = _worker(tmp_path, kafka_bootstrap, "first")
     settings = first.settings
-    produce_lines(settings, lines)
-    first.start()
-    try:
-        wait_for_changes(settings, len(expected["events"]))
-    finally:
-        first.stop()
+    _run_through(first, lines, len(expected["events"]))
     published = len(read_topic(settings, settings.topic_changes))
     written = _table_values(tmp_path / "first")
     assert len(written) == len({c for c, _ in expected["segments"]})
