@@ -16,6 +16,8 @@ from typing import Any
 from faust.streams import _current_event
 from faust.types import TP
 
+from agents.due_index import partitioned
+
 
 @contextlib.contextmanager
 def in_event(event: Any) -> Iterator[None]:
@@ -65,7 +67,7 @@ class ClientTable:
         self.app = app
         self.table = table
         self.store = table.data
-        self.direct = direct and hasattr(self.store, "_db_for_partition")
+        self.direct = direct and partitioned(table)
         self.changelog = table.changelog_topic.get_topic_name() if self.direct else ""
         self._unacked: list[tuple[int, Any]] = []  # (partition, future of the changelog ack)
 

@@ -120,7 +120,7 @@ def stored_dues(table: Any, partition: int, rules: bytes | None = None) -> Itera
     else:
         return
     for key, value in items:
-        if key[:7] == _FAUST_KEYS or len(value) < 8:  # not a table value (8-byte due first)
+        if key[:7] == _FAUST_KEYS or len(value) < 8:  # not a table value (8 bytes at least)
             continue
         if rules is not None:
             written = table_rules(value)

@@ -33,8 +33,10 @@ def tick(due: int) -> bytes:
 
 
 _V1 = b"\x01"  # table value format marker (the first byte of an old value is 0)
+_RULES = slice(1, 9)  # where a marked value keeps the rules fingerprint
+_V1_DUE = _RULES.stop  # and its due instant
 _OLD_HEAD = _DUE.size
-_V1_HEAD = 1 + 8 + _DUE.size
+_V1_HEAD = _V1_DUE + _DUE.size
 
 
 def table_value(next_due: int | None, state: bytes, scenarios: bytes | None = None,
@@ -44,7 +46,7 @@ def table_value(next_due: int | None, state: bytes, scenarios: bytes | None = No
     if rules is None:
         head = due + state
     else:
-        if len(rules) != 8:
+        if len(rules) != _RULES.stop - _RULES.start:
             raise ValueError("a rules fingerprint has 8 bytes")
         head = _V1 + rules + due + state
     return head + b"\n" + scenarios if scenarios else head
@@ -56,12 +58,12 @@ def _head(value: bytes) -> int:
 
 def table_due(value: bytes) -> int | None:
     """The next-due instant of a table value (None: nothing due)."""
-    return int(_DUE.unpack_from(value, 9 if value[:1] == _V1 else 0)[0]) or None
+    return int(_DUE.unpack_from(value, _V1_DUE if value[:1] == _V1 else 0)[0]) or None
 
 
 def table_rules(value: bytes) -> bytes | None:
     """The fingerprint of the rules that wrote a table value (None: an old value)."""
-    return value[1:9] if value[:1] == _V1 else None
+    return value[_RULES] if value[:1] == _V1 else None
 
 
 def split_table_value(value: bytes) -> tuple[int | None, bytes]:
