@@ -37,13 +37,15 @@ _INSTANT = re.compile(
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs 5x a plain one (measured 1.5 vs 0.3 µs
+# for Receipt), and one of each is built per receipt line. Treat them as read-only.
+@dataclass(slots=True)
 class Item:
     category: str
     amount: int  # minor units
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receipt:
     receipt_id: str
     client_id: str | None
@@ -85,23 +87,40 @@ def _str(obj: dict[str, Any], key: str, required: bool = True) -> str | None:
     return value
 
 
+def _plain_money(value: Any, exponent: int) -> int | None:
+    """The common shapes, in integer arithmetic: ``"450.5"`` -> 45050, ``450`` -> 45000;
+    None for anything else (which :func:`parse_money` then parses or rejects)."""
+    cls = value.__class__
+    if cls is str:
+        whole, dot, frac = value.partition(".")
+        if whole.isdigit() and whole.isascii() and len(frac) <= exponent and (
+                frac.isdigit() and frac.isascii() if dot else True):
+            units: int = int(whole) * 10**exponent + (int(frac.ljust(exponent, "0")) if frac else 0)
+            return units
+    elif cls is int:
+        return int(value * 10**exponent)
+    return None
+
+
 def parse_money(value: Any, exponent: int, field: str) -> int:
     """Exact decimal (JSON number or string) to integer minor units."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RejectedInput("bad_type", f"{field} must be a number or a decimal string", field)
-    if isinstance(value, int):
-        return int(value * 10**exponent)
-    if isinstance(value, str):
+    plain = _plain_money(value, exponent)
+    if plain is not None:
+        return plain
+    cls = value.__class__
+    if cls is str:
         m = _DECIMAL.match(value)
         if m is None:
             raise RejectedInput("bad_amount", f"{field} must be a plain decimal like 450.00", field)
         whole, frac = m.group(1), m.group(2) or ""
-        if len(frac) <= exponent:  # the common case, in integer arithmetic: "450.5" -> 45050
+        if len(frac) <= exponent:
             units = int(int(whole) * 10**exponent) + int(frac.ljust(exponent, "0") or "0")
             return -units if value[0] == "-" else units
+    elif cls is not float:
+        raise RejectedInput("bad_type", f"{field} must be a number or a decimal string", field)
     try:
         # repr of a float is its shortest round-trip form: 450.1 -> "450.1", exact as typed
-        dec = Decimal(value if isinstance(value, str) else repr(value))
+        dec = Decimal(value if cls is str else repr(value))
     except InvalidOperation:
         raise RejectedInput("bad_amount", f"{field} is not a decimal number", field) from None
     if not dec.is_finite():
@@ -113,6 +132,17 @@ def parse_money(value: Any, exponent: int, field: str) -> int:
 
 
 def parse_time(value: Any, field: str, now: datetime | None) -> datetime:
+    return _instant(value, field, now)[0]
+
+
+_MIN_EPOCH = to_epoch(MIN_TIME)
+_bound: tuple[datetime | None, int] = (None, 0)  # the last ``now`` and its future bound
+
+
+def _instant(value: Any, field: str, now: datetime | None) -> tuple[datetime, int]:
+    """A validated aware timestamp and its epoch second (compared as integers: comparing
+    aware datetimes costs about 1 µs each)."""
+    global _bound
     if not isinstance(value, str):
         raise RejectedInput("bad_type", f"{field} must be an ISO 8601 string", field)
     try:
@@ -123,11 +153,16 @@ def parse_time(value: Any, field: str, now: datetime | None) -> datetime:
         raise RejectedInput("naive_timestamp", f"{field} needs a UTC offset", field)
     if not _INSTANT.match(value):
         raise RejectedInput("bad_timestamp", f"{field} must be YYYY-MM-DDThh:mm[:ss]±hh:mm", field)
-    if t < MIN_TIME:
+    at = int(t.timestamp())
+    if at < _MIN_EPOCH or (at == _MIN_EPOCH and t < MIN_TIME):
         raise RejectedInput("too_old_timestamp", f"{field} is before 2000-01-01", field)
-    if now is not None and t > now + MAX_FUTURE:
-        raise RejectedInput("future_timestamp", f"{field} is more than a day ahead", field)
-    return t
+    if now is not None:
+        bound = _bound
+        if bound[0] is not now:
+            bound = _bound = (now, to_epoch(now + MAX_FUTURE))
+        if at >= bound[1] and t > now + MAX_FUTURE:
+            raise RejectedInput("future_timestamp", f"{field} is more than a day ahead", field)
+    return t, at
 
 
 def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
@@ -155,13 +190,10 @@ def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
         raise RejectedInput("negative_total", "total must be >= 0 (a return is positive)", "total")
     if "occurred_at" not in obj:
         raise RejectedInput("missing_field", "occurred_at is required", "occurred_at")
-    occurred_at = parse_time(obj["occurred_at"], "occurred_at", now)
+    occurred_at, at = _instant(obj["occurred_at"], "occurred_at", now)
     items = _parse_items(obj.get("items"), exponent)
     original = _str(obj, "original_receipt_id", required=False)
-    return Receipt(
-        receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original,
-        to_epoch(occurred_at),
-    )
+    return Receipt(receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original, at)
 
 
 def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
@@ -171,20 +203,21 @@ def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
         raise RejectedInput("bad_type", "items must be a list", "items")
     out = []
     for n, item in enumerate(raw):
-        field = f"items[{n}]"
         if not isinstance(item, dict):
-            raise RejectedInput("bad_type", f"{field} must be an object", field)
+            raise RejectedInput("bad_type", f"items[{n}] must be an object", f"items[{n}]")
         category = item.get("category", "uncategorized")
         if not isinstance(category, str) or not category or len(category) > 64:
-            raise RejectedInput("bad_value", f"{field}.category must be 1..64 chars", field)
+            raise RejectedInput("bad_value", f"items[{n}].category must be 1..64 chars", f"items[{n}]")
         if "amount" not in item:
-            raise RejectedInput("missing_field", f"{field}.amount is required", field)
-        amount = parse_money(item["amount"], exponent, f"{field}.amount")
+            raise RejectedInput("missing_field", f"items[{n}].amount is required", f"items[{n}]")
+        amount = _plain_money(item["amount"], exponent)
+        if amount is None:
+            amount = parse_money(item["amount"], exponent, f"items[{n}].amount")
         if amount < 0:
-            raise RejectedInput("bad_amount", f"{field}.amount must be >= 0", field)
+            raise RejectedInput("bad_amount", f"items[{n}].amount must be >= 0", f"items[{n}]")
         qty = item.get("qty", 1)
-        if isinstance(qty, bool) or not isinstance(qty, (int, float)) or qty < 0:
-            raise RejectedInput("bad_value", f"{field}.qty must be a number >= 0", field)
+        if (qty.__class__ is not int and qty.__class__ is not float) or qty < 0:  # not bool
+            raise RejectedInput("bad_value", f"items[{n}].qty must be a number >= 0", f"items[{n}]")
         out.append(Item(category, amount))
     return tuple(out)
 

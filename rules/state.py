@@ -76,7 +76,10 @@ def initialize(client_id: str) -> ClientState:
 
 
 def _cancelled_by(state: ClientState, sale_hash: int, amount: int) -> bool:
-    return any(r[3] == sale_hash and r[2] == amount for r in state.rets)
+    for r in state.rets:  # noqa: SIM110 -- a plain loop: any() over a generator costs 2x
+        if r[3] == sale_hash and r[2] == amount:
+            return True
+    return False
 
 
 def _month_add(state: ClientState, month: int, visits: int, revenue: int) -> None:
@@ -94,46 +97,56 @@ def apply_receipt(
     t = receipt.at
     day = cal.day(t)
     h = receipt_hash(receipt.receipt_id)
-    if any(s[0] == h for s in state.sales) or any(r[0] == h for r in state.rets):
-        return state, Outcome.DUPLICATE
+    for s in state.sales:
+        if s[0] == h:
+            return state, Outcome.DUPLICATE
+    for r in state.rets:
+        if r[0] == h:
+            return state, Outcome.DUPLICATE
     if state.currency and receipt.currency != state.currency:
         raise RejectedInput(
             "currency_mismatch",
             f"client {state.client_id} trades in {state.currency}, not {receipt.currency}",
             "currency",
         )
-    if state.max_seen is not None and day <= cal.day(state.max_seen) - HORIZON_DAYS:
+    newest_day = -1 if state.max_seen is None else cal.day(state.max_seen)
+    if state.max_seen is not None and day <= newest_day - HORIZON_DAYS:
         raise RejectedInput(
             "beyond_retention_horizon",
             f"receipt is more than {HORIZON_DAYS} days older than the client's newest one",
             "occurred_at",
         )
     month = cal.month_of_day(day)
+    total = receipt.total
     if receipt.type == "sale":
-        cancelled = _cancelled_by(state, h, receipt.total)
-        visit = 0 if cancelled else 1
-        state.sales.append((h, day, receipt.total))
+        visit = 0 if state.rets and _cancelled_by(state, h, total) else 1
+        state.sales.append((h, day, total))
         state.visits += visit
-        _month_add(state, month, visit, receipt.total)
-        state.first_purchase = t if state.first_purchase is None else min(state.first_purchase, t)
-        state.last_purchase = t if state.last_purchase is None else max(state.last_purchase, t)
+        _month_add(state, month, visit, total)
+        if state.first_purchase is None or t < state.first_purchase:
+            state.first_purchase = t
+        if state.last_purchase is None or t > state.last_purchase:
+            state.last_purchase = t
         if receipt.items:
-            cats = state.cats.setdefault(month, {})
+            cats = state.cats.get(month)
+            if cats is None:
+                cats = state.cats[month] = {}
             for item in receipt.items:
                 cats[item.category] = cats.get(item.category, 0) + item.amount
+        state.revenue += total
     else:
         orig = receipt_hash(receipt.original_receipt_id) if receipt.original_receipt_id else 0
-        if orig and not _cancelled_by(state, orig, receipt.total):
+        if orig and not _cancelled_by(state, orig, total):
             for s in state.sales:
-                if s[0] == orig and s[2] == receipt.total:
+                if s[0] == orig and s[2] == total:
                     state.visits -= 1
                     _month_add(state, cal.month_of_day(s[1]), -1, 0)
                     break
-        state.rets.append((h, day, receipt.total, orig))
+        state.rets.append((h, day, total, orig))
         state.returns += 1
-        state.return_amount += receipt.total
-        _month_add(state, month, 0, -receipt.total)
-    state.revenue += receipt.total if receipt.type == "sale" else -receipt.total
+        state.return_amount += total
+        _month_add(state, month, 0, -total)
+        state.revenue -= total
     state.currency = receipt.currency
     if receipt.store_id is not None and (
         t > state.last_store_at or (t == state.last_store_at and receipt.store_id > (state.last_store or ""))
@@ -141,23 +154,30 @@ def apply_receipt(
         state.last_store, state.last_store_at = receipt.store_id, t
     if state.max_seen is None or t > state.max_seen:
         state.max_seen = t
-        _prune(state, cal)
+        if day > newest_day:  # the horizon moves only with the newest business day
+            _prune(state, day, newest_day, cal)
     return state, Outcome.APPLIED
 
 
-def _prune(state: ClientState, cal: BusinessCalendar) -> None:
-    assert state.max_seen is not None
-    newest_day = cal.day(state.max_seen)
+def _prune(state: ClientState, newest_day: int, previous_day: int, cal: BusinessCalendar) -> None:
+    """Drop what the horizon and the month buckets no longer cover. Entries are never older
+    than the horizon of ``previous_day`` (the newest day before this receipt), so nothing
+    needs dropping while the newest day stays the same."""
     keep_from = newest_day - HORIZON_DAYS + 1
-    if state.sales and min(s[1] for s in state.sales) < keep_from:
-        state.sales = [s for s in state.sales if s[1] >= keep_from]
-    if state.rets and min(r[1] for r in state.rets) < keep_from:
-        state.rets = [r for r in state.rets if r[1] >= keep_from]
+    for s in state.sales:
+        if s[1] < keep_from:
+            state.sales = [s for s in state.sales if s[1] >= keep_from]
+            break
+    for r in state.rets:
+        if r[1] < keep_from:
+            state.rets = [r for r in state.rets if r[1] >= keep_from]
+            break
     newest_month = cal.month_of_day(newest_day)
-    for m in [m for m in state.months if m <= newest_month - MONTHS_KEPT]:
-        del state.months[m]
-    for m in [m for m in state.cats if m <= newest_month - CATEGORY_MONTHS]:
-        del state.cats[m]
+    if previous_day < 0 or newest_month != cal.month_of_day(previous_day):
+        for m in [m for m in state.months if m <= newest_month - MONTHS_KEPT]:
+            del state.months[m]
+        for m in [m for m in state.cats if m <= newest_month - CATEGORY_MONTHS]:
+            del state.cats[m]
 
 
 def apply_profile(state: ClientState, profile: Profile) -> ClientState:

@@ -44,3 +44,28 @@ def test_money_text_matches_decimal(minor: int, exponent: int) -> None:
     from rules.metrics import money_text
 
     assert money_text(minor, exponent) == str(Decimal(minor).scaleb(-exponent))
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789.-+e _\u0661\u00b2\uff11"), max_size=12),
+       st.sampled_from([0, 2, 3]))
+def test_any_text_is_parsed_exactly_or_rejected(text: str, exponent: int) -> None:
+    """Non-ASCII digits (Arabic-Indic, superscript, fullwidth), signs, exponents, blanks:
+    only a plain ASCII decimal is accepted, and then exactly."""
+    import re
+
+    plain = re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text) is not None
+    expected = _reference(text, exponent) if plain else None
+    if expected is None:
+        with pytest.raises(RejectedInput):
+            parse_money(text, exponent, "total")
+    else:
+        assert parse_money(text, exponent, "total") == expected
+
+
+def test_numbers_and_wrong_types() -> None:
+    assert parse_money(450, 2, "total") == 45000
+    assert parse_money(450.5, 2, "total") == 45050
+    for bad in (True, None, [1], {"a": 1}):
+        with pytest.raises(RejectedInput) as err:
+            parse_money(bad, 2, "total")
+        assert err.value.reason == "bad_type"
