@@ -98,9 +98,10 @@ class Engine:
         while state.segments and until > state.clock:
             changed = False
             for c in self.plan.candidates(state, state.clock, until, self.cal):
-                changes = self._changes(state, c)
+                view = MetricView(state, c, self.cal)
+                changes = self._changes(state, c, view)
                 if changes:
-                    events += [self._change(state, rs, dim, c, v, "time", None)
+                    events += [self._change(state, rs, dim, c, v, "time", None, view)
                                for rs, dim, v in changes]
                     state.clock = c
                     changed = True
@@ -147,11 +148,12 @@ class Engine:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _changes(self, state: ClientState, at: int) -> list[tuple[RuleSet, Dimension, Verdict]]:
+    def _changes(self, state: ClientState, at: int,
+                 view: MetricView | None = None) -> list[tuple[RuleSet, Dimension, Verdict]]:
         out = []
         segments = state.segments
-        for (rs, dim), verdict, hold in zip(self.plan.dims, self.plan.verdicts(state, at, self.cal),
-                                            self.plan.holds, strict=True):
+        verdicts = self.plan.verdicts(state, at, self.cal, view)
+        for (rs, dim), verdict, hold in zip(self.plan.dims, verdicts, self.plan.holds, strict=True):
             current = segments.get(dim.id)
             if current is None:
                 out.append((rs, dim, verdict))
@@ -169,7 +171,7 @@ class Engine:
             return []
         view = MetricView(state, at, self.cal)
         return [self._change(state, rs, dim, at, v, cause, receipt_id, view)
-                for rs, dim, v in self._changes(state, at)]
+                for rs, dim, v in self._changes(state, at, view)]
 
     def _change(self, state: ClientState, rs: RuleSet, dim: Dimension, at: int,
                 verdict: Verdict, cause: str, receipt_id: str | None,

@@ -265,9 +265,12 @@ class Plan:
         self.hysteresis = any(self.holds)
         self.errors = 0
 
-    def verdicts(self, state: ClientState, t: int, cal: BusinessCalendar) -> list[Verdict]:
-        """Raw verdicts (before hysteresis) of every dimension, in ``self.dims`` order."""
-        view = MetricView(state, t, cal)
+    def verdicts(self, state: ClientState, t: int, cal: BusinessCalendar,
+                 view: MetricView | None = None) -> list[Verdict]:
+        """Raw verdicts (before hysteresis) of every dimension, in ``self.dims`` order
+        (``view``: the client's metrics at ``t``, if the caller has them)."""
+        if view is None:
+            view = MetricView(state, t, cal)
         scale = view.scale
         values = [fn(view) / scale if money else fn(view) for fn, money in self._getters]
         if self._single:
@@ -338,15 +341,16 @@ class Plan:
                     out.add(c)
         if self.daily_windows and (state.sales or state.rets):
             lo_day, hi_day = cal.day(after), cal.day(min(until, FAR))
-            days = {row[1] for row in state.sales}
-            days.update(row[1] for row in state.rets)
             for n in self.daily_windows:
                 # business day d leaves an n-day window when day d + n begins
-                for d in days:
-                    if lo_day <= d + n <= hi_day:
-                        c = cal.day_start(d + n)
-                        if after < c <= until:
-                            out.add(c)
+                lo, hi = lo_day - n, hi_day - n
+                for rows in (state.sales, state.rets):
+                    for row in rows:
+                        d = row[1]
+                        if lo <= d <= hi:
+                            c = cal.day_start(d + n)
+                            if after < c <= until:
+                                out.add(c)
         if self.monthly_window and state.months:
             first = cal.month(after) + 1
             last = min(max(state.months) + self.monthly_window + 1, cal.month(min(until, FAR)))

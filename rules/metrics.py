@@ -91,14 +91,6 @@ class MetricView:
         return value
 
     # shared computations
-    def cancelled(self) -> frozenset[int]:
-        memo = self._memo
-        if "#cancelled" not in memo:
-            sales = {s[0]: s[2] for s in self.s.sales}
-            memo["#cancelled"] = frozenset(r[3] for r in self.s.rets if r[3] in sales and sales[r[3]] == r[2])
-        result: frozenset[int] = memo["#cancelled"]
-        return result
-
     def window(self, days: int) -> tuple[int, int, int]:
         """(visits, net revenue, returns) over the last ``days`` business days."""
         memo = self._memo
@@ -109,11 +101,12 @@ class MetricView:
         lo, hi = self.day - days + 1, self.day
         visits = revenue = returns = 0
         rets = self.s.rets
-        cancelled = self.cancelled() if rets else ()
+        # (sale hash, amount) of sales cancelled by a full return: not visits
+        cancelled = {(r[3], r[2]) for r in rets if r[3]} if rets else None
         for h, d, amount in self.s.sales:
             if lo <= d <= hi:
                 revenue += amount
-                if not cancelled or h not in cancelled:
+                if not cancelled or (h, amount) not in cancelled:
                     visits += 1
         for _h, d, amount, _o in rets:
             if lo <= d <= hi:
