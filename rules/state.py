@@ -65,6 +65,9 @@ class ClientState:
     profile_at: int = 0
     segments: dict[str, list[Any]] = field(default_factory=dict)  # dim -> [seg, since, prev]
     clock: int = 0  # instant of the last evaluation (epoch s)
+    # hashes of ``sales`` and ``rets`` for deduplication: derived, built on first use, kept
+    # in step by apply_receipt and _prune, never serialized
+    seen: set[int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_purchase(self) -> bool:
@@ -97,12 +100,12 @@ def apply_receipt(
     t = receipt.at
     day = cal.day(t)
     h = receipt_hash(receipt.receipt_id)
-    for s in state.sales:
-        if s[0] == h:
-            return state, Outcome.DUPLICATE
-    for r in state.rets:
-        if r[0] == h:
-            return state, Outcome.DUPLICATE
+    seen = state.seen
+    if seen is None:
+        seen = state.seen = {s[0] for s in state.sales}
+        seen.update(r[0] for r in state.rets)
+    if h in seen:
+        return state, Outcome.DUPLICATE
     if state.currency and receipt.currency != state.currency:
         raise RejectedInput(
             "currency_mismatch",
@@ -121,6 +124,7 @@ def apply_receipt(
     if receipt.type == "sale":
         visit = 0 if state.rets and _cancelled_by(state, h, total) else 1
         state.sales.append((h, day, total))
+        seen.add(h)
         state.visits += visit
         _month_add(state, month, visit, total)
         if state.first_purchase is None or t < state.first_purchase:
@@ -143,6 +147,7 @@ def apply_receipt(
                     _month_add(state, cal.month_of_day(s[1]), -1, 0)
                     break
         state.rets.append((h, day, total, orig))
+        seen.add(h)
         state.returns += 1
         state.return_amount += total
         _month_add(state, month, 0, -total)
@@ -164,12 +169,17 @@ def _prune(state: ClientState, newest_day: int, previous_day: int, cal: Business
     than the horizon of ``previous_day`` (the newest day before this receipt), so nothing
     needs dropping while the newest day stays the same."""
     keep_from = newest_day - HORIZON_DAYS + 1
+    seen = state.seen
     for s in state.sales:
         if s[1] < keep_from:
+            if seen is not None:
+                seen.difference_update(s[0] for s in state.sales if s[1] < keep_from)
             state.sales = [s for s in state.sales if s[1] >= keep_from]
             break
     for r in state.rets:
         if r[1] < keep_from:
+            if seen is not None:
+                seen.difference_update(r[0] for r in state.rets if r[1] < keep_from)
             state.rets = [r for r in state.rets if r[1] >= keep_from]
             break
     newest_month = cal.month_of_day(newest_day)
