@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -32,6 +32,7 @@ MONTHS_KEPT = 14  # current month + 13 previous
 CATEGORY_MONTHS = 3  # category shares cover the current and two previous months
 _SALE = struct.Struct("<QHq")  # receipt hash, business day, amount (minor units)
 _RET = struct.Struct("<QHqQ")  # receipt hash, business day, amount, original receipt hash
+_Row = TypeVar("_Row", tuple[int, int, int], tuple[int, int, int, int])  # a sale or a return
 
 
 class Outcome(StrEnum):
@@ -169,25 +170,27 @@ def _prune(state: ClientState, newest_day: int, previous_day: int, cal: Business
     than the horizon of ``previous_day`` (the newest day before this receipt), so nothing
     needs dropping while the newest day stays the same."""
     keep_from = newest_day - HORIZON_DAYS + 1
-    seen = state.seen
-    for s in state.sales:
-        if s[1] < keep_from:
-            if seen is not None:
-                seen.difference_update(s[0] for s in state.sales if s[1] < keep_from)
-            state.sales = [s for s in state.sales if s[1] >= keep_from]
-            break
-    for r in state.rets:
-        if r[1] < keep_from:
-            if seen is not None:
-                seen.difference_update(r[0] for r in state.rets if r[1] < keep_from)
-            state.rets = [r for r in state.rets if r[1] >= keep_from]
-            break
+    state.sales = _kept(state.sales, keep_from, state.seen)
+    state.rets = _kept(state.rets, keep_from, state.seen)
     newest_month = cal.month_of_day(newest_day)
     if previous_day < 0 or newest_month != cal.month_of_day(previous_day):
         for m in [m for m in state.months if m <= newest_month - MONTHS_KEPT]:
             del state.months[m]
         for m in [m for m in state.cats if m <= newest_month - CATEGORY_MONTHS]:
             del state.cats[m]
+
+
+def _kept(rows: list[_Row], keep_from: int, seen: set[int] | None) -> list[_Row]:
+    """``rows`` without those of business days before ``keep_from`` (their hashes leave
+    ``seen``); the same list when none is that old."""
+    for row in rows:
+        if row[1] < keep_from:
+            break
+    else:
+        return rows
+    if seen is not None:
+        seen.difference_update(row[0] for row in rows if row[1] < keep_from)
+    return [row for row in rows if row[1] >= keep_from]
 
 
 def apply_profile(state: ClientState, profile: Profile) -> ClientState:
