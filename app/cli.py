@@ -25,6 +25,13 @@ def _instant(text: str) -> datetime:
     return t
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 @contextlib.contextmanager
 def _open_out(path: str | None) -> Iterator[IO[bytes] | None]:
     if path is None:
@@ -85,23 +92,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if rejects is not None:
                 rejects.write(orjson.dumps(row) + b"\n")
 
-        replay = Replay(engine, args.as_of, on_change, on_reject)
-        if args.profiles:
-            with _open_in(args.profiles) as fh:
-                for n, line in read_lines(fh):
-                    replay.profile_line(line, n)
         show = sys.stderr.isatty() and not args.quiet
-        with _open_in(args.input) as fh:
-            for n, line in progress(read_lines(fh), None, show):
-                replay.receipt_line(line, n)
-        rows = replay.finish()
-        if segments is not None:
-            write_jsonl(segments, rows)
+        if args.jobs > 1:
+            st, rule_errors = _replay_jobs(args, show, {"changes": changes, "rejects": rejects,
+                                                        "segments": segments})
+        else:
+            replay = Replay(engine, args.as_of, on_change, on_reject)
+            if args.profiles:
+                with _open_in(args.profiles) as fh:
+                    for n, line in read_lines(fh):
+                        replay.profile_line(line, n)
+            with _open_in(args.input) as fh:
+                for n, line in progress(read_lines(fh), None, show):
+                    replay.receipt_line(line, n)
+            rows = replay.finish()
+            if segments is not None:
+                write_jsonl(segments, rows)
+            st, rule_errors = replay.stats, engine.errors
     elapsed = time.perf_counter() - started
-    st = replay.stats
     summary = {"lines": st.lines, "applied": st.applied, "duplicates": st.duplicates,
-               "anonymous": st.anonymous, "profiles": st.profiles, "rejected": st.rejected,
-               "clients": st.clients, "changes": st.changes, "rule_errors": engine.errors,
+               "anonymous": st.anonymous, "profiles": st.profiles, "rejected": dict(sorted(st.rejected.items())),
+               "clients": st.clients, "changes": st.changes, "rule_errors": rule_errors,
                "seconds": round(elapsed, 3),
                "receipts_per_second": round(st.lines / elapsed) if elapsed > 0 else None}
     sys.stderr.write(orjson.dumps(summary).decode() + "\n")
@@ -109,6 +120,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.stderr.write(f"loyalty replay: {st.rejected_total} rejected line(s) (--strict)\n")
         return 3
     return 0
+
+
+def _replay_jobs(args: argparse.Namespace, show: bool,
+                 outputs: dict[str, IO[bytes] | None]) -> tuple[Any, int]:
+    from app.replay import progress, read_lines
+    from app.replay_jobs import Job, WorkerFailed, run
+
+    def inputs() -> Iterator[tuple[str, Iterator[tuple[int, bytes]]]]:
+        with contextlib.ExitStack() as stack:
+            if args.profiles:
+                yield "profiles", iter(read_lines(stack.enter_context(_open_in(args.profiles))))
+            fh = stack.enter_context(_open_in(args.input))
+            yield "receipts", iter(progress(read_lines(fh), None, show))
+
+    job = Job(rules=args.rules, params=args.param, tz=args.tz, as_of=args.as_of)
+    try:
+        return run(job, args.jobs, inputs(), outputs)
+    except WorkerFailed as exc:
+        raise SystemExit(f"loyalty replay: {exc}") from None
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -192,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--tz", default=tz_default, help="business time zone (LOYALTY_TIMEZONE)")
     r.add_argument("--strict", action="store_true", help="exit 3 if any line was rejected")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--jobs", type=_positive, default=1,
+                   help="worker processes, clients split among them (outputs identical to 1)")
     r.set_defaults(fn=cmd_replay)
 
     s = sub.add_parser("simulate", help="generate realistic POS receipts")

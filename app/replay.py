@@ -89,11 +89,14 @@ class Replay:
         for event in events:
             self.on_change(event)
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Fire transitions up to as_of; return one summary row per segmented client."""
+    def finish(self, before: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+        """Fire transitions up to as_of, client by client in id order (``before`` is told
+        each id first); return one summary row per segmented client."""
         until = to_epoch(self.as_of)
         rows = []
         for cid in sorted(self.states):
+            if before is not None:
+                before(cid)
             state = self.states[cid]
             self._emit(self.engine.advance(state, until))
             if state.segments:
