@@ -131,8 +131,12 @@ async def _produce(boot: str, topic: str, events: int) -> None:
         await producer.stop()
 
 
+CREATED: list[str] = []  # topic name prefixes to drop at the end
+
+
 def measure(mode: str, events: int, boot: str, fast_drain: bool, loop: str) -> dict[str, Any]:
     topic = f"ceiling-{uuid.uuid4().hex[:8]}"
+    CREATED.extend([topic, f"ceiling-{topic}"])  # its own topics, then the Faust app's
     asyncio.run(_produce(boot, topic, events))
     with tempfile.TemporaryDirectory() as data_dir:
         proc = subprocess.run([sys.executable, __file__, "--worker", mode, "--topic", topic,
@@ -166,7 +170,13 @@ def main() -> None:
 
     boot = bootstrap()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    results = [measure(mode, args.events, boot, args.fast_drain, args.loop) for mode in args.mode or MODES]
+    try:
+        results = [measure(mode, args.events, boot, args.fast_drain, args.loop) for mode in args.mode or MODES]
+    finally:  # the input, output and changelog topics of every run: "ceiling-<id>..."
+        from tests.integration.harness import drop_test_data
+
+        topics, _ = asyncio.run(drop_test_data(boot, None, sorted(set(CREATED))))
+        print(f"bench-ceiling: dropped {topics} topics", file=sys.stderr)
     print(orjson.dumps({"machine": machine, "loop": args.loop, "fast_drain": args.fast_drain,
                         "results": results},
                        option=orjson.OPT_INDENT_2).decode())

@@ -32,8 +32,17 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.settings import Settings
 from app.simulate import SimConfig, generate
-from tests.integration.harness import Worker, free_port, produce_lines, read_topic, unique_env
+from tests.integration.harness import (
+    CREATED,
+    Worker,
+    drop_test_data,
+    free_port,
+    produce_lines,
+    read_topic,
+    unique_env,
+)
 
 
 def bootstrap() -> str:
@@ -170,12 +179,17 @@ def main() -> None:
     if args.fast_drain:
         EXTRA["LOYALTY_FAST_DRAIN"] = "true"
     boot = bootstrap()
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        result = {"fast_drain": args.fast_drain, "machine": machine, "rules": EXTRA["LOYALTY_RULES"],
-                  "throughput": throughput(boot, tmp, args.receipts, args.workers),
-                  "latency": [latency(boot, tmp, r, args.seconds) for r in (args.rate or [1000, 5000])]}
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+            result = {"fast_drain": args.fast_drain, "machine": machine, "rules": EXTRA["LOYALTY_RULES"],
+                      "throughput": throughput(boot, tmp, args.receipts, args.workers),
+                      "latency": [latency(boot, tmp, r, args.seconds) for r in (args.rate or [1000, 5000])]}
+    finally:  # the workers' topics and Redis keys: repeated runs must not fill the broker and Redis
+        redis_url = EXTRA.get("REDIS_URL") or os.environ.get("REDIS_URL") or Settings.redis_url
+        topics, keys = asyncio.run(drop_test_data(boot, redis_url, CREATED))
+        print(f"bench-stream: dropped {topics} topics and {keys} Redis keys", file=sys.stderr)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -43,17 +43,28 @@ start() {
   else
     (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && die "port $PORT is in use by something else (set REDIS_PORT)"
     mkdir -p "$BASE"
+    rm -f "$BASE"/temp-*.rdb  # a save cut short by SIGKILL
     say "starting redis-server on 127.0.0.1:$PORT (log: $LOG)"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$PORT" --dir "$BASE" \
       --pidfile "$PIDF" --logfile "$LOG" \
       || die "redis-server failed to start (see $LOG)"
   fi
-  for ((i = 0; i < 100; i++)); do
-    if answers; then say "ready on $URL"; echo "$URL"; return 0; fi
+  # 20 s to answer at all; while it answers LOADING (a large dump being read back), up to
+  # REDIS_LOAD_TIMEOUT seconds more
+  local reply waited=0 loading=0 limit="${REDIS_LOAD_TIMEOUT:-600}"
+  for ((i = 0; i < 100; )); do
+    reply="$(redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null || true)"
+    if [[ "$reply" == "PONG" ]]; then say "ready on $URL"; echo "$URL"; return 0; fi
+    if [[ "$reply" == LOADING* ]] && ((waited < limit * 5)); then
+      ((loading)) || say "loading its dataset from $BASE/dump.rdb (waiting up to ${limit}s)"
+      loading=1; waited=$((waited + 1))
+    else
+      i=$((i + 1))
+    fi
     sleep 0.2
   done
   tail -n 20 "$LOG" >&2 || true
-  die "redis did not answer PONG on port $PORT within 20s"
+  die "redis did not answer PONG on port $PORT (20s, or ${limit}s while loading)"
 }
 
 stop() {
@@ -61,11 +72,11 @@ stop() {
   if ! pid="$(our_pid)"; then rm -f "$PIDF"; say "not running"; return 0; fi
   say "stopping redis-server (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
+  for ((i = 0; i < 600; i++)); do  # it saves its dataset first: a large one takes a while
     kill -0 "$pid" 2>/dev/null || { rm -f "$PIDF"; say "stopped"; return 0; }
     sleep 0.2
   done
-  say "still alive after 10s, sending SIGKILL"
+  say "still alive after 120s, sending SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$PIDF"
 }
