@@ -21,7 +21,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -116,8 +116,9 @@ def _merged(paths: list[Path]) -> Iterator[bytes]:
 
 def _sum(stats: list[ReplayStats]) -> ReplayStats:
     total = ReplayStats()
+    counts = [f.name for f in fields(ReplayStats) if f.name != "rejected"]
     for st in stats:
-        for name in ("lines", "applied", "duplicates", "anonymous", "profiles", "changes", "clients"):
+        for name in counts:
             setattr(total, name, getattr(total, name) + getattr(st, name))
         for reason, n in st.rejected.items():
             total.rejected[reason] = total.rejected.get(reason, 0) + n

@@ -196,6 +196,11 @@ def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
     return Receipt(receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original, at)
 
 
+def _item_error(reason: str, n: int, what: str) -> RejectedInput:
+    """The rejection of item ``n`` (its field name is built only on this, the error path)."""
+    return RejectedInput(reason, f"items[{n}]{what}", f"items[{n}]")
+
+
 def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
     if raw is None:
         return ()
@@ -204,20 +209,20 @@ def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
     out = []
     for n, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise RejectedInput("bad_type", f"items[{n}] must be an object", f"items[{n}]")
+            raise _item_error("bad_type", n, " must be an object")
         category = item.get("category", "uncategorized")
         if not isinstance(category, str) or not category or len(category) > 64:
-            raise RejectedInput("bad_value", f"items[{n}].category must be 1..64 chars", f"items[{n}]")
+            raise _item_error("bad_value", n, ".category must be 1..64 chars")
         if "amount" not in item:
-            raise RejectedInput("missing_field", f"items[{n}].amount is required", f"items[{n}]")
+            raise _item_error("missing_field", n, ".amount is required")
         amount = _plain_money(item["amount"], exponent)
         if amount is None:
             amount = parse_money(item["amount"], exponent, f"items[{n}].amount")
         if amount < 0:
-            raise RejectedInput("bad_amount", f"items[{n}].amount must be >= 0", f"items[{n}]")
+            raise _item_error("bad_amount", n, ".amount must be >= 0")
         qty = item.get("qty", 1)
         if (qty.__class__ is not int and qty.__class__ is not float) or qty < 0:  # not bool
-            raise RejectedInput("bad_value", f"items[{n}].qty must be a number >= 0", f"items[{n}]")
+            raise _item_error("bad_value", n, ".qty must be a number >= 0")
         out.append(Item(category, amount))
     return tuple(out)
 

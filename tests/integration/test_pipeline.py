@@ -44,6 +44,13 @@ def _run_through(worker: Worker, lines: list[bytes], changes: int) -> None:
         worker.stop()
 
 
+def _wait_for_first_change(settings: Any, timeout: float = 90) -> None:
+    """Until the worker has published its first change (or ``timeout`` s): mid-stream."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _any_change(settings):
+        time.sleep(0.2)
+
+
 def _any_change(settings: Any) -> bool:
     """True once the first change is published (reads one record: a full read of a fast
     worker's output can last until the worker is done)."""
@@ -94,9 +101,7 @@ def test_restart_after_sigkill_recovers_state(tmp_path: Path, kafka_bootstrap: s
     produce_lines(settings, lines)
     worker.start()
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not _any_change(settings):
-            time.sleep(0.2)
+        _wait_for_first_change(settings)
         worker.kill()  # SIGKILL mid-stream: no clean shutdown, no final commit
         seen = len(read_topic(settings, settings.topic_changes))
         assert seen < len(expected["events"]), "the worker finished before it could be killed"
@@ -125,9 +130,7 @@ def test_a_second_worker_joining_mid_stream_equals_replay(tmp_path: Path, kafka_
     produce_lines(settings, lines)
     first.start()
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not _any_change(settings):
-            time.sleep(0.2)
+        _wait_for_first_change(settings)
         second.start()
         seen = len(read_topic(settings, settings.topic_changes))
         assert seen < len(expected["events"]), "the first worker finished before the second joined"
