@@ -1,7 +1,7 @@
 """The due index: which clients of a partition have a time-based change due, in due order.
 
 It is derived data. Every ``clients`` table value starts with the client's next-due
-instant (:mod:`app.codecs`), so the index is kept in memory and built from the table's
+instant (:mod:`app.wire.codecs`), so the index is kept in memory and built from the table's
 store, partition by partition, the first time the due timer needs it after a rebalance
 (when Faust has finished recovering the tables). The clients agent updates it with every
 value it writes. Nothing is written to Kafka for it: an earlier version kept the index as
@@ -23,7 +23,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.codecs import table_due, table_rules
+from app.wire.codecs import table_due, table_rules
 
 _FAUST_KEYS = b"__faust"  # Faust's own bookkeeping keys in a partition's RocksDB
 SWEEP = 1  # the due instant of a client written under other rules: before any real one

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app import codecs
+from app.wire import codecs
 from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
 from rules.receipts import Receipt

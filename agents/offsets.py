@@ -14,7 +14,7 @@ missing; 14-15 receipts of two partitions skipped in another run.
 its partition (the committed offset when the partition was assigned to this worker). On a
 gap it fetches the skipped records itself, with a plain aiokafka consumer, and hands them to
 the agent before the record that revealed the gap, in offset order. The partition's commits
-are held meanwhile (:func:`app.faust_patches.hold_commits`); afterwards the range is marked
+are held meanwhile (:func:`app.stream.faust_patches.hold_commits`); afterwards the range is marked
 done in Faust's consumer, so commits go on past it. Seeking Faust's consumer back instead
 raced with its read-offset bookkeeping and lost the rest of a partition.
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from faust.types import TP
 
-from app import faust_patches
+from app.stream import faust_patches
 
 log = logging.getLogger("loyalty.offsets")
 
@@ -116,7 +116,7 @@ class GapFiller:
 def register_filler(app: Any, name: str, bootstrap: str, metrics: Any, min_gap: int = 1) -> GapFiller:
     """A filler for one agent of ``app``, told about every new assignment; skipped records
     are counted in ``metrics.offset_gaps`` (app.metrics)."""
-    from app.kafka_io import fetch_range
+    from app.wire.kafka_io import fetch_range
 
     async def fetch(topic: str, partition: int, start: int, end: int) -> list[Any]:
         return await fetch_range(bootstrap, topic, partition, start, end)

@@ -28,8 +28,8 @@ from agents.batching import ClientTable, in_event, send
 from agents.due_index import DueIndex, partitioned, stored_dues
 from agents.handler import ClientHandler, route
 from agents.offsets import register_filler
-from app import codecs
 from app.metrics import Metrics
+from app.wire import codecs
 from rules import Engine, RejectedInput
 from rules.calendar import to_epoch
 

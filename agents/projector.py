@@ -1,4 +1,4 @@
-"""The projector: segment changes -> the Redis projection (:mod:`app.projection`).
+"""The projector: segment changes -> the Redis projection (:mod:`app.projection.store`).
 
 A task of the worker with its own Kafka consumer (group ``<app id>-projector``) on the
 segment-changes topic, apart from Faust's consumer: while Redis is down it retries the same
@@ -26,10 +26,8 @@ with every summary metric (``Engine.metrics`` at the client's clock) for the POS
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,8 +36,7 @@ import faust
 import orjson
 from faust.types import TP
 
-from app import codecs
-from app.projection import (
+from app.projection.store import (
     REVENUE_METRIC,
     Projection,
     Update,
@@ -49,6 +46,7 @@ from app.projection import (
     text,
 )
 from app.settings import Settings
+from app.wire import codecs
 from rules import Engine
 from rules.state import loads as load_state
 
@@ -356,21 +354,3 @@ async def _copy_history(proj: Projection, old: str, new: str) -> int:
                 await redis.zadd(f"{pn}{kind}days:{dim}", {day: score})
                 copied += 1
     return copied
-
-
-def cmd_rebuild(args: argparse.Namespace) -> int:
-    from app.faust_app import build_engine
-
-    settings = Settings.from_env()
-    asyncio.run(rebuild(settings, build_engine(settings),
-                        say=lambda s: print(f"projection rebuild: {s}", file=sys.stderr)))
-    return 0
-
-
-def add_cli(sub: Any) -> None:
-    """``loyalty projection rebuild`` (registered by :mod:`app.service_cli`)."""
-    pr = sub.add_parser("projection", help="the Redis projection of segments")
-    prs = pr.add_subparsers(dest="projection_command", required=True)
-    rb = prs.add_parser("rebuild", help="rebuild the projection from Kafka (changes topic "
-                                        "and clients changelog) into a new generation")
-    rb.set_defaults(fn=cmd_rebuild)

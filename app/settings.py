@@ -1,197 +1,162 @@
 """One settings object, read from the environment (12-factor). Nothing connects here.
 
-| variable | default | meaning |
-|---|---|---|
-| KAFKA_BOOTSTRAP_SERVERS | 127.0.0.1:9092 | Kafka brokers |
-| REDIS_URL | redis://127.0.0.1:6379/0 | Redis for the projection |
-| LOYALTY_APP_ID | loyalty | Faust app id: consumer group, changelog topic prefix |
-| LOYALTY_RULES | boostfeel,rfm | rule sets: preset names or YAML paths, comma-separated |
-| LOYALTY_TIMEZONE | UTC | business time zone (days, months, quiet hours) |
-| LOYALTY_DATA_DIR | .local/worker | RocksDB tables and Faust state |
-| LOYALTY_STORE | rocksdb:// | table store (memory:// for unit tests) |
-| LOYALTY_ROCKSDB_CACHE_MB | 32 | block cache per partition database (rocksdict default: 2 GiB) |
-| LOYALTY_PARTITIONS | 8 | partitions of the topics this service creates |
-| LOYALTY_TOPIC_RECEIPTS | pos.receipts | input: POS receipts |
-| LOYALTY_TOPIC_PROFILES | crm.client-profiles | input: CRM profiles |
-| LOYALTY_TOPIC_CHANGES | loyalty.segment-changes | output: CloudEvents |
-| LOYALTY_TOPIC_DLQ | loyalty.receipts.dlq | rejected input |
-| LOYALTY_TOPIC_CLIENT_EVENTS | loyalty.client-events | internal: inputs repartitioned by client id, and due ticks |
-| LOYALTY_DUE_INTERVAL | 5 | seconds between due-index scans |
-| LOYALTY_DUE_MAX_DELAY | 60 | bound (seconds) on publishing a time-based change after its due instant |
-| LOYALTY_CLOCK | wall | `wall`, or a fixed ISO instant (tests, demos over historical data) |
-| LOYALTY_GUARANTEE | at_least_once | the only value: exactly_once is refused (README, Delivery) |
-| LOYALTY_WEB_HOST / LOYALTY_WEB_PORT | 127.0.0.1 / 6066 | HTTP API, /metrics, health |
-| LOYALTY_LOOKUP_PORT | 6068 | port of the POS lookup server (`loyalty lookup`, host LOYALTY_WEB_HOST) |
-| LOYALTY_LOOKUP_CACHE | 100000 | clients whose rendered lookup the lookup server keeps (0: none) |
-| LOYALTY_LOOP | uvloop | the worker's event loop: uvloop (measured +18% receipts/s) or asyncio |
-| LOYALTY_API_TOKEN | (empty: auth off) | bearer token for the HTTP API and the lookup server |
-| LOYALTY_STALL_TIMEOUT | 120 | seconds of lag without progress before a partition counts as stalled |
-| LOYALTY_LOG_LEVEL | info | log level |
-| LOYALTY_PRODUCER_BUFFER | 5000 | Faust producer buffer (messages) before consumption pauses |
-| LOYALTY_BATCH_MAX | 500 | messages the clients agent handles per batch (one broker ack wait per batch) |
-| LOYALTY_BATCH_WITHIN | 0.05 | seconds the clients agent waits to fill a batch |
-| LOYALTY_FAST_DRAIN | false | opt-in consumer patch, ~2x events/s (see app/faust_patches.py) |
-| LOYALTY_FETCH_MAX_WAIT_MS | 100 | longest a consumer fetch waits at the broker (Faust: 1500, which stalled agents) |
-| LOYALTY_STALL_ACTION | none | on a stalled partition: none (not ready only), seek, exit (code 70) |
-| LOYALTY_LOG_FORMAT | text | text or json (one JSON object per line) |
-| LOYALTY_FAULT_STALL_PARTITION | -1 | fault injection for tests: the router blocks on this input partition |
+Parsing and validation are pydantic-settings': each field names its environment variable
+(``validation_alias``), its default and its meaning (``description``, from which
+``docs/reference/settings.md`` is generated). An invalid value raises
+:class:`app.errors.SettingsError` naming the variable. An empty variable counts as unset.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from app.errors import SettingsError
 
+_EXACTLY_ONCE = (
+    "exactly_once is not offered: with faust-streaming 0.15.3 on Kafka 3.9 a worker "
+    "restarted after SIGKILL kept failing with ProducerFenced and ~15% of the changes "
+    "never appeared (docs/explanation/delivery-guarantees.md); use at_least_once "
+    "(deterministic event ids)"
+)
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(name, f"must be >= {minimum}")
-    return value
+Csv = Annotated[tuple[str, ...], NoDecode]
 
 
-def _choice(env: Mapping[str, str], name: str, options: tuple[str, ...]) -> str:
-    value = env.get(name) or options[0]
-    if value not in options:
-        raise SettingsError(name, f"one of {', '.join(options)}, got {value!r}")
-    return value
+def _env(name: str, default: Any, meaning: str, **constraints: Any) -> Any:
+    return Field(default, validation_alias=name, description=meaning, **constraints)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(name, "must be > 0")
-    return value
+class Settings(BaseSettings):
+    """The service's settings; build them with :meth:`from_env`."""
 
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True,
+                                      env_ignore_empty=True, populate_by_name=False)
 
-@dataclass(frozen=True)
-class Settings:
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    app_id: str = "loyalty"
-    rules: tuple[str, ...] = ("boostfeel", "rfm")
-    timezone: str = "UTC"
-    data_dir: str = ".local/worker"
-    store: str = "rocksdb://"
-    rocksdb_cache_mb: int = 32
-    partitions: int = 8
-    topic_receipts: str = "pos.receipts"
-    topic_profiles: str = "crm.client-profiles"
-    topic_changes: str = "loyalty.segment-changes"
-    topic_dlq: str = "loyalty.receipts.dlq"
-    topic_client_events: str = "loyalty.client-events"
-    due_interval: float = 5.0
-    due_max_delay: float = 60.0
-    clock: str = "wall"
-    guarantee: str = "at_least_once"
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    lookup_port: int = 6068
-    lookup_cache: int = 100_000
-    loop: str = "uvloop"
-    api_token: str = ""
-    stall_timeout: float = 120.0
-    log_level: str = "info"
-    producer_buffer: int = 5000
-    stall_action: str = "none"
-    fast_drain: bool = False
-    fetch_max_wait_ms: int = 100
-    batch_max: int = 500
-    batch_within: float = 0.05
-    log_format: str = "text"
-    fault_stall_partition: int = -1
-    topic_actions: str = "loyalty.scenario-actions"
-    topic_actions_dlq: str = "loyalty.scenario-actions.dlq"
-    scenarios: tuple[str, ...] = ("all",)
-    webhook_url: str = ""
-    webhook_attempts: int = 5
-    webhook_backoff: float = 0.5
+    kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka brokers, comma-separated")
+    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the projection")
+    app_id: str = _env("LOYALTY_APP_ID", "loyalty", "Faust app id: consumer group, changelog topic prefix, "
+                       "Redis key namespace")
+    rules: Csv = _env("LOYALTY_RULES", ("boostfeel", "rfm"),
+                      "rule sets: preset names or YAML paths, comma-separated")
+    timezone: str = _env("LOYALTY_TIMEZONE", "UTC", "business time zone (days, months, quiet hours), an IANA name")
+    data_dir: str = _env("LOYALTY_DATA_DIR", ".local/worker", "RocksDB tables and Faust state")
+    store: str = _env("LOYALTY_STORE", "rocksdb://", "table store (`memory://` for unit tests)")
+    rocksdb_cache_mb: int = _env("LOYALTY_ROCKSDB_CACHE_MB", 32,
+                                 "block cache (MiB) per partition database (rocksdict default: 2 GiB)", ge=1)
+    partitions: int = _env("LOYALTY_PARTITIONS", 8, "partitions of the topics this service creates", ge=1)
+    topic_receipts: str = _env("LOYALTY_TOPIC_RECEIPTS", "pos.receipts", "input: POS receipts")
+    topic_profiles: str = _env("LOYALTY_TOPIC_PROFILES", "crm.client-profiles", "input: CRM client profiles")
+    topic_changes: str = _env("LOYALTY_TOPIC_CHANGES", "loyalty.segment-changes",
+                              "output: segment-changed CloudEvents")
+    topic_dlq: str = _env("LOYALTY_TOPIC_DLQ", "loyalty.receipts.dlq", "rejected input, with the reason")
+    topic_client_events: str = _env("LOYALTY_TOPIC_CLIENT_EVENTS", "loyalty.client-events",
+                                    "internal: inputs repartitioned by client id, and due ticks")
+    due_interval: float = _env("LOYALTY_DUE_INTERVAL", 5.0, "seconds between due-index scans", gt=0)
+    due_max_delay: float = _env("LOYALTY_DUE_MAX_DELAY", 60.0,
+                                "bound (seconds) on publishing a time-based change after its due instant", gt=0)
+    clock: str = _env("LOYALTY_CLOCK", "wall",
+                      "`wall`, or a fixed ISO 8601 instant with offset (tests, demos over historical data)")
+    guarantee: str = _env("LOYALTY_GUARANTEE", "at_least_once",
+                          "delivery guarantee; the only value is `at_least_once` (exactly_once is refused)")
+    web_host: str = _env("LOYALTY_WEB_HOST", "127.0.0.1", "address of the HTTP API, /metrics, health "
+                         "and the lookup server")
+    web_port: int = _env("LOYALTY_WEB_PORT", 6066, "port of the worker's HTTP API, /metrics and health", ge=1)
+    lookup_port: int = _env("LOYALTY_LOOKUP_PORT", 6068, "port of the POS lookup server (`loyalty lookup`)", ge=1)
+    lookup_cache: int = _env("LOYALTY_LOOKUP_CACHE", 100_000,
+                             "clients whose rendered lookup the lookup server keeps (0: none)", ge=0)
+    loop: Literal["uvloop", "asyncio"] = _env("LOYALTY_LOOP", "uvloop",
+                                              "the worker's event loop (uvloop measured +18% receipts/s)")
+    api_token: str = _env("LOYALTY_API_TOKEN", "", "bearer token for the HTTP API and the lookup server "
+                          "(empty: authentication off)")
+    stall_timeout: float = _env("LOYALTY_STALL_TIMEOUT", 120.0,
+                                "seconds of lag without progress before a partition counts as stalled", gt=0)
+    log_level: str = _env("LOYALTY_LOG_LEVEL", "info", "log level")
+    producer_buffer: int = _env("LOYALTY_PRODUCER_BUFFER", 5000,
+                                "Faust producer buffer (messages) before consumption pauses", ge=100)
+    stall_action: Literal["none", "seek", "exit"] = _env(
+        "LOYALTY_STALL_ACTION", "none",
+        "on a stalled partition: `none` (not ready only), `seek`, `exit` (code 70)")
+    fast_drain: bool = _env("LOYALTY_FAST_DRAIN", False, "opt-in consumer patch, ~2x events/s "
+                            "(docs/explanation/faust-workarounds.md)")
+    fetch_max_wait_ms: int = _env("LOYALTY_FETCH_MAX_WAIT_MS", 100,
+                                  "longest a consumer fetch waits at the broker (Faust: 1500, which stalled agents)",
+                                  ge=1)
+    batch_max: int = _env("LOYALTY_BATCH_MAX", 500,
+                          "messages the clients agent handles per batch (one broker ack wait per batch)", ge=1)
+    batch_within: float = _env("LOYALTY_BATCH_WITHIN", 0.05, "seconds the clients agent waits to fill a batch",
+                               gt=0)
+    log_format: Literal["text", "json"] = _env("LOYALTY_LOG_FORMAT", "text",
+                                               "`text`, or `json` (one JSON object per line)")
+    fault_stall_partition: int = _env("LOYALTY_FAULT_STALL_PARTITION", -1,
+                                      "fault injection for tests: the router blocks on this input partition")
+    topic_actions: str = _env("LOYALTY_TOPIC_ACTIONS", "loyalty.scenario-actions", "output: scenario actions")
+    topic_actions_dlq: str = _env("LOYALTY_TOPIC_ACTIONS_DLQ", "loyalty.scenario-actions.dlq",
+                                  "actions the webhook could not deliver")
+    scenarios: Csv = _env("LOYALTY_SCENARIOS", ("all",),
+                          "`all` (every preset scenario whose dimension the rule sets define), `none`, "
+                          "or scenario preset names / YAML paths, comma-separated")
+    webhook_url: str = _env("LOYALTY_WEBHOOK_URL", "", "where actions are POSTed (empty: no webhook)")
+    webhook_attempts: int = _env("LOYALTY_WEBHOOK_ATTEMPTS", 5, "webhook attempts per action", ge=1)
+    webhook_backoff: float = _env("LOYALTY_WEBHOOK_BACKOFF", 0.5,
+                                  "seconds before the first webhook retry, doubled per retry", gt=0)
+
+    @field_validator("rules", "scenarios", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(x.strip() for x in value.split(",") if x.strip())
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _some_rules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one rule set")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except Exception:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Moscow)") from None
+        return value
+
+    @field_validator("clock")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if value != "wall":
+            _fixed_instant(value)
+        return value
+
+    @field_validator("guarantee")
+    @classmethod
+    def _guarantee(cls, value: str) -> str:
+        if value == "exactly_once":
+            raise ValueError(_EXACTLY_ONCE)
+        if value != "at_least_once":
+            raise ValueError("at_least_once (the only supported value)")
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        g = env.get
-        rules = tuple(r.strip() for r in g("LOYALTY_RULES", "boostfeel,rfm").split(",") if r.strip())
-        if not rules:
-            raise SettingsError("LOYALTY_RULES", "name at least one rule set")
-        guarantee = g("LOYALTY_GUARANTEE", "at_least_once")
-        if guarantee == "exactly_once":
-            raise SettingsError(
-                "LOYALTY_GUARANTEE",
-                "exactly_once is not offered: with faust-streaming 0.15.3 on Kafka 3.9 a worker "
-                "restarted after SIGKILL kept failing with ProducerFenced and ~15% of the changes "
-                "never appeared (README, Delivery); use at_least_once (deterministic event ids)",
-            )
-        if guarantee != "at_least_once":
-            raise SettingsError("LOYALTY_GUARANTEE", "at_least_once (the only supported value)")
-        clock = g("LOYALTY_CLOCK", "wall")
-        if clock != "wall":
-            _fixed_instant(clock)
-        settings = cls(
-            kafka_bootstrap=g("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap),
-            redis_url=g("REDIS_URL", cls.redis_url),
-            app_id=g("LOYALTY_APP_ID", cls.app_id),
-            rules=rules,
-            timezone=g("LOYALTY_TIMEZONE", cls.timezone),
-            data_dir=g("LOYALTY_DATA_DIR", cls.data_dir),
-            store=g("LOYALTY_STORE", cls.store),
-            rocksdb_cache_mb=_int(env, "LOYALTY_ROCKSDB_CACHE_MB", cls.rocksdb_cache_mb, 1),
-            partitions=_int(env, "LOYALTY_PARTITIONS", cls.partitions, 1),
-            topic_receipts=g("LOYALTY_TOPIC_RECEIPTS", cls.topic_receipts),
-            topic_profiles=g("LOYALTY_TOPIC_PROFILES", cls.topic_profiles),
-            topic_changes=g("LOYALTY_TOPIC_CHANGES", cls.topic_changes),
-            topic_dlq=g("LOYALTY_TOPIC_DLQ", cls.topic_dlq),
-            topic_client_events=g("LOYALTY_TOPIC_CLIENT_EVENTS", cls.topic_client_events),
-            due_interval=_float(env, "LOYALTY_DUE_INTERVAL", cls.due_interval),
-            due_max_delay=_float(env, "LOYALTY_DUE_MAX_DELAY", cls.due_max_delay),
-            clock=clock,
-            guarantee=guarantee,
-            web_host=g("LOYALTY_WEB_HOST", cls.web_host),
-            web_port=_int(env, "LOYALTY_WEB_PORT", cls.web_port, 1),
-            lookup_port=_int(env, "LOYALTY_LOOKUP_PORT", cls.lookup_port, 1),
-            lookup_cache=_int(env, "LOYALTY_LOOKUP_CACHE", cls.lookup_cache, 0),
-            loop=_choice(env, "LOYALTY_LOOP", ("uvloop", "asyncio")),
-            api_token=g("LOYALTY_API_TOKEN", cls.api_token),
-            stall_timeout=_float(env, "LOYALTY_STALL_TIMEOUT", cls.stall_timeout),
-            log_level=g("LOYALTY_LOG_LEVEL", cls.log_level),
-            producer_buffer=_int(env, "LOYALTY_PRODUCER_BUFFER", cls.producer_buffer, 100),
-            stall_action=_choice(env, "LOYALTY_STALL_ACTION", ("none", "seek", "exit")),
-            fast_drain=g("LOYALTY_FAST_DRAIN", "false").lower() in ("1", "true", "yes"),
-            fetch_max_wait_ms=_int(env, "LOYALTY_FETCH_MAX_WAIT_MS", cls.fetch_max_wait_ms, 1),
-            batch_max=_int(env, "LOYALTY_BATCH_MAX", cls.batch_max, 1),
-            batch_within=_float(env, "LOYALTY_BATCH_WITHIN", cls.batch_within),
-            log_format=_choice(env, "LOYALTY_LOG_FORMAT", ("text", "json")),
-            fault_stall_partition=int(g("LOYALTY_FAULT_STALL_PARTITION", "-1") or -1),
-            topic_actions=g("LOYALTY_TOPIC_ACTIONS", cls.topic_actions),
-            topic_actions_dlq=g("LOYALTY_TOPIC_ACTIONS_DLQ", cls.topic_actions_dlq),
-            scenarios=tuple(x.strip() for x in g("LOYALTY_SCENARIOS", "all").split(",") if x.strip()),
-            webhook_url=g("LOYALTY_WEBHOOK_URL", cls.webhook_url),
-            webhook_attempts=_int(env, "LOYALTY_WEBHOOK_ATTEMPTS", cls.webhook_attempts, 1),
-            webhook_backoff=_float(env, "LOYALTY_WEBHOOK_BACKOFF", cls.webhook_backoff),
-        )
+        """Settings from ``env`` (default: the process environment); unknown names are ignored."""
+        source = _MappingSource(cls, os.environ if env is None else env)
         try:
-            from zoneinfo import ZoneInfo
-
-            ZoneInfo(settings.timezone)
-        except Exception:
-            raise SettingsError("LOYALTY_TIMEZONE", f"unknown time zone {settings.timezone!r}") from None
-        return settings
+            return cls.model_validate(source())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            raise SettingsError(variable(field), _message(first)) from None
 
     def clock_fn(self) -> Callable[[], datetime]:
         """The service's notion of now: the wall clock, or a fixed instant."""
@@ -199,6 +164,37 @@ class Settings:
             return lambda: datetime.now(UTC)
         fixed = _fixed_instant(self.clock)
         return lambda: fixed
+
+
+class _MappingSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (tests pass their own)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._mapping.items() if value != ""}  # empty: unset
+
+
+def fields() -> dict[str, FieldInfo]:
+    """The settings' fields, in declaration order (the reference page is generated from them)."""
+    return dict(Settings.model_fields)
+
+
+def variable(field: str) -> str:
+    """The environment variable of a field (or of its alias, as pydantic reports it)."""
+    info = Settings.model_fields.get(field)
+    return str(info.validation_alias) if info is not None else field
+
+
+def _message(error: Any) -> str:
+    msg = str(error["msg"])
+    msg = msg.removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, str) and error.get("type") != "value_error":
+        msg = f"{msg}, got {value!r}"
+    return msg
 
 
 def _fixed_instant(text: str) -> datetime:

@@ -2,7 +2,7 @@
 
 By default (``make bench-api``) the script is self-contained: it fills a fresh projection
 namespace in the local Redis from a replay of simulated receipts (``--clients``), starts
-``--processes`` lookup servers (``loyalty lookup``, app.lookup) sharing one port, warms
+``--processes`` lookup servers (``loyalty lookup``, app.lookup.server) sharing one port, warms
 them up, then drives them with ``wrk`` (a C load generator: one thread, ``--connections``
 keep-alive connections, each sending its next request when the previous answer arrives,
 client ids drawn at random). Prints requests/s and the p50/p90/p99 latency wrk measured,
@@ -56,10 +56,10 @@ def redis_url() -> str:
 async def fill(url: str, app_id: str, clients: int) -> list[str]:
     """A projection of ``clients`` simulated clients (90 days of receipts up to AS_OF)."""
     from agents.projector import state_updates
-    from app import codecs
-    from app.projection import Projection, Update, namespace
-    from app.replay import Replay
-    from app.simulate import SimConfig, generate
+    from app.batch.replay import Replay
+    from app.batch.simulate import SimConfig, generate
+    from app.projection.store import Projection, Update, namespace
+    from app.wire import codecs
     from rules import Engine, load_ruleset
     from rules.state import dumps as dump_state
 
@@ -80,7 +80,7 @@ async def fill(url: str, app_id: str, clients: int) -> list[str]:
 
 
 async def drop(url: str, app_id: str) -> None:
-    from app.projection import Projection, drop_generation, namespace
+    from app.projection.store import Projection, drop_generation, namespace
 
     proj = Projection.from_url(url, namespace(app_id))
     await drop_generation(proj.redis, namespace(app_id) + ":")
@@ -90,7 +90,7 @@ async def drop(url: str, app_id: str) -> None:
 def writer(url: str, app_id: str, ids: list[str], rate: float, stop: Any, done: Any) -> None:
     """Segment changes of random clients at ``rate`` per second (run in a child process):
     what the projector writes while POS terminals look clients up."""
-    from app.projection import Projection, Update, namespace
+    from app.projection.store import Projection, Update, namespace
 
     async def run() -> None:
         proj = Projection.from_url(url, namespace(app_id))

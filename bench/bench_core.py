@@ -28,8 +28,8 @@ from datetime import datetime
 
 import orjson
 
-from app.replay import Replay
-from app.simulate import SimConfig, generate
+from app.batch.replay import Replay
+from app.batch.simulate import SimConfig, generate
 from rules import Engine, RejectedInput, load_ruleset, loads, parse_receipt
 from rules.calendar import BusinessCalendar
 from rules.events import segment_changed

@@ -53,8 +53,8 @@ def worker(mode: str, topic: str, events: int, boot: str, data_dir: str, fast_dr
     from faust.transport.producer import ProducerBuffer
 
     from agents.batching import ClientTable, in_event
-    from app import faust_patches
     from app.settings import Settings
+    from app.stream import faust_patches
 
     app = faust.App(f"ceiling-{topic}", broker=f"kafka://{boot}", store="rocksdb://",
                     datadir=data_dir, autodiscover=False, topic_partitions=4,

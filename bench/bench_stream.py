@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.batch.simulate import SimConfig, generate
 from app.settings import Settings
-from app.simulate import SimConfig, generate
 from tests.integration.harness import (
     CREATED,
     Worker,

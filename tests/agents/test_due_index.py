@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from agents.due_index import DueIndex, stored_dues
-from app import codecs
+from app.wire import codecs
 
 
 def test_due_entries_in_due_order_and_kept_until_the_due_changes() -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from agents.due_index import stored_dues
 from agents.handler import ClientHandler, route
-from app import codecs
 from app.settings import Settings
+from app.wire import codecs
 from rules import Engine, RejectedInput, load_ruleset
 from rules.calendar import to_epoch
 
@@ -76,7 +76,7 @@ def test_table_value_round_trip() -> None:
 def _memory_app(tmp_path: Path, **env: str) -> tuple[Any, Any]:
     """The real Faust app with the memory store, ready for ``agent.test_context()``. No
     scenarios: their actions would go to a real actions topic (a broker)."""
-    from app.faust_app import create_app
+    from app.stream.faust_app import create_app
 
     settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_DATA_DIR": str(tmp_path),
                                   "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agents.offsets import GapFiller
-from app import faust_patches
+from app.stream import faust_patches
 
 
 @pytest.fixture(autouse=True)

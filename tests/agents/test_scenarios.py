@@ -15,10 +15,10 @@ from agents.scenarios import (
     scenario_presets,
     scenario_report,
 )
-from app import codecs
-from app.cli import main
+from app.cli.main import main
 from app.metrics import Metrics
 from app.settings import Settings
+from app.wire import codecs
 from rules import Engine, RuleSetError, load_ruleset
 from rules.scenario_state import ScenarioRunner
 

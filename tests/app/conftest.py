@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from agents.projector import state_updates
-from app import codecs
-from app.projection import Projection, Update, drop_generation, namespace
-from app.replay import Replay
-from app.simulate import SimConfig, generate
+from app.batch.replay import Replay
+from app.batch.simulate import SimConfig, generate
+from app.projection.store import Projection, Update, drop_generation, namespace
+from app.wire import codecs
 from rules import Engine, load_ruleset
 from rules.state import dumps as dump_state
 

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.api import Api
-from app.projection import Projection, namespace
-from app.web import mount
+from app.projection.store import Projection, namespace
+from app.serving.api import Api
+from app.serving.web import mount
 from rules.ruleset import preset_path
 from tests.app.conftest import AS_OF, AUTH, TOKEN, Data, filled
 

@@ -1,11 +1,11 @@
-"""The worker consumer's fetch wait (app.faust_patches.with_fetch_max_wait), no broker."""
+"""The worker consumer's fetch wait (app.stream.faust_patches.with_fetch_max_wait), no broker."""
 
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer
 
-from app.faust_patches import with_fetch_max_wait
 from app.settings import Settings
+from app.stream.faust_patches import with_fetch_max_wait
 
 
 async def test_the_fetch_wait_is_the_attribute_aiokafka_starts_its_fetcher_with() -> None:

@@ -1,4 +1,4 @@
-"""The POS lookup server (app.lookup) over a projection in the real local Redis: the same
+"""The POS lookup server (app.lookup.server) over a projection in the real local Redis: the same
 documents as the API, its version-checked cache, errors, and HTTP/1.1 handling."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from agents.projector import state_updates
-from app.api import client_document
-from app.lookup import LookupServer
-from app.lookup_redis import DirectReader
-from app.lookup_store import ClientReader, Reader, open_reader
-from app.projection import Days, Projection, Update, namespace
+from app.lookup.redis_reads import DirectReader
+from app.lookup.server import LookupServer
+from app.lookup.store import ClientReader, Reader, open_reader
+from app.projection.store import Days, Projection, Update, namespace
+from app.serving.api import client_document
 from tests.app.conftest import AS_OF, AUTH, TOKEN, Data, filled
 from tests.app.test_api import _app
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.projection import Days, Projection, Update, drop_generation, namespace
+from app.projection.store import Days, Projection, Update, drop_generation, namespace
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ async def test_random_redelivery_and_reordering_match_in_order(proj: Projection)
             to = rng.choice([s for s in segs if s != cur])
             when += rng.choice([0, 3600, 86_400 * 20])
             if any(x.at == when and (x.from_, x.to) == (cur, to) for x in chain):
-                when += 1  # the same change twice in one second: see app.projection
+                when += 1  # the same change twice in one second: see app.projection.store
             chain.append(Update(cid, "d", to, cur, when))
             cur = to
         chains[cid] = chain

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.cli import main as cli_main
-from app.replay_jobs import Job, WorkerFailed, run, shard_of
-from app.simulate import SimConfig, generate, profiles
+from app.batch.jobs import Job, WorkerFailed, run, shard_of
+from app.batch.simulate import SimConfig, generate, profiles
+from app.cli.main import main as cli_main
 
 END = datetime.fromisoformat("2026-06-10T00:00:00+00:00")
 

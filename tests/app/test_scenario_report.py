@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from app.metrics import Metrics
-from app.web import auth_middleware, errors_middleware, mount_scenario_report
+from app.serving.web import auth_middleware, errors_middleware, mount_scenario_report
 
 
 async def test_scenario_report_counts_and_rate_with_auth() -> None:

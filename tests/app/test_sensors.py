@@ -5,7 +5,7 @@ from __future__ import annotations
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.sensors import LeanMonitor, _Collector
+from app.stream.sensors import LeanMonitor, _Collector
 
 
 def test_counts_messages_by_topic_and_exports_them() -> None:

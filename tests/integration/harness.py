@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from app.kafka_io import ensure_topics, produce, read_to_end
 from app.settings import Settings
+from app.wire.kafka_io import ensure_topics, produce, read_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,7 +172,7 @@ def replay(lines: list[bytes], rules: list[str], as_of: str, tz: str = "UTC") ->
     """Run ``loyalty replay``'s in-process path over the same lines."""
     from datetime import datetime
 
-    from app.replay import Replay
+    from app.batch.replay import Replay
     from rules import Engine, load_ruleset
 
     events: list[dict[str, Any]] = []
@@ -192,7 +192,7 @@ async def drop_test_data(bootstrap: str, redis_url: str | None, app_ids: list[st
     without ``redis_url``) of test service instances. Returns (topics, keys) deleted."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from app.projection import Projection, drop_generation, namespace
+    from app.projection.store import Projection, drop_generation, namespace
 
     keys = 0
     for app_id in app_ids if redis_url else []:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.projection import Projection, drop_generation, namespace
-from app.simulate import SimConfig, generate
+from app.batch.simulate import SimConfig, generate
+from app.projection.store import Projection, drop_generation, namespace
 from tests.integration.harness import ROOT, Worker, produce_lines, replay, unique_env
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The rebalance seek fix of app.faust_patches, against the real broker."""
+"""The rebalance seek fix of app.stream.faust_patches, against the real broker."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from app.faust_patches import seek_to_committed_or_beginning
-from app.kafka_io import ensure_topics, produce
 from app.settings import Settings
+from app.stream.faust_patches import seek_to_committed_or_beginning
+from app.wire.kafka_io import ensure_topics, produce
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_partitions_without_a_committed_offset_go_back_to_the_beginning(kafka_bo
 
 
 def test_fetch_range_reads_exactly_the_requested_offsets(kafka_bootstrap: str) -> None:
-    from app.kafka_io import fetch_range
+    from app.wire.kafka_io import fetch_range
 
     topic = f"range{uuid.uuid4().hex[:8]}"
     settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "LOYALTY_PARTITIONS": "1"})

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.simulate import SimConfig, generate
+from app.batch.simulate import SimConfig, generate
 from tests.integration.harness import Worker, free_port, produce_lines, unique_env
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.simulate import SimConfig, generate
+from app.batch.simulate import SimConfig, generate
 from tests.integration.harness import (
     Worker,
     change_diff,
@@ -54,7 +54,7 @@ def _wait_for_first_change(settings: Any, timeout: float = 90) -> None:
 def _any_change(settings: Any) -> bool:
     """True once the first change is published (reads one record: a full read of a fast
     worker's output can last until the worker is done)."""
-    from app.kafka_io import tail
+    from app.wire.kafka_io import tail
 
     async def one() -> bool:
         async for _ in tail(settings, settings.topic_changes, idle_timeout=0.5, max_messages=1):

@@ -18,11 +18,11 @@ import orjson
 import pytest
 
 from agents.projector import rebuild
-from app.faust_app import build_engine
-from app.kafka_io import client_key
-from app.projection import CLIENT_FIELDS, Projection, drop_generation, namespace
+from app.batch.simulate import SimConfig, generate
+from app.projection.store import CLIENT_FIELDS, Projection, drop_generation, namespace
 from app.settings import Settings
-from app.simulate import SimConfig, generate
+from app.stream.faust_app import build_engine
+from app.wire.kafka_io import client_key
 from tests.integration.harness import (
     Worker,
     change_diff,

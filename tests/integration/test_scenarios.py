@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 from agents.scenarios import load_scenarios
-from app.replay import Replay
+from app.batch.replay import Replay
+from app.batch.simulate import SimConfig, generate
 from app.settings import Settings
-from app.simulate import SimConfig, generate
 from rules import Engine, RejectedInput, load_ruleset, loads, parse_receipt
 from rules.scenario_state import ACTION_TYPE, CONVERSION_TYPE, ClientScenarios, ScenarioRunner
 from tests.integration.harness import Worker, produce_lines, read_topic, replay, unique_env

@@ -8,7 +8,7 @@ from textwrap import dedent
 import pytest
 from rules_testkit import DAY, feed, rcpt, ts
 
-from app.cli import main as cli_main
+from app.cli.main import main as cli_main
 from rules import Engine, RuleSetError, load_ruleset, preset_names
 from rules.ruleset import loads, preset_path
 

@@ -292,7 +292,7 @@ def test_profile_code_is_not_more_lenient_than_schema(birth: dict[str, Any]) -> 
 
 
 def test_simulated_lines_agree() -> None:
-    from app.simulate import SimConfig, generate, profiles
+    from app.batch.simulate import SimConfig, generate, profiles
 
     cfg = SimConfig(clients=150, days=60, seed=7, malformed_rate=0.05)
     now = cfg.end.astimezone(UTC)

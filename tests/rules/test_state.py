@@ -260,7 +260,7 @@ def test_three_years_with_every_preset_segment_fit_in_2kib() -> None:
 def test_dedupe_set_stays_in_step_with_the_horizon() -> None:
     """``seen`` (derived, not serialized) always holds exactly the hashes of the kept rows,
     through pruning, returns, duplicates and a serialization round trip."""
-    from app.simulate import SimConfig, generate
+    from app.batch.simulate import SimConfig, generate
     from rules import loads as decode
     from rules import parse_receipt
     from rules.state import receipt_hash

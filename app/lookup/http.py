@@ -1,4 +1,4 @@
-"""HTTP/1.1 for the POS lookup server (:mod:`app.lookup`): one connection's parsing
+"""HTTP/1.1 for the POS lookup server (:mod:`app.lookup.server`): one connection's parsing
 (httptools), pipelined requests answered in order, size limits and back-pressure.
 
 The server behind a connection is anything with ``conns``, ``stats``, ``date`` and
@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import httptools
 import orjson
 
-from app.api import error_body
+from app.serving.api import error_body
 
 
 class Server(Protocol):
     conns: set[Conn]
-    stats: Any  # app.lookup_stats.Stats
+    stats: Any  # app.lookup.stats.Stats
     date: bytes
 
     def handle(self, conn: Conn, method: bytes, url: bytes, auth: bytes, slot: Slot) -> None: ...

@@ -4,7 +4,7 @@
   ``/static/*`` are public: the dashboard page and its scripts hold no data; the page calls
   the API with the token it is given (``?token=`` or its input box).
 * Everything else needs ``Authorization: Bearer <LOYALTY_API_TOKEN>`` when that setting is
-  not empty (401 JSON otherwise). The API is in :mod:`app.api`; routes are added to the
+  not empty (401 JSON otherwise). The API is in :mod:`app.serving.api`; routes are added to the
   worker's aiohttp application directly (no Faust view wrapper on the POS lookup path).
 """
 
@@ -22,11 +22,11 @@ from aiohttp import web
 from faust.web import Request, Response, View
 from redis.exceptions import RedisError
 
-from app import codecs
-from app.api import Api, ApiError, bad, json_response
-from app.openapi import document
-from app.projection import Projection, namespace
+from app.projection.store import Projection, namespace
+from app.serving.api import Api, ApiError, bad, json_response
+from app.serving.openapi import document
 from app.settings import Settings
+from app.wire import codecs
 from rules import Engine, LoyaltyError
 from rules.calendar import iso, to_epoch
 from rules.ruleset import loads as load_ruleset_text

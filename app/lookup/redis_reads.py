@@ -8,7 +8,7 @@ locks, stream reader, retries) waited several iterations for its reply: ~10 ms f
 read is written when it is issued and completed when its reply arrives.
 
 Plain TCP (``redis://``) and Unix sockets (``unix://``); TLS (``rediss://``) falls back to
-:class:`app.lookup_store.ClientReader` (redis-py). The URL's password, user name and db
+:class:`app.lookup.store.ClientReader` (redis-py). The URL's password, user name and db
 are honoured.
 """
 
@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.projection_scripts import READ, read_args, read_rows
+from app.projection.scripts import READ, read_args, read_rows
 
 _SHA = hashlib.sha1(READ.encode()).hexdigest().encode()
 
@@ -65,7 +65,7 @@ class _Resp(asyncio.Protocol):
 
 
 class DirectReader:
-    """The lookup's batched reads (``app.projection_scripts.READ``) on one connection."""
+    """The lookup's batched reads (``app.projection.scripts.READ``) on one connection."""
 
     def __init__(self, url: str, namespace: str, timeout: float = 5.0,
                  connect_timeout: float = 2.0) -> None:
@@ -131,7 +131,7 @@ class DirectReader:
 
     async def read(self, ids: Sequence[str], month: str, dims: Sequence[str]
                    ) -> list[bytes | dict[str, str]]:
-        """As :meth:`app.lookup_store.ClientReader.read`."""
+        """As :meth:`app.lookup.store.ClientReader.read`."""
         args = read_args(self.ns, ids, month, dims)
         rows = await self._call(encode(b"EVALSHA", _SHA, b"0", *args))
         if isinstance(rows, hiredis.ReplyError) and str(rows).startswith("NOSCRIPT"):

@@ -1,6 +1,6 @@
 """``loyalty replay --jobs N``: the replay split by client over N worker processes.
 
-Clients are independent, so each process runs :class:`app.replay.Replay`, the same core,
+Clients are independent, so each process runs :class:`app.batch.replay.Replay`, the same core,
 over the lines of its own clients, routed by a stable hash of ``client_id``. A line with no
 usable client id (invalid JSON, not an object, an id that is not a string) goes to the
 first process, which rejects or counts it exactly as a single process would.
@@ -28,7 +28,8 @@ from typing import IO, Any
 
 import orjson
 
-from app.replay import Replay, ReplayStats
+from app.batch.engine import build_engine
+from app.batch.replay import Replay, ReplayStats
 
 BATCH = 2000  # lines per message to a worker
 _PHASE = {"profiles": b"0", "receipts": b"1"}
@@ -68,8 +69,6 @@ def _client_key(client_id: str) -> bytes:
 
 
 def _work(job: Job, inbox: Any, outdir: Path, k: int) -> tuple[ReplayStats, int]:
-    from app.cli import build_engine
-
     engine = build_engine(job.rules, job.params, job.tz)
     key = [b""]  # sort key of what is written now
     with open(outdir / f"changes.{k}", "wb") as changes, open(outdir / f"rejects.{k}", "wb") as rejects:

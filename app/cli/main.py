@@ -8,28 +8,14 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 
-from rules import Engine, RuleSetError, load_ruleset, preset_names
-
-
-def _instant(text: str) -> datetime:
-    if text == "now":
-        return datetime.now(UTC)
-    t = datetime.fromisoformat(text)
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. 2026-06-15T00:00:00Z")
-    return t
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
-    return n
+from app.batch.engine import build_engine
+from app.cli.args import instant as _instant
+from app.cli.args import positive as _positive
+from rules import RuleSetError, load_ruleset, preset_names
 
 
 @contextlib.contextmanager
@@ -52,33 +38,8 @@ def _open_in(path: str) -> Iterator[IO[bytes]]:
             yield fh
 
 
-def _params(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """--param boostfeel.vip_visits=30 -> {"boostfeel": {"vip_visits": 30}}"""
-    out: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        ruleset, _, name = key.partition(".")
-        if not name or not value:
-            raise SystemExit(f"--param wants RULESET.NAME=VALUE, got {pair!r}")
-        out.setdefault(ruleset, {})[name] = orjson.loads(value) if value[0] in "0123456789-[{\"tf" else value
-    return out
-
-
-def build_engine(specs: list[str], params: list[str], tz: str) -> Engine:
-    overrides = _params(params)
-    rulesets = []
-    for spec in specs:
-        rs = load_ruleset(spec)
-        if rs.name in overrides:
-            rs = load_ruleset(spec, overrides.pop(rs.name))
-        rulesets.append(rs)
-    if overrides:
-        raise SystemExit(f"--param names rule sets not loaded: {', '.join(overrides)}")
-    return Engine(rulesets, tz=tz)
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
-    from app.replay import Replay, progress, read_lines, write_jsonl
+    from app.batch.replay import Replay, progress, read_lines, write_jsonl
 
     engine = build_engine(args.rules, args.param, args.tz)
     started = time.perf_counter()
@@ -124,8 +85,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _replay_jobs(args: argparse.Namespace, show: bool,
                  outputs: dict[str, IO[bytes] | None]) -> tuple[Any, int]:
-    from app.replay import progress, read_lines
-    from app.replay_jobs import Job, WorkerFailed, run
+    from app.batch.jobs import Job, WorkerFailed, run
+    from app.batch.replay import progress, read_lines
 
     def inputs() -> Iterator[tuple[str, Iterator[tuple[int, bytes]]]]:
         with contextlib.ExitStack() as stack:
@@ -142,7 +103,7 @@ def _replay_jobs(args: argparse.Namespace, show: bool,
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from app.simulate import DEFAULT_END, SimConfig, generate, profiles
+    from app.batch.simulate import DEFAULT_END, SimConfig, generate, profiles
 
     end = args.end if args.end is not None else DEFAULT_END
     cfg = SimConfig(clients=args.clients, days=args.days, seed=args.seed, end=end)
@@ -254,11 +215,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _add_service_commands(sub: Any) -> None:
-    """Commands that need the streaming stack are registered by app.service_cli if present."""
-    try:
-        from app import service_cli
-    except ImportError:
-        return
+    """Commands that talk to Kafka or Redis (registered by :mod:`app.cli.service`)."""
+    from app.cli import service as service_cli
+
     service_cli.register(sub)
 
 

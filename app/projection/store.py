@@ -17,7 +17,7 @@ Keyspace (``NS`` = ``loyalty:<app id>``; ``P`` = ``NS:<generation>:``; standalon
                                and metrics (JSON: every summary metric, from the clients
                                table), metrics_at (epoch s), revenue (cents of lifetime_value),
                                metrics_ati (metrics_at, RFC 3339), <d>:j and doc (the
-                               pre-rendered lookup document, see app.projection_scripts)
+                               pre-rendered lookup document, see app.projection.scripts)
     P dims                     set of dimensions seen
     P seg:<d>:<segment>        set of client ids currently in the segment
     P cnt:<d>                  hash segment -> clients
@@ -58,12 +58,12 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from app import projection_scripts as scripts
+from app.projection import scripts
 from rules.calendar import BusinessCalendar, iso
 
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 REVENUE_METRIC = "lifetime_value"
-# the client hash's non-dimension fields (doc*: see app.projection_scripts)
+# the client hash's non-dimension fields (doc*: see app.projection.scripts)
 CLIENT_FIELDS = ("metrics", "metrics_at", "metrics_ati", "revenue", "doc")
 
 

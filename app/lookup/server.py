@@ -7,7 +7,7 @@ and p99 24 ms at 200 connections on the 2-core development VM, and a worker's ev
 also runs stream batches of tens of milliseconds. So ``loyalty lookup`` is a separate
 process (scale it out; ``SO_REUSEPORT`` lets several share a port) that does one thing:
 
-* ``GET /clients/{client_id}``: the same JSON as the API (:func:`app.api.client_document`),
+* ``GET /clients/{client_id}``: the same JSON as the API (:func:`app.serving.api.client_document`),
   the same bearer token, the same JSON errors (400 naming ``client_id``, 401, 404, 503
   when Redis is unavailable).
 * ``GET /health`` (public), ``GET /metrics`` (public, Prometheus: requests by status and
@@ -17,19 +17,19 @@ HTTP: keep-alive and pipelining (responses in request order); ``Connection: clos
 HTTP/1.0 honoured; request line and headers limited to 16 KiB (431), bodies to 64 KiB
 (413); malformed requests get 400 and the connection is closed; idle connections are
 closed after ``idle_timeout`` seconds. Parsing is httptools (llhttp), in
-:mod:`app.lookup_http`.
+:mod:`app.lookup.http`.
 
 Reads: at most ``MAX_READS`` reads are out at a time; the lookups that arrive meanwhile
 go to Redis together as one ``EVALSHA`` of a Lua script that reads the current generation
 and, per client, the document the projection pre-rendered on its last write (see
-:mod:`app.projection_scripts`); the server only adds ``client_id`` and ``as_of``. A client
+:mod:`app.projection.scripts`); the server only adds ``client_id`` and ``as_of``. A client
 without a usable document (a hash of an older version, a clock before its latest change)
 is read whole and rendered here. Reads go over one plain Redis connection
-(:mod:`app.lookup_redis`) whose replies complete their lookups as they arrive. So the
+(:mod:`app.lookup.redis_reads`) whose replies complete their lookups as they arrive. So the
 batch grows with the load and a burst of 200 requests costs a round trip or two.
 
 Cache: the documents of up to ``cache_size`` clients (oldest out first), kept while the
-invalidation subscription of :mod:`app.lookup_store` is live: a cached client is answered
+invalidation subscription of :mod:`app.lookup.store` is live: a cached client is answered
 from memory, with a fresh ``as_of``, and dropped as soon as Redis announces a write of its
 hash (or of the generation key); an answer may then lag a write by that announcement's
 delivery (milliseconds on one host). A row read while its key was announced is not
@@ -51,11 +51,11 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 
-from app.api import ApiError, check_client_id, client_document, not_found
-from app.lookup_http import Conn, Slot, error_json
-from app.lookup_stats import Stats
-from app.lookup_store import Invalidations, Reader
-from app.projection import Days
+from app.lookup.http import Conn, Slot, error_json
+from app.lookup.stats import Stats
+from app.lookup.store import Invalidations, Reader
+from app.projection.store import Days
+from app.serving.api import ApiError, check_client_id, client_document, not_found
 from rules.calendar import iso
 
 log = logging.getLogger("loyalty.lookup")
@@ -86,7 +86,7 @@ class LookupServer:
         self.date = b""
         self.server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
-        # invalidation-driven cache (see app.lookup_store): while live, hits skip Redis
+        # invalidation-driven cache (see app.lookup.store): while live, hits skip Redis
         self.invalidations = (Invalidations(invalidations_url, reader.ns, self._written,
                                             self._live)
                               if invalidations_url and cache_size else None)

@@ -17,8 +17,8 @@ from app.settings import Settings
 def cmd_worker(args: argparse.Namespace) -> int:
     from faust import Worker
 
-    from app.faust_app import create_app
-    from app.kafka_io import ensure_topics
+    from app.stream.faust_app import create_app
+    from app.wire.kafka_io import ensure_topics
 
     settings = Settings.from_env()
     asyncio.run(ensure_topics(settings))
@@ -41,16 +41,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    """The POS lookup server (app.lookup) until SIGINT/SIGTERM."""
+    """The POS lookup server (app.lookup.server) until SIGINT/SIGTERM."""
     import signal
 
     import uvloop
 
-    from app.faust_app import build_engine
     from app.logs import logging_config
-    from app.lookup import LookupServer
-    from app.lookup_store import open_reader
-    from app.projection import Days, namespace
+    from app.lookup.server import LookupServer
+    from app.lookup.store import open_reader
+    from app.projection.store import Days, namespace
+    from app.stream.faust_app import build_engine
 
     settings = Settings.from_env()
     config = logging_config(settings.log_format, settings.log_level)
@@ -84,7 +84,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from app.kafka_io import ensure_topics, service_topics
+    from app.wire.kafka_io import ensure_topics, service_topics
 
     settings = Settings.from_env()
     asyncio.run(ensure_topics(settings))
@@ -93,8 +93,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from app.kafka_io import ensure_topics, produce
-    from app.simulate import DEFAULT_END, SimConfig, generate, profiles
+    from app.batch.simulate import DEFAULT_END, SimConfig, generate, profiles
+    from app.wire.kafka_io import ensure_topics, produce
 
     settings = Settings.from_env()
     topic = args.topic or (settings.topic_profiles if args.profiles else settings.topic_receipts)
@@ -102,7 +102,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if args.live:
         from datetime import UTC, datetime
 
-        from app.simulate import live
+        from app.batch.simulate import live
 
         cfg = SimConfig(clients=args.clients, seed=args.seed)
         lines = live(cfg, args.duration, lambda: datetime.now(UTC))
@@ -124,7 +124,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from app.kafka_io import tail
+    from app.wire.kafka_io import tail
 
     settings = Settings.from_env()
     topic = args.topic or settings.topic_changes
@@ -141,7 +141,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from app.kafka_io import tail
+    from app.wire.kafka_io import tail
 
     settings = Settings.from_env()
     latest: dict[tuple[str, str], str] = {}
@@ -166,8 +166,18 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from agents.projector import rebuild
+    from app.stream.faust_app import build_engine
+
+    settings = Settings.from_env()
+    asyncio.run(rebuild(settings, build_engine(settings),
+                        say=lambda s: print(f"projection rebuild: {s}", file=sys.stderr)))
+    return 0
+
+
 def register(sub: Any) -> None:
-    from app.cli import _instant
+    from app.cli.args import instant as _instant
 
     w = sub.add_parser("worker", help="run a Faust worker (settings from the environment)")
     w.set_defaults(fn=cmd_worker)
@@ -198,6 +208,8 @@ def register(sub: Any) -> None:
     tl.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
     tl.add_argument("--max", type=int, default=None)
     tl.set_defaults(fn=cmd_tail)
-    from agents.projector import add_cli as add_projection_cli
-
-    add_projection_cli(sub)  # loyalty projection rebuild
+    pr = sub.add_parser("projection", help="the Redis projection of segments")
+    prs = pr.add_subparsers(dest="projection_command", required=True)
+    rb = prs.add_parser("rebuild", help="rebuild the projection from Kafka (changes topic "
+                                        "and clients changelog) into a new generation")
+    rb.set_defaults(fn=cmd_rebuild)

@@ -1,8 +1,8 @@
 """The projection's Lua scripts: atomic writes (``APPLY``), the lookup document
 (``RENDER``), daily snapshots (``SNAPSHOT``) and the lookup server's batched reads
-(``READ``). Keyspace: :mod:`app.projection`.
+(``READ``). Keyspace: :mod:`app.projection.store`.
 
-Pre-rendered documents. After the updates of a batch, :meth:`app.projection.Projection.apply`
+Pre-rendered documents. After the updates of a batch, :meth:`app.projection.store.Projection.apply`
 re-renders the ``GET /clients/{id}`` document of every client they touched (``RENDER``,
 once per client), so that a lookup reads one field and renders nothing. Fields:
 ``<d>:j``, a dimension's members but ``last_month`` (segment, since, previous, rule) as
@@ -13,13 +13,13 @@ the API's JSON, written by ``APPLY``; ``metrics_ati``, ``metrics_at`` as RFC 333
 * the dimensions in the document (a lookup server without one of them renders the hash);
 * ``late``: ``segments`` for lookups in a month after ``docm`` (last month's segment is
   then the current one in every dimension); ``now``: for lookups in ``docm`` itself (last
-  month's segment from ``<d>:sm``/``<d>:lm``/``<d>:lmseg``, as :mod:`app.api` computes it);
+  month's segment from ``<d>:sm``/``<d>:lm``/``<d>:lmseg``, as :mod:`app.serving.api` computes it);
 * ``tail``: ``"metrics":<the summary metrics>,"metrics_at":"<metrics_ati>"``.
 
 Only identifiers (``[a-z][a-z0-9_]*``) and timestamps come before ``tail``, so ``|`` only
 separates there. No ``doc`` (a hash written by an older version, before the client's
 summary metrics are projected) or a lookup in a month before ``docm``: the lookup reads the
-whole hash and renders it (:func:`app.api.client_document`).
+whole hash and renders it (:func:`app.serving.api.client_document`).
 """
 
 from __future__ import annotations

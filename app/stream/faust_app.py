@@ -8,9 +8,9 @@ from typing import Any
 import faust
 from faust.transport.producer import ProducerBuffer
 
-from app import faust_patches, sensors
 from app.metrics import Metrics
 from app.settings import Settings
+from app.stream import faust_patches, sensors
 from rules import Engine, load_ruleset
 
 
@@ -101,7 +101,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     from agents.monitor import register_monitor
 
     register_monitor(app, pipeline, settings)
-    from app.web import register_web
+    from app.serving.web import register_web
 
     register_web(app, pipeline, settings)
     from agents.projector import register_projector

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from app.projection import Days, Projection, money
+from app.projection.store import Days, Projection, money
 from rules import Engine
 from rules.calendar import iso
 
@@ -255,7 +255,7 @@ def client_document(cid: str, h: dict[str, str], dims: Sequence[str], days: Days
     Dimensions in name order. ``metrics``: the client's summary metrics as of ``metrics_at``
     (before its first summary is projected: the metrics of its segment changes, as of the
     latest change). The lookup server serves the same document pre-rendered in Redis by
-    the projection (app.projection_scripts); the two are held equal by the tests."""
+    the projection (app.projection.scripts); the two are held equal by the tests."""
     last_month = Days.prev_month(days.month(now))
     present = [d for d in dims if d in h]
     segments = {dim: {
@@ -279,7 +279,7 @@ def client_document(cid: str, h: dict[str, str], dims: Sequence[str], days: Days
 
 
 def _last_month(h: dict[str, str], dim: str, last_month: str) -> str | None:
-    """The segment held at the end of ``last_month`` (see app.projection)."""
+    """The segment held at the end of ``last_month`` (see app.projection.store)."""
     if h.get(f"{dim}:sm", "9999") <= last_month:
         return h[dim]
     if h.get(f"{dim}:lm") == last_month:

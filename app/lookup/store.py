@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from app.projection_scripts import READ, read_args, read_rows
+from app.projection.scripts import READ, read_args, read_rows
 
 log = logging.getLogger("loyalty.lookup")
 CHANNEL = "__redis__:invalidate"
@@ -37,9 +37,9 @@ class Reader(Protocol):
 
 
 def open_reader(url: str, namespace: str, connect_timeout: float = 2.0) -> Reader:
-    """The lookup's reader: :class:`app.lookup_redis.DirectReader` where it can connect
+    """The lookup's reader: :class:`app.lookup.redis_reads.DirectReader` where it can connect
     (``redis://``, ``unix://``), else redis-py (TLS)."""
-    from app.lookup_redis import DirectReader
+    from app.lookup.redis_reads import DirectReader
 
     if DirectReader.supports(url):
         return DirectReader(url, namespace, connect_timeout=connect_timeout)
@@ -65,7 +65,7 @@ class ClientReader:
     async def read(self, ids: Sequence[str], month: str, dims: Sequence[str]
                    ) -> list[bytes | dict[str, str]]:
         """Client ids, the reader's month and dimensions -> per client its pre-rendered
-        ``doc`` (see app.projection_scripts) or, where there is none that serves the
+        ``doc`` (see app.projection.scripts) or, where there is none that serves the
         reader, its hash ({}: unknown client)."""
         return read_rows(await self._read(args=read_args(self.ns, ids, month, dims)))
 

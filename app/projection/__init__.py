@@ -1,0 +1,1 @@
+"""The Redis projection of segments: the writer and its Lua scripts."""

@@ -1,0 +1,1 @@
+"""The worker's HTTP surface: the API, its OpenAPI document, the dashboard."""

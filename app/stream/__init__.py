@@ -1,0 +1,1 @@
+"""The Faust application: the app factory, its patches to faust-streaming, sensors."""

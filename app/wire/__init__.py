@@ -1,0 +1,1 @@
+"""Wire formats and Kafka I/O: codecs of the table values and events, topic creation, produce and tail."""
