@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra infra-stop tools test test-unit lint demo bench-core bench-stream bench-ceiling bench-api clean
+.PHONY: install infra infra-stop tools test test-unit lint docs demo bench-core bench-stream bench-ceiling bench-api clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+docs: install
+	$(BIN)/python -m app.reference
 
 demo: install infra
 	deploy/local/demo.sh

@@ -3,11 +3,54 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _LAG = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400, 604800)
+
+
+class Spec(NamedTuple):
+    """One metric of :class:`Metrics` (``docs/reference/prometheus-metrics.md`` is generated from these)."""
+
+    attr: str
+    kind: type[Counter] | type[Gauge] | type[Histogram]
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+    def build(self, registry: CollectorRegistry) -> Any:
+        extra: dict[str, Any] = {"buckets": self.buckets} if self.buckets else {}
+        return self.kind(self.name, self.help, list(self.labels), registry=registry, **extra)
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("receipts", Counter, "loyalty_receipts", "Receipts handled", ("outcome",)),
+    Spec("rejected", Counter, "loyalty_receipts_rejected", "Rejected input by reason", ("reason",)),
+    Spec("dlq_writes", Counter, "loyalty_dlq_writes", "Messages written to the DLQ", ("source",)),
+    Spec("transitions", Counter, "loyalty_segment_transitions", "Segment changes",
+         ("dimension", "from_segment", "to_segment")),
+    Spec("segment_clients", Gauge, "loyalty_segment_clients", "Clients per segment", ("dimension", "segment")),
+    Spec("processing", Histogram, "loyalty_processing_seconds", "Handling time per message", ("kind",),
+         buckets=_LATENCY),
+    Spec("event_time_lag", Histogram, "loyalty_event_time_lag_seconds",
+         "Now minus receipt occurred_at at processing", buckets=_LAG),
+    Spec("due_backlog", Gauge, "loyalty_due_backlog", "Time-based transitions due and not yet fired"),
+    Spec("due_lateness", Histogram, "loyalty_due_lateness_seconds",
+         "Publish time minus due instant of time-based changes", buckets=_LAG),
+    Spec("consumer_lag", Gauge, "loyalty_consumer_lag", "Messages behind the end of the partition",
+         ("topic", "partition")),
+    Spec("partition_stalled", Gauge, "loyalty_partition_stalled", "1: lag but no progress", ("topic", "partition")),
+    Spec("ready", Gauge, "loyalty_ready", "1 when the worker is ready"),
+    Spec("projection_lag", Gauge, "loyalty_projection_lag_seconds", "Age of the oldest unprojected change"),
+    Spec("projection_errors", Counter, "loyalty_projection_errors", "Redis projection errors"),
+    Spec("scenario_actions", Counter, "loyalty_scenario_actions", "Scenario actions", ("scenario",)),
+    Spec("scenario_conversions", Counter, "loyalty_scenario_conversions", "Converted actions", ("scenario",)),
+    Spec("offset_gaps", Counter, "loyalty_offset_gaps", "Records of an internal topic skipped (never delivered)",
+         ("topic",)),
+)
 
 
 @dataclass
@@ -34,34 +77,7 @@ class Metrics:
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
         r = registry or CollectorRegistry()
-        return cls(
-            registry=r,
-            receipts=Counter("loyalty_receipts", "Receipts handled", ["outcome"], registry=r),
-            rejected=Counter("loyalty_receipts_rejected", "Rejected input by reason", ["reason"], registry=r),
-            dlq_writes=Counter("loyalty_dlq_writes", "Messages written to the DLQ", ["source"], registry=r),
-            transitions=Counter("loyalty_segment_transitions", "Segment changes",
-                                ["dimension", "from_segment", "to_segment"], registry=r),
-            segment_clients=Gauge("loyalty_segment_clients", "Clients per segment",
-                                  ["dimension", "segment"], registry=r),
-            processing=Histogram("loyalty_processing_seconds", "Handling time per message",
-                                 ["kind"], buckets=_LATENCY, registry=r),
-            event_time_lag=Histogram("loyalty_event_time_lag_seconds",
-                                     "Now minus receipt occurred_at at processing", buckets=_LAG, registry=r),
-            due_backlog=Gauge("loyalty_due_backlog", "Time-based transitions due and not yet fired", registry=r),
-            due_lateness=Histogram("loyalty_due_lateness_seconds",
-                                   "Publish time minus due instant of time-based changes", buckets=_LAG, registry=r),
-            consumer_lag=Gauge("loyalty_consumer_lag", "Messages behind the end of the partition",
-                               ["topic", "partition"], registry=r),
-            partition_stalled=Gauge("loyalty_partition_stalled", "1: lag but no progress",
-                                    ["topic", "partition"], registry=r),
-            ready=Gauge("loyalty_ready", "1 when the worker is ready", registry=r),
-            projection_lag=Gauge("loyalty_projection_lag_seconds", "Age of the oldest unprojected change", registry=r),
-            projection_errors=Counter("loyalty_projection_errors", "Redis projection errors", registry=r),
-            scenario_actions=Counter("loyalty_scenario_actions", "Scenario actions", ["scenario"], registry=r),
-            scenario_conversions=Counter("loyalty_scenario_conversions", "Converted actions", ["scenario"], registry=r),
-            offset_gaps=Counter("loyalty_offset_gaps", "Records of an internal topic skipped (never delivered)",
-                                ["topic"], registry=r),
-        )
+        return cls(registry=r, **{spec.attr: spec.build(r) for spec in SPECS})
 
     def transition(self, dimension: str, from_: str | None, to: str, value_dimension: bool) -> None:
         if value_dimension:  # computed ids (e.g. "545") would multiply series: keep them out

@@ -25,6 +25,7 @@ import os
 import platform
 import time
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -68,7 +69,7 @@ def stage_apply(lines: list[bytes], now: datetime, tz: str) -> float:
     return elapsed
 
 
-def stage_contract_floor(lines: list[bytes], now: datetime, samples: list[dict],
+def stage_contract_floor(lines: list[bytes], now: datetime, samples: list[dict[str, Any]],
                          events_per_receipt: float) -> float:
     bound = int(now.timestamp()) + 86_400
     owed = 0.0
@@ -120,9 +121,9 @@ def main() -> None:
     gen = time.perf_counter() - t0
     engine = Engine([load_ruleset(r) for r in rules], tz="Europe/Moscow")
     out_bytes = 0
-    samples: list[dict] = []
+    samples: list[dict[str, Any]] = []
 
-    def on_change(event: dict) -> None:
+    def on_change(event: dict[str, Any]) -> None:
         nonlocal out_bytes
         out_bytes += len(orjson.dumps(event))
         if len(samples) < 5000 and rp.stats.changes % SAMPLE_EVERY == 0:

@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def throughput(boot: str, tmp: Path, n: int, workers: int = 1) -> dict[str, floa
             "raw_aiokafka_orjson_per_s": round(raw)}
 
 
-def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, float]:
+def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, float | None]:
     w = Worker(unique_env(boot, tmp / f"lat{rate:.0f}", LOYALTY_PARTITIONS="4",
                           **EXTRA),
                tmp / f"lat{rate:.0f}.log")
@@ -125,7 +126,7 @@ def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, floa
     w.start()
     rng = random.Random(3)
 
-    def live():
+    def live() -> Iterator[bytes]:
         started = time.monotonic()
         n = 0
         while time.monotonic() - started < seconds:
@@ -144,7 +145,7 @@ def latency(boot: str, tmp: Path, rate: float, seconds: float) -> dict[str, floa
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not read_topic(s, s.topic_changes):
             time.sleep(0.5)
-        produce_lines(s, live(), rate=rate)  # type: ignore[arg-type]
+        produce_lines(s, live(), rate=rate)
         time.sleep(10)
         sent = {orjson.loads(r.value)["receipt_id"]: r.timestamp for r in read_topic(s, s.topic_receipts)}
         sent.pop("probe", None)

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ class Worker:
                 self.kill()
 
 
-def produce_lines(settings: Settings, lines: list[bytes], topic: str | None = None,
+def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str | None = None,
                   rate: float = 0.0) -> None:
     async def run() -> None:
         await ensure_topics(settings)
