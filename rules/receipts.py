@@ -30,6 +30,11 @@ RECEIPT_TYPES = ("sale", "return")
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 _MAX_ID = 128
+#: Largest amount in minor units (10^12: ten billion roubles or dollars, a trillion yen). The
+#: state stores amounts as signed 64-bit integers and change events carry sums as JSON
+#: integers (orjson: 64-bit); with this bound a client's sums stay exact and in range for
+#: over nine million maximal receipts. Beyond it: ``bad_amount``, in replay and stream alike.
+MAX_MINOR = 10**12
 _DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?\Z")
 _INSTANT = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z"
@@ -103,10 +108,23 @@ def _plain_money(value: Any, exponent: int) -> int | None:
 
 
 def parse_money(value: Any, exponent: int, field: str) -> int:
-    """Exact decimal (JSON number or string) to integer minor units."""
+    """Exact decimal (JSON number or string) to integer minor units, at most :data:`MAX_MINOR`."""
     plain = _plain_money(value, exponent)
     if plain is not None:
+        if plain > MAX_MINOR:
+            raise _too_large(field)
         return plain
+    units = _parse_money(value, exponent, field)
+    if abs(units) > MAX_MINOR:
+        raise _too_large(field)
+    return units
+
+
+def _too_large(field: str) -> RejectedInput:
+    return RejectedInput("bad_amount", f"{field} is beyond {MAX_MINOR} minor units", field)
+
+
+def _parse_money(value: Any, exponent: int, field: str) -> int:
     cls = value.__class__
     if cls is str:
         m = _DECIMAL.match(value)
@@ -216,7 +234,7 @@ def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
         if "amount" not in item:
             raise _item_error("missing_field", n, ".amount is required")
         amount = _plain_money(item["amount"], exponent)
-        if amount is None:
+        if amount is None or amount > MAX_MINOR:
             amount = parse_money(item["amount"], exponent, f"items[{n}].amount")
         if amount < 0:
             raise _item_error("bad_amount", n, ".amount must be >= 0")

@@ -106,7 +106,7 @@ def apply_receipt(
         seen = state.seen = {s[0] for s in state.sales}
         seen.update(r[0] for r in state.rets)
     if h in seen:
-        return state, Outcome.DUPLICATE
+        return state, _duplicate(state, receipt, day)
     if state.currency and receipt.currency != state.currency:
         raise RejectedInput(
             "currency_mismatch",
@@ -178,6 +178,23 @@ def _prune(state: ClientState, newest_day: int, previous_day: int, cal: Business
             del state.months[m]
         for m in [m for m in state.cats if m <= newest_month - CATEGORY_MONTHS]:
             del state.cats[m]
+
+
+def _duplicate(state: ClientState, receipt: Receipt, day: int) -> Outcome:
+    """A receipt id seen before: a redelivery if its type, business day and total are the
+    kept row's, else ``conflicting_duplicate`` (a reused id must not hide a different sale)."""
+    rows: list[Any] = state.sales if receipt.type == "sale" else state.rets
+    h = receipt_hash(receipt.receipt_id)
+    for row in rows:
+        if row[0] == h:
+            if row[1] == day and row[2] == receipt.total:
+                return Outcome.DUPLICATE
+            break
+    raise RejectedInput(
+        "conflicting_duplicate",
+        f"receipt_id {receipt.receipt_id} was seen with another type, business day or total",
+        "receipt_id",
+    )
 
 
 def _kept(rows: list[_Row], keep_from: int, seen: set[int] | None) -> list[_Row]:

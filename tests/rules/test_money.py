@@ -14,6 +14,8 @@ from rules.receipts import parse_money
 
 def _reference(text: str, exponent: int) -> int | None:
     minor = Decimal(text).scaleb(exponent)
+    if abs(minor) > 10**12:  # MAX_MINOR, written out: the bound is part of the contract
+        return None
     return int(minor) if minor == minor.to_integral_value() else None
 
 

@@ -137,9 +137,20 @@ def test_duplicates_are_counted_once() -> None:
     twice, outcomes = run(stream + stream)
     assert outcomes == [Outcome.APPLIED] * 2 + [Outcome.DUPLICATE] * 2
     assert dumps(once) == dumps(twice)
-    # a resend with other content is still the same receipt
-    again, outcome = apply_receipt(twice, rcpt("a", T0 + 2 * DAY, "999.00"), UTC_CAL)
+    # a resend with the same type, business day and total is the same receipt
+    again, outcome = apply_receipt(twice, rcpt("a", T0 + 3600, "100.00"), UTC_CAL)
     assert outcome is Outcome.DUPLICATE and dumps(again) == dumps(once)
+
+
+@pytest.mark.parametrize(("when", "total", "kind"), [
+    (T0 + 2 * DAY, "100.00", "sale"), (T0, "999.00", "sale"), (T0, "100.00", "return")])
+def test_a_reused_receipt_id_with_other_contents_is_rejected(when: int, total: str, kind: str) -> None:
+    state, _ = run([rcpt("a", T0, "100.00")])
+    before = dumps(state)
+    with pytest.raises(RejectedInput) as err:
+        apply_receipt(state, rcpt("a", when, total, kind=kind), UTC_CAL)
+    assert (err.value.reason, err.value.field) == ("conflicting_duplicate", "receipt_id")
+    assert dumps(state) == before
 
 
 def test_duplicate_via_engine() -> None:
