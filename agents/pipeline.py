@@ -68,9 +68,10 @@ async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, sourc
     msg = event.message
     p.metrics.rejected.labels(exc.reason).inc()
     p.metrics.dlq_writes.labels(source).inc()
+    value, extra = codecs.dlq_copy(raw)
     with in_event(ctx or event):
-        await p.dlq.send(key=event.key, value=raw,
-                         headers=codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset))
+        await p.dlq.send(key=event.key, value=value,
+                         headers=codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset) + extra)
 
 
 def register(p: Pipeline, due_interval: float) -> None:

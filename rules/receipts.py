@@ -35,6 +35,11 @@ _MAX_ID = 128
 #: integers (orjson: 64-bit); with this bound a client's sums stay exact and in range for
 #: over nine million maximal receipts. Beyond it: ``bad_amount``, in replay and stream alike.
 MAX_MINOR = 10**12
+#: Largest input message (bytes). A receipt or profile this big is not a real one; the bound
+#: keeps the forwarded envelope well under the producer's 1,000,000-byte request limit (a
+#: 1 MB receipt the broker accepted crashed the router on every retry). Beyond it:
+#: ``message_too_large``, in replay and stream alike.
+MAX_MESSAGE_BYTES = 512 * 1024
 _DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?\Z")
 _INSTANT = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z"
@@ -73,6 +78,8 @@ class Profile:
 
 def loads(raw: bytes | str) -> Any:
     """Decode JSON; invalid JSON is a rejection, not an exception of another kind."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise RejectedInput("message_too_large", f"{len(raw)} bytes, at most {MAX_MESSAGE_BYTES}")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import orjson
 
+from app.wire.codecs import dlq_copy
 from rules import ClientState, Engine, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
 from rules.state import Outcome
@@ -49,8 +50,9 @@ class Replay:
 
     def _reject(self, source: str, line_no: int, raw: bytes, exc: RejectedInput) -> None:
         self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
+        kept, extra = dlq_copy(raw)
         self.on_reject({"source": source, "line": line_no, **exc.as_dict(),
-                        "raw": raw.decode("utf-8", "replace")})
+                        "raw": kept.decode("utf-8", "replace"), **{k: v.decode() for k, v in extra}})
 
     def profile_line(self, raw: bytes, line_no: int, source: str = "profiles") -> None:
         try:

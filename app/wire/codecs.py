@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import orjson
@@ -81,6 +82,20 @@ def scenario_part(value: bytes) -> bytes | None:
 
 def tick_due(value: bytes) -> int:
     return int(_DUE.unpack_from(value, 1)[0])
+
+
+#: Bytes of a rejected message kept in its DLQ copy (and in replay's rejects file).
+DLQ_KEEP = 64 * 1024
+
+
+def dlq_copy(raw: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The value to keep of a rejected message: whole, or its first :data:`DLQ_KEEP` bytes
+    with the original size and SHA-256 in headers (a copy must fit any topic's limit)."""
+    if len(raw) <= DLQ_KEEP:
+        return raw, []
+    return raw[:DLQ_KEEP], [("original-size", str(len(raw)).encode()),
+                            ("original-sha256", hashlib.sha256(raw).hexdigest().encode()),
+                            ("truncated", b"true")]
 
 
 def dlq_headers(exc: RejectedInput, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
