@@ -101,14 +101,20 @@ class ClientTable:
             return
         highest: dict[int, int] = {}
         waiting = []
+        failed: BaseException | None = None
         for partition, ack in self._unacked:
             if not ack.done():
                 waiting.append((partition, ack))
                 continue
-            offset = ack.result().offset  # raises the send error, if any
+            if ack.exception() is not None:
+                failed = failed or ack.exception()  # the batch is re-run: its writes are sent again
+                continue
+            offset = ack.result().offset
             if offset > highest.get(partition, -1):
                 highest[partition] = offset
         self._unacked = waiting
+        if failed is not None:
+            raise failed
         open_dbs = self.store._dbs
         for partition, offset in highest.items():
             if partition in open_dbs:  # not revoked meanwhile (Faust drops revoked databases)

@@ -1,8 +1,10 @@
 """Worker self-monitoring: consumer lag per partition, stall detection, readiness.
 
 A timer reads, for every partition this worker consumes, the highwater and the next offset
-the agents will process, exports ``loyalty_consumer_lag`` and ``loyalty_partition_stalled``,
-and keeps ``loyalty_ready`` (1 when not rebalancing and no partition is stalled). With
+the agents have processed and committed (the lower of the two), exports
+``loyalty_consumer_lag`` and ``loyalty_partition_stalled``,
+and keeps ``loyalty_ready`` (1 when not rebalancing, no partition is stalled and no
+infrastructure error blocks the agents: :mod:`agents.failsafe`). With
 ``LOYALTY_STALL_ACTION=seek`` a stalled partition is sought back to its next offset (the
 usual way to unstick an aiokafka fetcher); with ``exit`` the worker exits with code 70 so
 that its supervisor (Kubernetes, compose ``restart``) starts a fresh consumer.
@@ -42,9 +44,11 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
             if tp.topic not in topics:
                 continue
             owned.add(tp)
-            position = pipeline.input_next.get(tp)
-            if position is None:
-                position = committed.get(tp)
+            # processed AND committed: the lower of the next offset the agents finished and
+            # the committed one (a held batch stops commits; a crash-looping agent stops
+            # processing; either is a stall)
+            done, mark = pipeline.input_next.get(tp), committed.get(tp)
+            position = mark if done is None else done if mark is None else min(done, mark)
             highwater = app.consumer.highwater(tp)
             if position is None and highwater is not None:
                 position = 0 if not committed else committed.get(tp, 0)
@@ -57,7 +61,8 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
                                                         "lag": lag, "position": position})
                 await _act(app, settings, tp, position)
         detector.forget(owned)
-        metrics.ready.set(1 if detector.ok else 0)
+        guard = pipeline.guard
+        metrics.ready.set(1 if detector.ok and (guard is None or guard.ok) else 0)
 
     return detector
 

@@ -99,7 +99,13 @@ class GapFiller:
                   self.name, start, end - 1, msg.topic, msg.partition)
         faust_patches.hold_commits(id(self), tp)
         self.filling[tp] = (start, end)
-        records = await self.fetch(msg.topic, msg.partition, start, end)
+        try:
+            records = await self.fetch(msg.topic, msg.partition, start, end)
+        except BaseException:  # not filled: the same gap is found again on a retry
+            self.next[tp] = start
+            del self.filling[tp]
+            faust_patches.release_commits(id(self), tp)
+            raise
         return [*(Fetched(r.key, r.value, FetchedMessage(r.topic, r.partition, r.offset))
                   for r in records), event]
 

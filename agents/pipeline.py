@@ -24,6 +24,7 @@ from typing import Any
 import faust
 import orjson
 
+from agents import failsafe
 from agents.batching import ClientTable, in_event, send
 from agents.due_index import DueIndex, partitioned, stored_dues
 from agents.handler import ClientHandler, route
@@ -60,6 +61,7 @@ class Pipeline:
     direct_sends: bool = False  # see agents.batching.send
     scenarios: Any = None  # rules.scenario_state.ScenarioRunner, or None: no scenarios
     actions: Any = None  # the scenario actions topic (with scenarios)
+    guard: failsafe.Guard | None = None  # set by register: infrastructure retries, readiness
 
 
 async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str,
@@ -69,13 +71,31 @@ async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, sourc
     p.metrics.rejected.labels(exc.reason).inc()
     p.metrics.dlq_writes.labels(source).inc()
     value, extra = codecs.dlq_copy(raw)
-    with in_event(ctx or event):
-        await p.dlq.send(key=event.key, value=value,
-                         headers=codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset) + extra)
+    headers = codecs.dlq_headers(exc, msg.topic, msg.partition, msg.offset) + extra
+
+    async def write() -> None:
+        with in_event(ctx or event):
+            await p.dlq.send(key=event.key, value=value, headers=headers)
+
+    await _guard(p).retry("dlq", write)
+
+
+def _guard(p: Pipeline) -> failsafe.Guard:
+    if p.guard is None:
+        p.guard = failsafe.Guard(p.metrics)
+    return p.guard
+
+
+def _poison(p: Pipeline, agent: str, exc: Exception) -> RejectedInput:
+    """A record whose processing raised on its own: its DLQ reason (see agents.failsafe)."""
+    p.metrics.processing_errors.labels(agent).inc()
+    log.error("%s: a record failed (%s); sent to the DLQ as processing_error", agent, failsafe.describe(exc))
+    return RejectedInput("processing_error", failsafe.describe(exc))
 
 
 def register(p: Pipeline, due_interval: float) -> None:
     app = p.app
+    guard = _guard(p)
     handler = ClientHandler(p.engine, p.clock, p.scenarios)
     table = ClientTable(app, p.clients, p.direct_sends)
     value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
@@ -92,22 +112,35 @@ def register(p: Pipeline, due_interval: float) -> None:
             client_id, env = route(raw, kind, now)
         except RejectedInput as exc:
             await _to_dlq(p, event, raw, exc, source, ctx)
+        except Exception as exc:
+            await _to_dlq(p, event, raw, _poison(p, f"route {source}", exc), source, ctx)
         else:
             if client_id is None:
                 p.metrics.receipts.labels("anonymous").inc()
             else:
-                await send(p.app, p.direct_sends, ctx, p.client_events, topic, client_id.encode(), env)
+                async def forward() -> Any:
+                    return await send(p.app, p.direct_sends, ctx, p.client_events, topic, key, env)
+
+                key = client_id.encode()
+                try:
+                    await guard.retry(f"route {source}", forward)
+                except Exception as exc:  # not infrastructure: this record cannot be forwarded
+                    await _to_dlq(p, event, raw, _poison(p, f"route {source}", exc), source, ctx)
         p.input_next[msg.tp] = msg.offset + 1
 
     async def _route(stream: Any, kind: bytes, source: str) -> None:
         # external inputs may come from transactional producers: one offset per commit marker
         gaps = register_filler(app, f"route {source}", p.bootstrap, p.metrics, min_gap=2)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
-            now = p.clock()
-            for event in batch:
-                for one in await gaps.fill(app, event):  # records the consumer skipped, then event
-                    await route_one(one, event, now, kind, source)
-            await gaps.done(app)
+            try:
+                now = p.clock()
+                for event in batch:
+                    for one in await _fill(guard, f"route {source}", gaps, app, event):
+                        await route_one(one, event, now, kind, source)
+                await gaps.done(app)
+            except BaseException:
+                failsafe.hold(batch)  # take_events would ack (commit) the batch: see agents.failsafe
+                raise
 
     @app.agent(p.receipts, name="route_receipts")
     async def route_receipts(stream: Any) -> None:
@@ -124,11 +157,19 @@ def register(p: Pipeline, due_interval: float) -> None:
         # receipt). Later messages of a client in the same batch see its pending state.
         gaps = register_filler(app, "clients", p.bootstrap, p.metrics)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
-            items = []  # (record, the Faust event whose context it runs in)
-            for event in batch:
-                items += [(one, event) for one in await gaps.fill(app, event)]
-            await _process_batch(p, handler, table, value_dims, items)
-            await gaps.done(app)
+            try:
+                items = []  # (record, the Faust event whose context it runs in)
+                for event in batch:
+                    items += [(one, event) for one in await _fill(guard, "clients", gaps, app, event)]
+
+                async def run(items: list[tuple[Any, Any]] = items) -> None:
+                    await _process_batch(p, handler, table, value_dims, items)
+
+                await guard.retry("clients", run)  # an infrastructure error re-runs the batch (idempotent)
+                await gaps.done(app)
+            except BaseException:
+                failsafe.hold(batch)
+                raise
 
     input_topics = {p.receipts.get_topic_name(), p.profiles.get_topic_name()}
 
@@ -157,6 +198,14 @@ def register(p: Pipeline, due_interval: float) -> None:
     async def due_scanner() -> None:
         if app.rebalancing or not inputs_caught_up():
             return
+        try:
+            await scan()
+        except Exception as exc:  # ticks not sent now are sent by a later scan
+            if not failsafe.is_infrastructure(exc):
+                raise
+            log.warning("due scan stopped by %s; the next scan retries", failsafe.describe(exc))
+
+    async def scan() -> None:
         now = to_epoch(p.clock())
         generation = app.rebalancing_count  # tables recovered: rebalancing is over
         backlog = 0
@@ -181,6 +230,15 @@ def register(p: Pipeline, due_interval: float) -> None:
                 await p.client_events.send(key=key, value=codecs.tick(due),
                                            partition=partition if rocksdb else None)
         p.metrics.due_backlog.set(backlog)
+
+
+async def _fill(guard: failsafe.Guard, what: str, gaps: Any, app: Any, event: Any) -> list[Any]:
+    """The records the consumer skipped before ``event`` (agents.offsets), then ``event``."""
+    async def attempt() -> list[Any]:
+        found: list[Any] = await gaps.fill(app, event)
+        return found
+
+    return await guard.retry(what, attempt)
 
 
 @dataclass
@@ -208,7 +266,6 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
     now = time.time()
     for event, ctx in items:
         started = time.perf_counter()
-        p.input_next[event.message.tp] = event.message.offset + 1
         key: bytes = event.key
         message: bytes = event.value
         stored = pending.get(key)
@@ -218,6 +275,11 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
             out = handler.handle(key.decode(), message, stored)
         except RejectedInput as exc:
             await _to_dlq(p, event, message[1:], exc, "client-events", ctx)
+            continue
+        except Exception as exc:
+            if failsafe.is_infrastructure(exc):
+                raise
+            await _to_dlq(p, event, message, _poison(p, "clients", exc), "client-events", ctx)
             continue
         for change in out.events:
             data = change["data"]
@@ -248,6 +310,8 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
     table.settle()
     for d in done:
         await _write(p, table, d, d.ctx.message.partition if by_partition else 0)
+    for event, _ in items:  # processed: the position the stall monitor reads
+        p.input_next[event.message.tp] = event.message.offset + 1
 
 
 async def _write(p: Pipeline, table: ClientTable, d: _Done, partition: int) -> None:

@@ -48,6 +48,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("projection_errors", Counter, "loyalty_projection_errors", "Redis projection errors"),
     Spec("scenario_actions", Counter, "loyalty_scenario_actions", "Scenario actions", ("scenario",)),
     Spec("scenario_conversions", Counter, "loyalty_scenario_conversions", "Converted actions", ("scenario",)),
+    Spec("blocked", Gauge, "loyalty_blocked", "1 while an infrastructure error stops this work (retried)",
+         ("what",)),
+    Spec("processing_errors", Counter, "loyalty_processing_errors",
+         "Records sent to the DLQ because processing them raised (reason processing_error)", ("agent",)),
     Spec("offset_gaps", Counter, "loyalty_offset_gaps", "Records of an internal topic skipped (never delivered)",
          ("topic",)),
 )
@@ -72,6 +76,8 @@ class Metrics:
     projection_errors: Counter
     scenario_actions: Counter
     scenario_conversions: Counter
+    blocked: Gauge
+    processing_errors: Counter
     offset_gaps: Counter
 
     @classmethod

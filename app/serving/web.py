@@ -48,9 +48,10 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
     async def ready(self: View, request: Request) -> Response:
         detector = pipeline.detector
         stalled = sorted(f"{tp.topic}[{tp.partition}]" for tp in detector.stalled) if detector else []
-        ok = not app.rebalancing and app.consumer is not None and not stalled
+        blocked = dict(pipeline.guard.blocked) if pipeline.guard is not None else {}
+        ok = not app.rebalancing and app.consumer is not None and not stalled and not blocked
         pipeline.metrics.ready.set(1 if ok else 0)
-        return self.json({"ready": ok, "stalled": stalled}, status=200 if ok else 503)
+        return self.json({"ready": ok, "stalled": stalled, "blocked": blocked}, status=200 if ok else 503)
 
     projection = Projection.from_url(settings.redis_url, namespace(settings.app_id),
                                      settings.timezone)
