@@ -69,7 +69,7 @@ class ClientTable:
         self.store = table.data
         self.direct = direct and partitioned(table)
         self.changelog = table.changelog_topic.get_topic_name() if self.direct else ""
-        self._unacked: list[tuple[int, Any]] = []  # (partition, future of the changelog ack)
+        self._unacked: list[tuple[int, bytes, bytes, Any]] = []  # (partition, key, value, ack future)
 
     def get(self, event: Any, key: bytes) -> bytes | None:
         """The stored value of ``key`` in the partition of ``event``."""
@@ -87,35 +87,39 @@ class ClientTable:
         partition = event.message.partition
         self.store._db_for_partition(partition).put(key, value)
         ack = await self.app.producer.send(self.changelog, key, value, partition, None, None)
-        self._unacked.append((partition, ack))
+        self._unacked.append((partition, key, value, ack))
 
-    def settle(self) -> None:
+    async def settle(self) -> None:
         """Record the persisted offsets of the changelog records acked so far.
 
-        Raises the send error of a changelog record that failed (the agent stops rather
-        than go on with a changelog behind its database). A partition revoked meanwhile is
-        skipped: Faust dropped its database, and a missing persisted offset only makes a later
-        recovery read more of the changelog.
+        A changelog record whose send failed is sent again (the database already holds it;
+        the changelog must not stay behind it); if that send raises, the error propagates
+        and the record is kept for the next call (:class:`agents.failsafe.Guard` retries).
+        A partition revoked meanwhile is skipped: Faust dropped its database, and a missing
+        persisted offset only makes a later recovery read more of the changelog.
         """
         if not self._unacked:
             return
         highest: dict[int, int] = {}
-        waiting = []
-        failed: BaseException | None = None
-        for partition, ack in self._unacked:
+        waiting: list[tuple[int, bytes, bytes, Any]] = []
+        failed: list[tuple[int, bytes, bytes, Any]] = []
+        for entry in self._unacked:
+            ack = entry[3]
             if not ack.done():
-                waiting.append((partition, ack))
-                continue
-            if ack.exception() is not None:
-                failed = failed or ack.exception()  # the batch is re-run: its writes are sent again
-                continue
-            offset = ack.result().offset
-            if offset > highest.get(partition, -1):
-                highest[partition] = offset
-        self._unacked = waiting
-        if failed is not None:
-            raise failed
+                waiting.append(entry)
+            elif ack.cancelled() or ack.exception() is not None:
+                failed.append(entry)
+            else:
+                partition, offset = entry[0], ack.result().offset
+                if offset > highest.get(partition, -1):
+                    highest[partition] = offset
+        self._unacked = waiting + failed
         open_dbs = self.store._dbs
         for partition, offset in highest.items():
             if partition in open_dbs:  # not revoked meanwhile (Faust drops revoked databases)
                 self.store.set_persisted_offset(TP(self.changelog, partition), offset)
+        for entry in failed:
+            partition, key, value, _ = entry
+            ack = await self.app.producer.send(self.changelog, key, value, partition, None, None)
+            self._unacked.remove(entry)
+            self._unacked.append((partition, key, value, ack))

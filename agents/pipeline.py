@@ -14,6 +14,7 @@ Flow::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -162,10 +163,18 @@ def register(p: Pipeline, due_interval: float) -> None:
                 for event in batch:
                     items += [(one, event) for one in await _fill(guard, "clients", gaps, app, event)]
 
-                async def run(items: list[tuple[Any, Any]] = items) -> None:
-                    await _process_batch(p, handler, table, value_dims, items)
+                async def publish(items: list[tuple[Any, Any]] = items) -> list[_Done]:
+                    return await _process_batch(p, handler, table, value_dims, items)
 
-                await guard.retry("clients", run)  # an infrastructure error re-runs the batch (idempotent)
+                async def write(done: list[_Done]) -> None:
+                    await _write_all(p, table, done)
+
+                # an infrastructure error while publishing re-runs the batch (idempotent: the
+                # same ids again); one while writing retries the writes not done yet
+                done = await guard.retry("clients", publish)
+                await guard.retry("clients", functools.partial(write, done))
+                for event, _ in items:  # processed: the position the stall monitor reads
+                    p.input_next[event.message.tp] = event.message.offset + 1
                 await gaps.done(app)
             except BaseException:
                 failsafe.hold(batch)
@@ -247,10 +256,11 @@ class _Done:
     key: bytes
     message: bytes
     out: Any
+    written: bool = False
 
 
 async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable,
-                         value_dims: set[str], items: list[tuple[Any, Any]]) -> None:
+                         value_dims: set[str], items: list[tuple[Any, Any]]) -> list[_Done]:
     """Apply a batch: publish every change (acked) BEFORE any table write of the batch.
 
     If the worker dies in between, the batch is redelivered against the old state and the
@@ -258,7 +268,6 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
     state, then treat the redelivered receipt as a duplicate and lose the events.
     """
     changes_topic = p.changes.get_topic_name()
-    by_partition = partitioned(p.clients)
     actions_topic = p.actions.get_topic_name() if p.actions is not None else ""
     pending: dict[bytes, bytes] = {}  # client key -> table value not yet written
     done: list[_Done] = []
@@ -307,11 +316,17 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
         p.metrics.processing.labels(out.kind).observe(time.perf_counter() - started)
     if sent:
         await asyncio.gather(*sent)
-    table.settle()
+    return done
+
+
+async def _write_all(p: Pipeline, table: ClientTable, done: list[_Done]) -> None:
+    """The table writes of a published batch, in order; a retry skips those written."""
+    by_partition = partitioned(p.clients)
+    await table.settle()
     for d in done:
-        await _write(p, table, d, d.ctx.message.partition if by_partition else 0)
-    for event, _ in items:  # processed: the position the stall monitor reads
-        p.input_next[event.message.tp] = event.message.offset + 1
+        if not d.written:
+            await _write(p, table, d, d.ctx.message.partition if by_partition else 0)
+            d.written = True
 
 
 async def _write(p: Pipeline, table: ClientTable, d: _Done, partition: int) -> None:

@@ -92,7 +92,7 @@ def worker(mode: str, topic: str, events: int, boot: str, data_dir: str, fast_dr
                     acks.append(await app.producer.send(out, key, value, None, None, None))
             if acks:
                 await asyncio.gather(*acks)
-            direct.settle()
+            await direct.settle()
             seen["n"] += len(batch)
             if seen["n"] >= events:
                 wall = time.perf_counter() - seen["wall"]
