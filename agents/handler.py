@@ -14,7 +14,7 @@ from typing import Any
 from app.wire import codecs
 from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
-from rules.receipts import Receipt
+from rules.receipts import Receipt, known_profile_fields
 from rules.scenario_state import ScenarioRunner, Step
 from rules.scenario_state import dumps as dump_scenarios
 from rules.scenario_state import loads as load_scenarios
@@ -49,7 +49,7 @@ def route(raw: bytes, kind: bytes, now: datetime) -> tuple[str | None, bytes]:
         receipt = parse_receipt(doc, now)
         return receipt.client_id, codecs.envelope(kind, raw)
     profile = parse_profile(doc, now)
-    return profile.client_id, codecs.envelope(kind, raw)
+    return profile.client_id, codecs.envelope(kind, known_profile_fields(raw))
 
 
 class ClientHandler:

@@ -34,6 +34,7 @@ from app.metrics import Metrics
 from app.wire import codecs
 from rules import Engine, RejectedInput
 from rules.calendar import to_epoch
+from rules.receipts import known_profile_fields
 
 log = logging.getLogger("loyalty.agents")
 MAX_TICKS = 5_000  # ticks per partition per scan (a sweep after a rules change is all due)
@@ -109,12 +110,13 @@ def register(p: Pipeline, due_interval: float) -> None:
         if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
             log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
             await asyncio.Event().wait()
+        kept = known_profile_fields(raw) if kind == codecs.PROFILE else raw  # no personal field in the DLQ
         try:
             client_id, env = route(raw, kind, now)
         except RejectedInput as exc:
-            await _to_dlq(p, event, raw, exc, source, ctx)
+            await _to_dlq(p, event, kept, exc, source, ctx)
         except Exception as exc:
-            await _to_dlq(p, event, raw, _poison(p, f"route {source}", exc), source, ctx)
+            await _to_dlq(p, event, kept, _poison(p, f"route {source}", exc), source, ctx)
         else:
             if client_id is None:
                 p.metrics.receipts.labels("anonymous").inc()
@@ -126,7 +128,7 @@ def register(p: Pipeline, due_interval: float) -> None:
                 try:
                     await guard.retry(f"route {source}", forward)
                 except Exception as exc:  # not infrastructure: this record cannot be forwarded
-                    await _to_dlq(p, event, raw, _poison(p, f"route {source}", exc), source, ctx)
+                    await _to_dlq(p, event, kept, _poison(p, f"route {source}", exc), source, ctx)
         p.input_next[msg.tp] = msg.offset + 1
 
     async def _route(stream: Any, kind: bytes, source: str) -> None:

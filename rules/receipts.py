@@ -253,7 +253,24 @@ def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
 
 
 PROFILE_FIELDS = ("birth_date", "gender", "city", "registered_at", "welcome_bonus_at", "tags")
+PROFILE_KEYS = ("client_id", "updated_at", *PROFILE_FIELDS)
 GENDERS = ("f", "m", "x")
+
+
+def known_profile_fields(raw: bytes) -> bytes:
+    """A profile message with only the keys this product reads (:data:`PROFILE_KEYS`).
+
+    A CRM export carries names, phones and e-mails the rules never use; they are dropped at
+    the edge: never forwarded to internal topics nor kept in a DLQ or rejects file. A message
+    that is not a JSON object is returned as it is (there is nothing to filter by).
+    """
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    if not isinstance(doc, dict):
+        return raw
+    return orjson.dumps({key: doc[key] for key in PROFILE_KEYS if key in doc})
 
 
 def parse_profile(obj: Any, now: datetime | None) -> Profile:

@@ -18,6 +18,7 @@ import orjson
 from app.wire.codecs import dlq_copy
 from rules import ClientState, Engine, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
+from rules.receipts import known_profile_fields
 from rules.state import Outcome
 
 
@@ -58,7 +59,7 @@ class Replay:
         try:
             profile = parse_profile(loads(raw), self.as_of)
         except RejectedInput as exc:
-            self._reject(source, line_no, raw, exc)
+            self._reject(source, line_no, known_profile_fields(raw), exc)
             return
         result = self.engine.profile(self.states.get(profile.client_id), profile)
         assert result.state is not None

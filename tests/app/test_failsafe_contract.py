@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from app.cli.main import main as cli_main
+from app.wire import codecs
 from app.wire.codecs import DLQ_KEEP, dlq_copy
 from rules.receipts import MAX_MESSAGE_BYTES
 
@@ -47,3 +48,22 @@ def test_replay_rejects_hostile_receipts_with_reasons(tmp_path: Path, capsys: py
     assert [(r["line"], r["reason"]) for r in rows] == [
         (2, "message_too_large"), (3, "bad_amount"), (4, "conflicting_duplicate")]
     assert rows[0]["original-size"] == str(len(huge)) and len(rows[0]["raw"]) == DLQ_KEEP
+
+
+def test_personal_fields_of_a_profile_never_go_further(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from agents.handler import route
+    from app.batch.replay import Replay
+    from rules import Engine, load_ruleset
+
+    personal = {"name": "Tatyana", "phone": "+7 900 000-00-00", "email": "t@example.org"}
+    good = orjson.dumps({"client_id": "c-1", "gender": "f", **personal})
+    bad = orjson.dumps({"client_id": "c-2", "gender": "?", **personal})
+    _, envelope = route(good, codecs.PROFILE, datetime(2026, 6, 1, tzinfo=UTC))
+    assert orjson.loads(envelope[1:]) == {"client_id": "c-1", "gender": "f"}  # kind byte, then the body
+    rejects: list[dict[str, object]] = []
+    rp = Replay(Engine([load_ruleset("demographics")]), datetime(2026, 6, 1, tzinfo=UTC), lambda e: None,
+                rejects.append)
+    rp.profile_line(bad, 1)
+    assert rejects and not any(v in str(rejects) for v in personal.values())
