@@ -8,6 +8,7 @@ Parsing and validation are pydantic-settings': each field names its environment 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ _EXACTLY_ONCE = (
 )
 
 Csv = Annotated[tuple[str, ...], NoDecode]
+MIN_TOKEN = 16
 
 
 def _env(name: str, default: Any, meaning: str, **constraints: Any) -> Any:
@@ -75,7 +77,10 @@ class Settings(BaseSettings):
     loop: Literal["uvloop", "asyncio"] = _env("LOYALTY_LOOP", "uvloop",
                                               "the worker's event loop (uvloop measured +18% receipts/s)")
     api_token: str = _env("LOYALTY_API_TOKEN", "", "bearer token for the HTTP API and the lookup server "
-                          "(empty: authentication off)")
+                          "(empty: authentication off, allowed on a loopback address only); at least "
+                          f"{MIN_TOKEN} characters on any other address")
+    allow_no_token: bool = _env("LOYALTY_ALLOW_NO_TOKEN", False,
+                                "serve without a token on a non-loopback LOYALTY_WEB_HOST (trusted networks only)")
     stall_timeout: float = _env("LOYALTY_STALL_TIMEOUT", 120.0,
                                 "seconds of lag without progress before a partition counts as stalled", gt=0)
     log_level: str = _env("LOYALTY_LOG_LEVEL", "info", "log level")
@@ -158,6 +163,19 @@ class Settings(BaseSettings):
             field = str(first["loc"][0]) if first["loc"] else ""
             raise SettingsError(variable(field), _message(first)) from None
 
+    def check_serving(self) -> None:
+        """Secure by default: refuse to serve on a non-loopback address without a real token."""
+        if _loopback(self.web_host) or self.allow_no_token:
+            return
+        if not self.api_token:
+            raise SettingsError("LOYALTY_API_TOKEN", f"required to serve on {self.web_host} (not a loopback "
+                                "address): e.g. openssl rand -hex 32; or LOYALTY_ALLOW_NO_TOKEN=true on a "
+                                "trusted network")
+        if len(self.api_token) < MIN_TOKEN:
+            raise SettingsError("LOYALTY_API_TOKEN", f"at least {MIN_TOKEN} characters to serve on "
+                                f"{self.web_host} (a placeholder or a short word is guessed): "
+                                "e.g. openssl rand -hex 32")
+
     def clock_fn(self) -> Callable[[], datetime]:
         """The service's notion of now: the wall clock, or a fixed instant."""
         if self.clock == "wall":
@@ -195,6 +213,15 @@ def _message(error: Any) -> str:
     if isinstance(value, str) and error.get("type") != "value_error":
         msg = f"{msg}, got {value!r}"
     return msg
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _fixed_instant(text: str) -> datetime:

@@ -15,6 +15,7 @@ import orjson
 from app.batch.engine import build_engine
 from app.cli.args import instant as _instant
 from app.cli.args import positive as _positive
+from app.errors import AppError
 from rules import RuleSetError, load_ruleset, preset_names
 
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.fn(args)
-    except RuleSetError as exc:
+    except (RuleSetError, AppError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -21,6 +21,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.wire.kafka_io import ensure_topics
 
     settings = Settings.from_env()
+    settings.check_serving()
     asyncio.run(ensure_topics(settings))
     if settings.loop == "uvloop":
         import uvloop
@@ -53,6 +54,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     from app.stream.faust_app import build_engine
 
     settings = Settings.from_env()
+    settings.check_serving()
     config = logging_config(settings.log_format, settings.log_level)
     if config is None:
         logging.basicConfig(level=settings.log_level.upper(),
@@ -87,6 +89,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from app.wire.kafka_io import ensure_topics, service_topics
 
     settings = Settings.from_env()
+    settings.check_serving()
     asyncio.run(ensure_topics(settings))
     print("\n".join(service_topics(settings)))
     return 0

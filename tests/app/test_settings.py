@@ -60,3 +60,23 @@ def test_settings_are_frozen_and_every_field_is_documented() -> None:
         assert info.description, f"{variable(field)} has no description"
         assert variable(field) == "KAFKA_BOOTSTRAP_SERVERS" or variable(field) == "REDIS_URL" \
             or variable(field).startswith("LOYALTY_"), field
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"LOYALTY_WEB_HOST": "0.0.0.0"}, "required to serve on 0.0.0.0"),
+    ({"LOYALTY_WEB_HOST": "10.0.0.5", "LOYALTY_API_TOKEN": "REPLACE-ME"}, "at least 16 characters"),
+    ({"LOYALTY_WEB_HOST": "worker.example"}, "required to serve on worker.example"),
+])
+def test_serving_beyond_loopback_needs_a_real_token(env: dict[str, str], words: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env).check_serving()
+    assert err.value.name == "LOYALTY_API_TOKEN" and words in str(err.value)
+
+
+@pytest.mark.parametrize("env", [
+    {}, {"LOYALTY_WEB_HOST": "127.0.0.1"}, {"LOYALTY_WEB_HOST": "::1"}, {"LOYALTY_WEB_HOST": "localhost"},
+    {"LOYALTY_WEB_HOST": "0.0.0.0", "LOYALTY_API_TOKEN": "0123456789abcdef"},
+    {"LOYALTY_WEB_HOST": "0.0.0.0", "LOYALTY_ALLOW_NO_TOKEN": "true"},
+])
+def test_loopback_a_real_token_or_an_explicit_opt_out_may_serve(env: dict[str, str]) -> None:
+    Settings.from_env(env).check_serving()
