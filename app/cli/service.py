@@ -28,9 +28,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         uvloop.install()  # before the Worker creates its loop
     app, _ = create_app(settings)
-    from app.logs import logging_config
+    from app.logs import guard_handlers, logging_config
 
-    worker = Worker(app, loglevel=settings.log_level.upper(), logfile=None,
+    class GuardedWorker(Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            guard_handlers(logger)  # one line per record, quiet outages (app.logs.LogGuard)
+
+    worker = GuardedWorker(app, loglevel=settings.log_level.upper(), logfile=None,
                     redirect_stdouts=False, quiet=True,
                     logging_config=logging_config(settings.log_format, settings.log_level))
     # No terminal spinner: at level WARNING and above it sets the root logger to DEBUG, so
@@ -47,7 +52,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from app.logs import logging_config
+    from app.logs import guard_handlers, logging_config
     from app.lookup.server import LookupServer
     from app.lookup.store import open_reader
     from app.projection.store import Days, namespace
@@ -61,6 +66,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     else:
         logging.config.dictConfig(config)
+    guard_handlers()
     engine = build_engine(settings)
     dims = [d.id for _, d in engine.dims]
     port = settings.lookup_port if args.port is None else args.port

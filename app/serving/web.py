@@ -132,11 +132,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             exc.status, "http_error")
         return json_response({"error": code, "message": exc.reason}, exc.status)
     except (RedisError, OSError) as exc:
-        log.warning("projection unavailable for %s: %s: %s", request.path, type(exc).__name__, exc)
+        log.warning("projection unavailable for %r: %s: %s", request.path, type(exc).__name__, exc)
         return json_response({"error": "unavailable",
                               "message": "the projection store (Redis) is unavailable"}, 503)
     except Exception:
-        log.exception("error handling %s %s", request.method, request.path)
+        log.exception("error handling %s %r", request.method, request.path)
         return json_response({"error": "internal", "message": "internal error"}, 500)
 
 

@@ -67,3 +67,30 @@ def test_exactly_once_is_refused_with_the_reason() -> None:
     assert Settings.from_env({"LOYALTY_GUARANTEE": "at_least_once"}).guarantee == "at_least_once"
     settings = Settings.from_env({"LOYALTY_BATCH_MAX": "64", "LOYALTY_BATCH_WITHIN": "0.02"})
     assert (settings.batch_max, settings.batch_within) == (64, 0.02)
+
+
+def _record(name: str, level: int, msg: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(exc), exc, None) if exc is not None else None
+    return logging.LogRecord(name, level, "x.py", 1, msg, args, exc_info)
+
+
+def test_log_guard_one_line_per_record_and_quiet_outages() -> None:
+    from aiohttp.http_exceptions import BadStatusLine
+
+    from app.logs import LogGuard
+
+    now = [0.0]
+    guard = LogGuard(window=60, clock=lambda: now[0])
+    forged = _record("loyalty.web", logging.WARNING, "unavailable for %s", "/clients/x\n[ERROR] forged")
+    assert guard.filter(forged) and "\n" not in forged.getMessage() and "\\n[ERROR]" in forged.getMessage()
+    bad = _record("aiohttp.server", logging.ERROR, "Error handling request", exc=BadStatusLine("GARBAGE"))
+    assert guard.filter(bad) and bad.levelno == logging.WARNING and bad.exc_info is None
+    assert "malformed HTTP request" in bad.getMessage()
+    passed = sum(guard.filter(_record("aiokafka.conn", logging.ERROR, "Unable connect to %s", f"n{i}"))
+                 for i in range(1000))
+    assert passed == 1
+    now[0] = 61.0
+    later = _record("aiokafka.conn", logging.ERROR, "Unable connect to %s", "n")
+    assert guard.filter(later) and "and 999 more like it" in later.getMessage()
+    assert guard.filter(_record("loyalty.failsafe", logging.ERROR, "same")) and \
+        guard.filter(_record("loyalty.failsafe", logging.ERROR, "same"))  # our own: never dropped
