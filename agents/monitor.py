@@ -3,8 +3,10 @@
 A timer reads, for every partition this worker consumes, the highwater and the next offset
 the agents have processed and committed (the lower of the two), exports
 ``loyalty_consumer_lag`` and ``loyalty_partition_stalled``,
-and keeps ``loyalty_ready`` (1 when not rebalancing, no partition is stalled and no
-infrastructure error blocks the agents: :mod:`agents.failsafe`). With
+and keeps ``loyalty_ready`` (1 when not rebalancing, no partition is stalled, no
+infrastructure error blocks the agents (:mod:`agents.failsafe`), a broker answers a metadata
+request, Redis answers PING and the data directory's disk has 64 MiB free, or 10% of a
+smaller disk). With
 ``LOYALTY_STALL_ACTION=seek`` a stalled partition is sought back to its next offset (the
 usual way to unstick an aiokafka fetcher); with ``exit`` the worker exits with code 70 so
 that its supervisor (Kubernetes, compose ``restart``) starts a fresh consumer.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from typing import Any
 
@@ -22,6 +25,34 @@ from app.health import StallDetector
 
 log = logging.getLogger("loyalty.monitor")
 EXIT_STALLED = 70
+MIN_FREE_DISK = 64 * 1024 * 1024  # not ready below this many bytes free (or 10% of a smaller disk)
+PROBE_TIMEOUT = 5.0
+
+
+async def dependency_problems(app: Any, settings: Any, redis: Any) -> dict[str, str]:
+    """What keeps the worker from doing its job now: Kafka, Redis, disk (empty: nothing)."""
+    problems: dict[str, str] = {}
+    client = getattr(getattr(app.producer, "_producer", None), "client", None)
+    if client is not None:
+        try:
+            await asyncio.wait_for(client.fetch_all_metadata(), PROBE_TIMEOUT)
+        except Exception as exc:
+            problems["kafka"] = f"no broker answers a metadata request ({type(exc).__name__})"
+    if redis is not None:
+        try:
+            await asyncio.wait_for(redis.ping(), PROBE_TIMEOUT)
+        except Exception as exc:
+            problems["redis"] = f"Redis does not answer PING ({type(exc).__name__})"
+    try:
+        usage = shutil.disk_usage(settings.data_dir)
+    except OSError as exc:
+        problems["disk"] = f"cannot read the data directory's disk usage ({exc.strerror})"
+    else:
+        need = min(MIN_FREE_DISK, usage.total // 10)
+        if usage.free < need:
+            problems["disk"] = (f"{usage.free // 1024 // 1024} MiB free in LOYALTY_DATA_DIR "
+                                f"(at least {need // 1024 // 1024} MiB needed)")
+    return problems
 
 
 def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[Any]:
@@ -31,6 +62,9 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
     topics = {pipeline.receipts.get_topic_name(), pipeline.profiles.get_topic_name(),
               pipeline.client_events.get_topic_name()}
     interval = max(1.0, min(10.0, settings.stall_timeout / 4))
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT)
 
     @app.timer(interval, name="stall_monitor")  # type: ignore[untyped-decorator]
     async def monitor() -> None:
@@ -61,8 +95,10 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
                                                         "lag": lag, "position": position})
                 await _act(app, settings, tp, position)
         detector.forget(owned)
+        pipeline.problems = await dependency_problems(app, settings, redis)
         guard = pipeline.guard
-        metrics.ready.set(1 if detector.ok and (guard is None or guard.ok) else 0)
+        ok = detector.ok and (guard is None or guard.ok) and not pipeline.problems
+        metrics.ready.set(1 if ok else 0)
 
     return detector
 

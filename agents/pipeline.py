@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -64,6 +64,7 @@ class Pipeline:
     scenarios: Any = None  # rules.scenario_state.ScenarioRunner, or None: no scenarios
     actions: Any = None  # the scenario actions topic (with scenarios)
     guard: failsafe.Guard | None = None  # set by register: infrastructure retries, readiness
+    problems: dict[str, str] = field(default_factory=dict)  # agents.monitor: kafka, redis, disk
 
 
 async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str,

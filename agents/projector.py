@@ -167,6 +167,8 @@ class Projector:
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                if not any(batch.values()):  # caught up: nothing is waiting to be projected
+                    self.metrics.projection_lag.set(0.0)
                 for tp, records in batch.items():
                     if not records:
                         continue

@@ -49,9 +49,11 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
         detector = pipeline.detector
         stalled = sorted(f"{tp.topic}[{tp.partition}]" for tp in detector.stalled) if detector else []
         blocked = dict(pipeline.guard.blocked) if pipeline.guard is not None else {}
-        ok = not app.rebalancing and app.consumer is not None and not stalled and not blocked
+        problems = dict(pipeline.problems)  # kafka, redis, disk: checked by agents.monitor
+        ok = not app.rebalancing and app.consumer is not None and not stalled and not blocked and not problems
         pipeline.metrics.ready.set(1 if ok else 0)
-        return self.json({"ready": ok, "stalled": stalled, "blocked": blocked}, status=200 if ok else 503)
+        return self.json({"ready": ok, "stalled": stalled, "blocked": blocked, "problems": problems},
+                         status=200 if ok else 503)
 
     projection = Projection.from_url(settings.redis_url, namespace(settings.app_id),
                                      settings.timezone)

@@ -212,11 +212,17 @@ def test_redis_outage_then_catch_up(tmp_path: Path, kafka_bootstrap: str, redis_
                            _http(worker, "/metrics"), re.M)
         assert errors is not None and float(errors.group(1)) > 0
         assert _status(worker, "/clients/" + ids[0]) == 503
+        assert "redis" in _wait_ready(worker, False)["problems"]  # /ready tells why
 
         server.start()  # back, with its data (append-only file): the projection catches up
         assert wait_projection(settings, expected["segments"]) == expected["segments"]
         assert asyncio.run(_transitions(settings)) == _event_counts(events)
         assert set(snapshot_days) <= set(asyncio.run(_snapshot_days(settings)))
+        _wait_ready(worker, True)
+        deadline = time.monotonic() + 10  # the lag gauge goes back to 0 once caught up
+        while worker.metric("loyalty_projection_lag_seconds") != 0:
+            assert time.monotonic() < deadline, "loyalty_projection_lag_seconds stayed up after catching up"
+            time.sleep(0.5)
     finally:
         worker.stop()
         server.stop()
@@ -228,6 +234,20 @@ async def _snapshot_days(settings: Settings) -> list[str]:
         return [d for d, _ in await proj.snapshots("boostfeel", "2000-01-01", "2100-01-01")]
     finally:
         await proj.close()
+
+
+def _wait_ready(worker: Worker, ready: bool, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll /ready until it says ``ready``; its last body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            body = _http(worker, "/ready")
+        except urllib.error.HTTPError as exc:
+            body = orjson.loads(exc.read())
+        if body["ready"] is ready:
+            return dict(body)
+        assert time.monotonic() < deadline, f"/ready stayed {body}"
+        time.sleep(1.0)
 
 
 def _status(worker: Worker, path: str) -> int:
