@@ -291,7 +291,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
         except Exception as exc:
             if failsafe.is_infrastructure(exc):
                 raise
-            await _to_dlq(p, event, message, _poison(p, "clients", exc), "client-events", ctx)
+            await _to_dlq(p, event, message[1:], _poison(p, "clients", exc), "client-events", ctx)
             continue
         for change in out.events:
             data = change["data"]

@@ -63,7 +63,8 @@ class Settings(BaseSettings):
                                     "internal: inputs repartitioned by client id, and due ticks")
     due_interval: float = _env("LOYALTY_DUE_INTERVAL", 5.0, "seconds between due-index scans", gt=0)
     due_max_delay: float = _env("LOYALTY_DUE_MAX_DELAY", 60.0,
-                                "bound (seconds) on publishing a time-based change after its due instant", gt=0)
+                                "the bound (seconds) the tests hold the lateness of a time-based change to; the "
+                                "worker does not read it (its due scan runs every LOYALTY_DUE_INTERVAL)", gt=0)
     clock: str = _env("LOYALTY_CLOCK", "wall",
                       "`wall`, or a fixed ISO 8601 instant with offset (tests, demos over historical data)")
     guarantee: str = _env("LOYALTY_GUARANTEE", "at_least_once",
@@ -89,8 +90,8 @@ class Settings(BaseSettings):
     stall_action: Literal["none", "seek", "exit"] = _env(
         "LOYALTY_STALL_ACTION", "none",
         "on a stalled partition: `none` (not ready only), `seek`, `exit` (code 70)")
-    fast_drain: bool = _env("LOYALTY_FAST_DRAIN", False, "opt-in consumer patch, ~2x events/s "
-                            "(docs/explanation/faust-workarounds.md)")
+    fast_drain: bool = _env("LOYALTY_FAST_DRAIN", False, "opt-in consumer patch: faster for a trivial agent, "
+                            "no measured gain for the real worker (docs/explanation/faust-workarounds.md)")
     fetch_max_wait_ms: int = _env("LOYALTY_FETCH_MAX_WAIT_MS", 100,
                                   "longest a consumer fetch waits at the broker (Faust: 1500, which stalled agents)",
                                   ge=1)

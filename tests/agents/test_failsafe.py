@@ -113,6 +113,7 @@ async def test_a_poison_record_goes_to_the_dlq_and_the_partition_moves_on(tmp_pa
     headers = dict(dlq[0][2])
     assert headers["reason"] == b"processing_error"
     assert headers["detail"] == b"ValueError: argument out of range"
+    assert orjson.loads(dlq[0][1])["receipt_id"] == "r1"  # the receipt as sent, no envelope byte
     assert pipeline.metrics.processing_errors.labels("clients")._value.get() == 1
 
 
