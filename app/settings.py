@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     lookup_port: int = _env("LOYALTY_LOOKUP_PORT", 6068, "port of the POS lookup server (`loyalty lookup`)", ge=1)
     lookup_cache: int = _env("LOYALTY_LOOKUP_CACHE", 100_000,
                              "clients whose rendered lookup the lookup server keeps (0: none)", ge=0)
+    lookup_max_connections: int = _env("LOYALTY_LOOKUP_MAX_CONNECTIONS", 4096,
+                                       "open connections the lookup server accepts; beyond: 503 and close", ge=1)
+    lookup_header_timeout: float = _env("LOYALTY_LOOKUP_HEADER_TIMEOUT", 10.0,
+                                        "seconds a lookup request's head may take from its first byte", gt=0)
     loop: Literal["uvloop", "asyncio"] = _env("LOYALTY_LOOP", "uvloop",
                                               "the worker's event loop (uvloop measured +18% receipts/s)")
     api_token: str = _env("LOYALTY_API_TOKEN", "", "bearer token for the HTTP API and the lookup server "

@@ -76,7 +76,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         reader = open_reader(settings.redis_url, namespace(settings.app_id))
         server = LookupServer(reader, dims, Days(settings.timezone), settings.clock_fn(),
                               settings.api_token, cache_size=settings.lookup_cache,
-                              invalidations_url=settings.redis_url)
+                              invalidations_url=settings.redis_url,
+                              header_timeout=settings.lookup_header_timeout,
+                              max_connections=settings.lookup_max_connections)
         await server.start(settings.web_host, port, reuse_port=args.reuse_port)
         log.info("lookup server on http://%s:%d (dimensions: %s)", settings.web_host,
                  server.port, ", ".join(dims))

@@ -22,6 +22,7 @@ class Server(Protocol):
     conns: set[Conn]
     stats: Any  # app.lookup.stats.Stats
     date: bytes
+    max_connections: int
 
     def handle(self, conn: Conn, method: bytes, url: bytes, auth: bytes, slot: Slot) -> None: ...
 
@@ -67,12 +68,20 @@ class Conn(asyncio.Protocol):
         self.size = 0
         self.failed = False
         self.paused = False
-        self.last = time.monotonic()
+        self.last = time.monotonic()  # connected, or the last response written: idle since
+        self.reading_since: float | None = None  # a request begun and not complete: since
 
     # -- transport --------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        if len(self.server.conns) >= self.server.max_connections:
+            body = error_json("unavailable", "too many connections")
+            transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"  # type: ignore[attr-defined]
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            transport.close()
+            self.failed = True
+            return
         self.server.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -92,7 +101,6 @@ class Conn(asyncio.Protocol):
         self._resume()
 
     def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
         if self.failed:
             return
         try:
@@ -115,6 +123,7 @@ class Conn(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.reading_since = time.monotonic()  # the header timeout runs from the first byte
         self.url = b""
         self.auth = b""
         self.size = 0
@@ -141,6 +150,7 @@ class Conn(asyncio.Protocol):
             raise httptools.HttpParserError("head too large")
 
     def on_message_complete(self) -> None:
+        self.reading_since = None
         if self.failed:
             return
         slot = Slot(self.parser.should_keep_alive(), time.perf_counter())
@@ -173,6 +183,7 @@ class Conn(asyncio.Protocol):
                 break
         if self.transport is None:
             return
+        self.last = time.monotonic()
         self.transport.write(b"".join(out))
         if not keep:
             self.transport.close()

@@ -16,7 +16,10 @@ process (scale it out; ``SO_REUSEPORT`` lets several share a port) that does one
 HTTP: keep-alive and pipelining (responses in request order); ``Connection: close`` and
 HTTP/1.0 honoured; request line and headers limited to 16 KiB (431), bodies to 64 KiB
 (413); malformed requests get 400 and the connection is closed; idle connections are
-closed after ``idle_timeout`` seconds. Parsing is httptools (llhttp), in
+closed after ``idle_timeout`` seconds without a request, and a connection whose request
+head has not arrived ``header_timeout`` seconds after its first byte (a trickle of bytes
+does not keep it open); beyond ``max_connections`` a new connection gets 503 and is
+closed. Parsing is httptools (llhttp), in
 :mod:`app.lookup.http`.
 
 Reads: at most ``MAX_READS`` reads are out at a time; the lookups that arrive meanwhile
@@ -67,13 +70,16 @@ class LookupServer:
 
     def __init__(self, reader: Reader, dims: Sequence[str], days: Days,
                  clock: Callable[[], datetime], token: str, idle_timeout: float = 60.0,
-                 cache_size: int = 100_000, invalidations_url: str | None = None) -> None:
+                 cache_size: int = 100_000, invalidations_url: str | None = None,
+                 header_timeout: float = 10.0, max_connections: int = 4096) -> None:
         self.reader = reader
         self.dims = sorted(dims)
         self.days = days
         self.clock = clock
         self.expected = f"Bearer {token}".encode() if token else b""
         self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout  # a request's head must arrive within this
+        self.max_connections = max_connections  # beyond: 503 and close
         self.cache_size = cache_size
         self.cache: dict[str, tuple[str, bytes]] = {}  # id -> (month, JSON head)
         self.stats = Stats()
@@ -130,9 +136,11 @@ class LookupServer:
         while True:
             await asyncio.sleep(1.0)
             self._tick()
-            limit = time.monotonic() - self.idle_timeout
-            for conn in [c for c in self.conns if c.last < limit and not c.queue]:
-                conn.close()
+            now = time.monotonic()
+            idle, slow = now - self.idle_timeout, now - self.header_timeout
+            for conn in [c for c in self.conns if not c.queue and (
+                    c.last < idle if c.reading_since is None else c.reading_since < slow)]:
+                conn.close()  # idle, or a request trickling in (one byte every few seconds)
 
     # -- cache ------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ documents as the API, its version-checked cache, errors, and HTTP/1.1 handling."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -372,3 +373,37 @@ async def test_malformed_and_oversized_requests(env: tuple[str, Projection]) -> 
     body = b"GET /clients/c-1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 100000
     out = await _raw(url, body)
     assert out.startswith(b"HTTP/1.1 413 ")
+
+
+async def test_trickling_and_idle_connections_are_closed_and_connections_are_limited(
+        data: Data, redis_url: str, ns: str) -> None:
+    server = await _server(redis_url, ns, data)
+    server.header_timeout, server.idle_timeout, server.max_connections = 2.0, 3.0, 3
+    try:
+        trickle = await asyncio.open_connection("127.0.0.1", server.port)
+        idle = await asyncio.open_connection("127.0.0.1", server.port)
+        started = time.monotonic()
+        closed_after: dict[str, float] = {}
+
+        async def drip() -> None:  # one byte a second: was kept open forever
+            for byte in b"GET /clients/c-1 HTTP/1.1\r\nHost: x\r\n":
+                trickle[1].write(bytes([byte]))
+                await asyncio.sleep(0.5)
+                if trickle[1].is_closing() or trickle[0].at_eof():
+                    break
+
+        async def wait_closed(name: str, reader: asyncio.StreamReader) -> None:
+            await reader.read()  # EOF when the server closes
+            closed_after[name] = time.monotonic() - started
+
+        third = await asyncio.open_connection("127.0.0.1", server.port)
+        fourth = await asyncio.open_connection("127.0.0.1", server.port)  # one too many
+        refused = await asyncio.wait_for(fourth[0].read(), 5)
+        assert refused.startswith(b"HTTP/1.1 503 ") and b"too many connections" in refused
+        third[1].close()
+        await asyncio.wait_for(asyncio.gather(drip(), wait_closed("trickle", trickle[0]),
+                                              wait_closed("idle", idle[0])), 15)
+        assert 2.0 <= closed_after["trickle"] < 5.0  # header timeout, not reset by bytes
+        assert 3.0 <= closed_after["idle"] < 6.0
+    finally:
+        await server.close()
