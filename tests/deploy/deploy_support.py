@@ -16,24 +16,18 @@ DATA = Path(__file__).resolve().parent / "data"
 INSTALL_HINT = "run deploy/local/install-tools.sh"
 
 # Metric names the worker exposes (the ops contract), with their Prometheus types.
-DOMAIN_METRICS: dict[str, str] = {
-    "loyalty_receipts_total": "counter",
-    "loyalty_receipts_rejected_total": "counter",
-    "loyalty_dlq_writes_total": "counter",
-    "loyalty_segment_transitions_total": "counter",
-    "loyalty_segment_clients": "gauge",
-    "loyalty_processing_seconds": "histogram",
-    "loyalty_event_time_lag_seconds": "histogram",
-    "loyalty_due_backlog": "gauge",
-    "loyalty_due_lateness_seconds": "histogram",
-    "loyalty_consumer_lag": "gauge",
-    "loyalty_partition_stalled": "gauge",
-    "loyalty_ready": "gauge",
-    "loyalty_projection_lag_seconds": "gauge",
-    "loyalty_projection_errors_total": "counter",
-    "loyalty_scenario_actions_total": "counter",
-    "loyalty_scenario_conversions_total": "counter",
-}
+def _domain_metrics() -> dict[str, str]:
+    """Exported series names of the worker's metrics (app.metrics.SPECS, the one declaration)."""
+    from app.metrics import SPECS
+
+    out: dict[str, str] = {}
+    for spec in SPECS:
+        kind = spec.kind.__name__.lower()
+        out[spec.name + ("_total" if kind == "counter" else "")] = kind
+    return out
+
+
+DOMAIN_METRICS: dict[str, str] = _domain_metrics()
 
 # Series Prometheus itself attaches to every target.
 SCRAPE_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
