@@ -68,6 +68,8 @@ class ClientHandler:
         self.scenarios = scenarios
 
     def handle(self, client_id: str, message: bytes, stored: bytes | None) -> Handled:
+        if message[:1] == codecs.PROBE:
+            return Handled("probe", "probe")  # its only job: be a later record (agents.monitor)
         due_old, state = None, None
         if stored is not None:
             due_old, raw_state = codecs.split_table_value(stored)

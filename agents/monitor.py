@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from app.health import StallDetector
+from app.wire import codecs
 
 log = logging.getLogger("loyalty.monitor")
 EXIT_STALLED = 70
@@ -55,6 +56,36 @@ async def dependency_problems(app: Any, settings: Any, redis: Any) -> dict[str, 
     return problems
 
 
+class Prober:
+    """When to send a probe to a client-events partition whose processing stopped short.
+
+    Records the consumer skipped are found by the gap filler (agents.offsets) only when a
+    later record of the partition arrives; on a quiet partition that can be hours (measured:
+    a restarted worker published 119,309 of 119,313 changes, then nothing for 300 s). A
+    partition whose processed position has stayed below its end for ``after`` seconds gets
+    a probe record (``codecs.PROBE``, no effect): the later record that makes the filler
+    fetch what was skipped. At most one probe per partition per ``after`` seconds. Pure:
+    time is a parameter.
+    """
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._since: dict[Any, tuple[int, float]] = {}  # tp -> (position, since when)
+
+    def due(self, tp: Any, position: int | None, highwater: int | None, now: float) -> bool:
+        if position is None or highwater is None or position >= highwater:
+            self._since.pop(tp, None)
+            return False
+        seen = self._since.get(tp)
+        if seen is None or seen[0] != position:
+            self._since[tp] = (position, now)
+            return False
+        if now - seen[1] < self.after:
+            return False
+        self._since[tp] = (position, now)  # the next probe, if still stuck, in ``after`` s
+        return True
+
+
 def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[Any]:
     detector: StallDetector[Any] = StallDetector(settings.stall_timeout)
     pipeline.detector = detector
@@ -65,6 +96,8 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
     from redis.asyncio import Redis
 
     redis = Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT)
+    prober = Prober(after=max(10.0, 2 * interval))
+    internal = pipeline.client_events.get_topic_name()
 
     @app.timer(interval, name="stall_monitor")  # type: ignore[untyped-decorator]
     async def monitor() -> None:
@@ -94,6 +127,11 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
                 log.warning("partition stalled", extra={"topic": tp.topic, "partition": tp.partition,
                                                         "lag": lag, "position": position})
                 await _act(app, settings, tp, position)
+            guard = pipeline.guard
+            if tp.topic == internal and (guard is None or guard.ok) and prober.due(tp, position, highwater, now):
+                log.warning("%s[%d]: processed up to %s of %s for %.0f s; sending a probe record",
+                            tp.topic, tp.partition, position, highwater, prober.after)
+                await pipeline.client_events.send(key=b"\x00probe", value=codecs.PROBE, partition=tp.partition)
         detector.forget(owned)
         pipeline.problems = await dependency_problems(app, settings, redis)
         guard = pipeline.guard

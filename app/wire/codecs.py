@@ -1,7 +1,8 @@
 """Wire formats: the internal client-events envelope, table values, DLQ headers.
 
 * ``loyalty.client-events`` values: one kind byte then the payload: ``R`` + receipt JSON,
-  ``P`` + profile JSON, ``T`` + 8-byte due instant (a tick from the due scanner).
+  ``P`` + profile JSON, ``T`` + 8-byte due instant (a tick from the due scanner), ``Q``
+  alone (a probe from the stall monitor: no effect but to reveal a gap, agents.monitor).
 * ``clients`` table values: ``0x01``, the 8-byte fingerprint of the rules that evaluated
   the client (:attr:`rules.Engine.fingerprint`), the 8-byte next-due instant (0: none),
   the client record (JSON), then, if the client has scenario state, a newline and that
@@ -21,7 +22,7 @@ import orjson
 
 from rules import RejectedInput
 
-RECEIPT, PROFILE, TICK = b"R", b"P", b"T"
+RECEIPT, PROFILE, TICK, PROBE = b"R", b"P", b"T", b"Q"
 _DUE = struct.Struct(">q")
 
 

@@ -129,3 +129,21 @@ async def test_an_infrastructure_error_re_runs_the_batch_until_it_passes(tmp_pat
         await _until(lambda: b"c-1" in pipeline.clients.data)
     assert [orjson.loads(v)["subject"] for _, v, _ in changes] == ["c-1"]  # once, after two failures
     assert pipeline.guard.ok
+
+
+def test_prober_sends_one_probe_per_stuck_spell() -> None:
+    from agents.monitor import Prober
+
+    prober = Prober(after=10)
+    sent = [t for t in range(0, 60) if prober.due("tp", 100, 105, float(t))]  # stuck below the end
+    assert sent == [10, 20, 30, 40, 50]
+    assert not any(prober.due("tp", 100 + t, 500, float(59 + t)) for t in range(1, 30))  # moving: busy
+    assert not any(prober.due("tp", 500, 500, float(t)) for t in range(100, 130))  # at the end
+    assert not prober.due("tp", None, 5, 200.0) and not prober.due("tp", 3, None, 300.0)
+
+
+def test_a_probe_has_no_effect() -> None:
+    from tests.agents.test_handler import handler
+
+    out = handler().handle("\x00probe", codecs.PROBE, None)
+    assert (out.kind, out.outcome, out.value, out.events) == ("probe", "probe", None, [])

@@ -157,3 +157,39 @@ def test_a_full_disk_stops_consumption_and_resumes_exactly(tmp_path: Path, kafka
     print(f"full disk: blocked by {blocked}; {len(events)} records for {len(expected['events'])} ids "
           f"({duplicates} duplicates)")
     assert duplicates <= len(expected["events"]) // 10, "a duplicate storm"
+
+
+def test_sigkill_soak_five_kills_during_a_backlog_end_exactly(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """Five SIGKILLs at random moments while a backlog drains; after the last restart the
+    worker publishes exactly replay's change ids and no partition is left behind."""
+    import random
+
+    lines = list(generate(SimConfig(clients=1500, days=90, seed=21)))
+    expected = replay(lines, RULES, AS_OF)
+    worker = _worker(tmp_path, kafka_bootstrap, LOYALTY_STALL_TIMEOUT="20")
+    produce_lines(worker.settings, lines)
+    rng = random.Random(int(os.environ.get("LOYALTY_SOAK_SEED", "7")))
+    kills = []
+    try:
+        for _ in range(5):
+            worker.start()
+            time.sleep(rng.uniform(2.0, 8.0))
+            kills.append(len(read_topic(worker.settings, worker.settings.topic_changes)))
+            worker.kill()
+        worker.start()
+        started = time.monotonic()
+        events = wait_for_changes(worker.settings, len(expected["events"]), timeout=300)
+        took = time.monotonic() - started
+        status, body = _ready(worker)
+        gaps = worker.metric("loyalty_offset_gaps_total")
+    finally:
+        worker.stop()
+    distinct = len({e["id"] for e in events})
+    print(f"soak: {len(lines)} receipts, changes published at the kills {kills}; after the last start "
+          f"{distinct} of {len(expected['events'])} ids in {took:.0f} s, {len(events) - distinct} duplicates, "
+          f"{gaps:.0f} skipped records re-fetched, ready {status}")
+    assert kills[-1] < len(expected["events"]), "the backlog was drained before the last kill"
+    diff = change_diff(events, expected["events"])
+    assert not diff, diff
+    assert final_segments(events) == expected["segments"]
+    assert status == 200, body
