@@ -159,6 +159,29 @@ def test_a_full_disk_stops_consumption_and_resumes_exactly(tmp_path: Path, kafka
     assert duplicates <= len(expected["events"]) // 10, "a duplicate storm"
 
 
+def _published(worker: Worker) -> int:
+    """Records in the changes topic (the sum of its end offsets; cheap)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def count() -> int:
+        s = worker.settings
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(s.topic_changes) or set()
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(s.topic_changes) or set()
+            ends = await consumer.end_offsets([TopicPartition(s.topic_changes, p) for p in parts])
+            return sum(ends.values())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
+
+
 def test_sigkill_soak_five_kills_during_a_backlog_end_exactly(tmp_path: Path, kafka_bootstrap: str) -> None:
     """Five SIGKILLs at random moments while a backlog drains; after the last restart the
     worker publishes exactly replay's change ids and no partition is left behind."""
@@ -172,10 +195,14 @@ def test_sigkill_soak_five_kills_during_a_backlog_end_exactly(tmp_path: Path, ka
     kills = []
     try:
         for _ in range(5):
+            before = _published(worker)
             worker.start()
-            time.sleep(rng.uniform(2.0, 8.0))
-            kills.append(len(read_topic(worker.settings, worker.settings.topic_changes)))
+            deadline = time.monotonic() + 90
+            while _published(worker) <= before + 200 and time.monotonic() < deadline:
+                time.sleep(0.2)  # until this run makes progress: a kill mid-backlog, not mid-start-up
+            time.sleep(rng.uniform(0.0, 3.0))
             worker.kill()
+            kills.append(_published(worker))
         worker.start()
         started = time.monotonic()
         events = wait_for_changes(worker.settings, len(expected["events"]), timeout=300)
