@@ -220,3 +220,47 @@ def test_sigkill_soak_five_kills_during_a_backlog_end_exactly(tmp_path: Path, ka
     assert not diff, diff
     assert final_segments(events) == expected["segments"]
     assert status == 200, body
+
+
+@pytest.mark.skipif(bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
+                    reason="stops the broker: only the project's own local broker (deploy/local/kafka.sh)")
+def test_a_broker_outage_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstrap: str) -> None:
+    from tests.conftest import ROOT
+
+    script = str(ROOT / "deploy" / "local" / "kafka.sh")
+    lines = list(generate(SimConfig(clients=300, days=90, seed=13)))
+    expected = replay(lines, RULES, AS_OF)
+    worker = _worker(tmp_path, kafka_bootstrap)
+    produce_lines(worker.settings, lines)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 90
+        while _published(worker) < 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        lines_before = len(worker.log.read_text().splitlines())
+        subprocess.run([script, "stop"], check=True, capture_output=True, timeout=180)
+        try:
+            problems: dict[str, Any] = {}
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and "kafka" not in problems:
+                status, body = _ready(worker)
+                problems = body.get("problems", {})
+                time.sleep(1)
+            time.sleep(max(0.0, deadline - time.monotonic() - 10))
+        finally:
+            subprocess.run([script, "start"], check=True, capture_output=True, timeout=600)
+        log_lines = len(worker.log.read_text().splitlines()) - lines_before
+        assert "kafka" in problems, f"/ready never named the broker: {body}"
+        events = wait_for_changes(worker.settings, len(expected["events"]), timeout=240)
+        deadline = time.monotonic() + 60
+        while (status := _ready(worker)[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        worker.stop()
+    print(f"broker outage: {log_lines} log lines during the outage; {len(events)} records for "
+          f"{len(expected['events'])} ids")
+    diff = change_diff(events, expected["events"])
+    assert not diff, diff
+    assert final_segments(events) == expected["segments"]
+    assert status == 200
+    assert log_lines < 200, "a log flood during the outage"
