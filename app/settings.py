@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     lookup_port: int = _env("LOYALTY_LOOKUP_PORT", 6068, "port of the POS lookup server (`loyalty lookup`)", ge=1)
     lookup_cache: int = _env("LOYALTY_LOOKUP_CACHE", 100_000,
                              "clients whose rendered lookup the lookup server keeps (0: none)", ge=0)
+    web_max_connections: int = _env("LOYALTY_WEB_MAX_CONNECTIONS", 1024,
+                                    "open connections the worker's HTTP server accepts; beyond: 503 and close", ge=1)
+    web_header_timeout: float = _env("LOYALTY_WEB_HEADER_TIMEOUT", 10.0,
+                                     "seconds a request's head may take from its first byte (worker HTTP)", gt=0)
     lookup_max_connections: int = _env("LOYALTY_LOOKUP_MAX_CONNECTIONS", 4096,
                                        "open connections the lookup server accepts; beyond: 503 and close", ge=1)
     lookup_header_timeout: float = _env("LOYALTY_LOOKUP_HEADER_TIMEOUT", 10.0,

@@ -17,11 +17,13 @@ from app.settings import Settings
 def cmd_worker(args: argparse.Namespace) -> int:
     from faust import Worker
 
+    from app.serving import limits
     from app.stream.faust_app import create_app
     from app.wire.kafka_io import ensure_topics
 
     settings = Settings.from_env()
     settings.check_serving()
+    limits.install(settings.web_header_timeout, settings.web_max_connections)
     asyncio.run(ensure_topics(settings))
     if settings.loop == "uvloop":
         import uvloop
@@ -94,10 +96,12 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from app.serving import limits
     from app.wire.kafka_io import ensure_topics, service_topics
 
     settings = Settings.from_env()
     settings.check_serving()
+    limits.install(settings.web_header_timeout, settings.web_max_connections)
     asyncio.run(ensure_topics(settings))
     print("\n".join(service_topics(settings)))
     return 0
