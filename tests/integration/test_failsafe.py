@@ -264,3 +264,32 @@ def test_a_broker_outage_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstra
     assert final_segments(events) == expected["segments"]
     assert status == 200
     assert log_lines < 200, "a log flood during the outage"
+
+
+def test_personal_fields_reach_no_topic_and_no_log_even_at_debug(tmp_path: Path, kafka_bootstrap: str) -> None:
+    secret = "Tatyana-Sentinel-79001234567"
+    cfg = SimConfig(clients=40, days=30, seed=3)
+    receipts = list(generate(cfg))
+    profiles = [orjson.dumps({"client_id": f"c-{n:07d}", "gender": "f", "name": secret, "phone": secret,
+                              "email": f"{secret}@example.org"}) for n in range(1, 11)]
+    profiles.append(orjson.dumps({"client_id": "c-0000001", "gender": "?", "name": secret}))  # rejected
+    worker = _worker(tmp_path, kafka_bootstrap, LOYALTY_LOG_LEVEL="debug")
+    s = worker.settings
+    produce_lines(s, receipts)
+    produce_lines(s, profiles, topic=s.topic_profiles)
+    expected = replay(receipts, RULES, AS_OF)
+    worker.start()
+    try:
+        wait_for_changes(s, len(expected["events"]))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not read_topic(s, s.topic_dlq):
+            time.sleep(1)
+    finally:
+        worker.stop()
+    for topic in (s.topic_client_events, s.topic_dlq, s.topic_changes, f"{s.app_id}-clients-changelog"):
+        records = read_topic(s, topic)
+        assert records or topic == s.topic_changes, topic
+        assert not any(secret.encode() in (r.value or b"") for r in records), topic
+    assert any(dict(r.headers)["reason"] == b"bad_value" for r in read_topic(s, s.topic_dlq))
+    log = worker.log.read_text()
+    assert "DEBUG" in log and secret not in log
