@@ -25,7 +25,7 @@ from typing import Any
 
 from rules.calendar import DAY_S, BusinessCalendar
 from rules.receipts import CURRENCY_EXPONENT
-from rules.state import CATEGORY_MONTHS, ClientState
+from rules.state import CATEGORY_MONTHS, ClientState, cancels
 
 Fn = Callable[["MetricView"], Any]
 
@@ -101,12 +101,16 @@ class MetricView:
         lo, hi = self.day - days + 1, self.day
         visits = revenue = returns = 0
         rets = self.s.rets
-        # (sale hash, amount) of sales cancelled by a full return: not visits
-        cancelled = {(r[3], r[2]) for r in rets if r[3]} if rets else None
+        # (sale hash, amount) of full returns -> their days: a sale they cancel is no visit
+        cancelled: dict[tuple[int, int], list[int]] = {}
+        for r in rets:
+            if r[3]:
+                cancelled.setdefault((r[3], r[2]), []).append(r[1])
         for h, d, amount in self.s.sales:
             if lo <= d <= hi:
                 revenue += amount
-                if not cancelled or (h, amount) not in cancelled:
+                ret_days = cancelled.get((h, amount)) if cancelled else None
+                if ret_days is None or not any(cancels(rd, d) for rd in ret_days):
                     visits += 1
         for _h, d, amount, _o in rets:
             if lo <= d <= hi:

@@ -13,6 +13,7 @@ currency_mismatch.)
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +28,9 @@ from rules.errors import RejectedInput
 #: Minor-unit exponents of currencies that do not use 2 decimals.
 CURRENCY_EXPONENT = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
 RECEIPT_TYPES = ("sale", "return")
-MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+#: Default lower bound on event times (``LOYALTY_EARLIEST_EVENT``, ``--earliest``): loyalty
+#: history from 1970 on is accepted. Earlier instants are ``too_old_timestamp``.
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 _MAX_ID = 128
 #: Largest amount in minor units (10^12: ten billion roubles or dollars, a trillion yen). The
@@ -156,17 +159,19 @@ def _parse_money(value: Any, exponent: int, field: str) -> int:
     return int(minor)
 
 
-def parse_time(value: Any, field: str, now: datetime | None) -> datetime:
-    return _instant(value, field, now)[0]
+def parse_time(value: Any, field: str, now: datetime | None, earliest: int | None = None) -> datetime:
+    return _instant(value, field, now, earliest)[0]
 
 
 _MIN_EPOCH = to_epoch(MIN_TIME)
 _bound: tuple[datetime | None, int] = (None, 0)  # the last ``now`` and its future bound
 
 
-def _instant(value: Any, field: str, now: datetime | None) -> tuple[datetime, int]:
+def _instant(value: Any, field: str, now: datetime | None,
+             earliest: int | None = None) -> tuple[datetime, int]:
     """A validated aware timestamp and its epoch second (compared as integers: comparing
-    aware datetimes costs about 1 µs each)."""
+    aware datetimes costs about 1 µs each). ``earliest``: the lower bound in epoch seconds
+    (None: :data:`MIN_TIME`)."""
     global _bound
     if not isinstance(value, str):
         raise RejectedInput("bad_type", f"{field} must be an ISO 8601 string", field)
@@ -178,9 +183,11 @@ def _instant(value: Any, field: str, now: datetime | None) -> tuple[datetime, in
         raise RejectedInput("naive_timestamp", f"{field} needs a UTC offset", field)
     if not _INSTANT.match(value):
         raise RejectedInput("bad_timestamp", f"{field} must be YYYY-MM-DDThh:mm[:ss]±hh:mm", field)
-    at = int(t.timestamp())
-    if at < _MIN_EPOCH or (at == _MIN_EPOCH and t < MIN_TIME):
-        raise RejectedInput("too_old_timestamp", f"{field} is before 2000-01-01", field)
+    at = math.floor(t.timestamp())
+    floor = _MIN_EPOCH if earliest is None else earliest
+    if at < floor:
+        since = datetime.fromtimestamp(floor, UTC).isoformat().replace("+00:00", "Z")
+        raise RejectedInput("too_old_timestamp", f"{field} is before {since}", field)
     if now is not None:
         bound = _bound
         if bound[0] is not now:
@@ -190,8 +197,9 @@ def _instant(value: Any, field: str, now: datetime | None) -> tuple[datetime, in
     return t, at
 
 
-def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
-    """Validate one decoded receipt. ``now`` bounds future timestamps (None: no bound)."""
+def parse_receipt(obj: Any, now: datetime | None, earliest: int | None = None) -> Receipt:
+    """Validate one decoded receipt. ``now`` bounds future timestamps (None: no bound);
+    ``earliest`` (epoch s) past ones (None: :data:`MIN_TIME`)."""
     if not isinstance(obj, dict):
         raise RejectedInput("not_an_object", "a receipt is a JSON object")
     receipt_id = _str(obj, "receipt_id")
@@ -215,7 +223,7 @@ def parse_receipt(obj: Any, now: datetime | None) -> Receipt:
         raise RejectedInput("negative_total", "total must be >= 0 (a return is positive)", "total")
     if "occurred_at" not in obj:
         raise RejectedInput("missing_field", "occurred_at is required", "occurred_at")
-    occurred_at, at = _instant(obj["occurred_at"], "occurred_at", now)
+    occurred_at, at = _instant(obj["occurred_at"], "occurred_at", now, earliest)
     items = _parse_items(obj.get("items"), exponent)
     original = _str(obj, "original_receipt_id", required=False)
     return Receipt(receipt_id, client_id, store_id, occurred_at, kind, total, currency, items, original, at)
@@ -273,7 +281,7 @@ def known_profile_fields(raw: bytes) -> bytes:
     return orjson.dumps({key: doc[key] for key in PROFILE_KEYS if key in doc})
 
 
-def parse_profile(obj: Any, now: datetime | None) -> Profile:
+def parse_profile(obj: Any, now: datetime | None, earliest: int | None = None) -> Profile:
     if not isinstance(obj, dict):
         raise RejectedInput("not_an_object", "a profile is a JSON object")
     client_id = _str(obj, "client_id")
@@ -281,7 +289,7 @@ def parse_profile(obj: Any, now: datetime | None) -> Profile:
     fields: dict[str, Any] = {}
     updated_at = None
     if obj.get("updated_at") is not None:
-        updated_at = parse_time(obj["updated_at"], "updated_at", now)
+        updated_at = parse_time(obj["updated_at"], "updated_at", now, earliest)
     if obj.get("birth_date") is not None:
         raw = obj["birth_date"]
         if not isinstance(raw, str):
@@ -304,7 +312,7 @@ def parse_profile(obj: Any, now: datetime | None) -> Profile:
         fields["city"] = _str(obj, "city")
     for key in ("registered_at", "welcome_bonus_at"):
         if obj.get(key) is not None:
-            fields[key] = parse_time(obj[key], key, now)
+            fields[key] = parse_time(obj[key], key, now, earliest)
     if obj.get("tags") is not None:
         tags = obj["tags"]
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):

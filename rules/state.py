@@ -1,11 +1,27 @@
 """Per-client state: initialize / update / serialize as pure functions.
 
-A client's record keeps lifetime totals, calendar-month buckets (14 months), the
-receipts of the retention horizon (``HORIZON_DAYS`` business days behind the newest
-receipt seen) and the current segments. Daily windows (``visits_30d``...) are computed
-from the horizon entries, so any order of the same receipts inside the horizon gives the
-same record. A receipt older than the horizon cannot be deduplicated or placed in a
-daily window any more: :func:`apply_receipt` rejects it with ``beyond_retention_horizon``.
+A client's record keeps lifetime totals, calendar-month buckets (14 months), the rows of
+recent receipts (hash, business day, amount) and the current segments. Daily windows
+(``visits_30d``...) are computed from the rows, so any order of the same receipts gives
+the same windows.
+
+Late receipts are never rejected for their age: a receipt of any date is folded into
+everything it can still affect (lifetime totals, first purchase, the month buckets and
+category months it falls in, the daily windows when it is inside them) and its row is
+kept for deduplication.
+
+Rows are dropped when they fall out of the horizon (``HORIZON_DAYS`` business days behind
+the newest receipt), but only once input has been in order for a while: after
+``HORIZON_DAYS`` receipts in a row none of which was more than ``SLACK_DAYS`` days older
+than the newest. So a record fed in order stays small (three years of daily visits: 35
+rows), while a history arriving out of order (a shuffled export, a backfill into a live
+stream) keeps every row (18 bytes a sale, 26 a return, before base64) until it is in order
+again, and every copy of a receipt is recognised, whatever the order. What is not
+recognised: a copy of a receipt arriving after 35 in-order receipts of the same client
+have pushed its row out of the horizon (a POS re-sending a receipt months later).
+
+A full return cancels its sale's visit when it is dated at most ``HORIZON_DAYS - 1`` business
+days after the sale (in any arrival order).
 
 ``apply_*`` update the record passed in and return it with an :class:`Outcome`.
 """
@@ -28,6 +44,7 @@ from rules.receipts import Profile, Receipt
 
 STATE_VERSION = 1
 HORIZON_DAYS = 35  # daily windows up to 30 days + 5 days for late receipts
+SLACK_DAYS = 5  # a receipt at most this many days older than the newest is "in order"
 MONTHS_KEPT = 14  # current month + 13 previous
 CATEGORY_MONTHS = 3  # category shares cover the current and two previous months
 _SALE = struct.Struct("<QHq")  # receipt hash, business day, amount (minor units)
@@ -66,6 +83,7 @@ class ClientState:
     profile_at: int = 0
     segments: dict[str, list[Any]] = field(default_factory=dict)  # dim -> [seg, since, prev]
     clock: int = 0  # instant of the last evaluation (epoch s)
+    streak: int = 0  # receipts in a row applied in order (rows are pruned from HORIZON_DAYS on)
     # hashes of ``sales`` and ``rets`` for deduplication: derived, built on first use, kept
     # in step by apply_receipt and _prune, never serialized
     seen: set[int] | None = field(default=None, compare=False, repr=False)
@@ -79,9 +97,14 @@ def initialize(client_id: str) -> ClientState:
     return ClientState(client_id)
 
 
-def _cancelled_by(state: ClientState, sale_hash: int, amount: int) -> bool:
+def cancels(return_day: int, sale_day: int) -> bool:
+    """Whether a full return on ``return_day`` cancels the visit of its sale on ``sale_day``."""
+    return 0 <= return_day - sale_day < HORIZON_DAYS
+
+
+def _cancelled_by(state: ClientState, sale_hash: int, amount: int, day: int) -> bool:
     for r in state.rets:  # noqa: SIM110 -- a plain loop: any() over a generator costs 2x
-        if r[3] == sale_hash and r[2] == amount:
+        if r[3] == sale_hash and r[2] == amount and 0 <= r[1] - day < HORIZON_DAYS:
             return True
     return False
 
@@ -113,26 +136,26 @@ def apply_receipt(
             f"client {state.client_id} trades in {state.currency}, not {receipt.currency}",
             "currency",
         )
+    if day < 0:
+        raise RejectedInput("too_old_timestamp", "occurred_at is before 1970-01-01 in the "
+                            "business time zone", "occurred_at")
     newest_day = -1 if state.max_seen is None else cal.day(state.max_seen)
-    if state.max_seen is not None and day <= newest_day - HORIZON_DAYS:
-        raise RejectedInput(
-            "beyond_retention_horizon",
-            f"receipt is more than {HORIZON_DAYS} days older than the client's newest one",
-            "occurred_at",
-        )
     month = cal.month_of_day(day)
+    newest_month = month if day >= newest_day else cal.month_of_day(newest_day)
+    in_months = month > newest_month - MONTHS_KEPT  # its bucket is (or will be) kept
     total = receipt.total
     if receipt.type == "sale":
-        visit = 0 if state.rets and _cancelled_by(state, h, total) else 1
+        visit = 0 if state.rets and _cancelled_by(state, h, total, day) else 1
         state.sales.append((h, day, total))
         seen.add(h)
         state.visits += visit
-        _month_add(state, month, visit, total)
+        if in_months:
+            _month_add(state, month, visit, total)
         if state.first_purchase is None or t < state.first_purchase:
             state.first_purchase = t
         if state.last_purchase is None or t > state.last_purchase:
             state.last_purchase = t
-        if receipt.items:
+        if receipt.items and month > newest_month - CATEGORY_MONTHS:
             cats = state.cats.get(month)
             if cats is None:
                 cats = state.cats[month] = {}
@@ -141,23 +164,28 @@ def apply_receipt(
         state.revenue += total
     else:
         orig = receipt_hash(receipt.original_receipt_id) if receipt.original_receipt_id else 0
-        if orig and not _cancelled_by(state, orig, total):
+        if orig:
             for s in state.sales:
                 if s[0] == orig and s[2] == total:
-                    state.visits -= 1
-                    _month_add(state, cal.month_of_day(s[1]), -1, 0)
+                    if cancels(day, s[1]) and not _cancelled_by(state, orig, total, s[1]):
+                        state.visits -= 1
+                        sale_month = cal.month_of_day(s[1])
+                        if sale_month > newest_month - MONTHS_KEPT:
+                            _month_add(state, sale_month, -1, 0)
                     break
         state.rets.append((h, day, total, orig))
         seen.add(h)
         state.returns += 1
         state.return_amount += total
-        _month_add(state, month, 0, -total)
+        if in_months:
+            _month_add(state, month, 0, -total)
         state.revenue -= total
     state.currency = receipt.currency
     if receipt.store_id is not None and (
         t > state.last_store_at or (t == state.last_store_at and receipt.store_id > (state.last_store or ""))
     ):
         state.last_store, state.last_store_at = receipt.store_id, t
+    state.streak = state.streak + 1 if day > newest_day - SLACK_DAYS else 0
     if state.max_seen is None or t > state.max_seen:
         state.max_seen = t
         if day > newest_day:  # the horizon moves only with the newest business day
@@ -166,12 +194,12 @@ def apply_receipt(
 
 
 def _prune(state: ClientState, newest_day: int, previous_day: int, cal: BusinessCalendar) -> None:
-    """Drop what the horizon and the month buckets no longer cover. Entries are never older
-    than the horizon of ``previous_day`` (the newest day before this receipt), so nothing
-    needs dropping while the newest day stays the same."""
-    keep_from = newest_day - HORIZON_DAYS + 1
-    state.sales = _kept(state.sales, keep_from, state.seen)
-    state.rets = _kept(state.rets, keep_from, state.seen)
+    """Drop what the horizon and the month buckets no longer cover: rows only after
+    ``HORIZON_DAYS`` receipts in a row in order (see the module's docstring)."""
+    if state.streak >= HORIZON_DAYS:
+        keep_from = newest_day - HORIZON_DAYS + 1
+        state.sales = _kept(state.sales, keep_from, state.seen)
+        state.rets = _kept(state.rets, keep_from, state.seen)
     newest_month = cal.month_of_day(newest_day)
     if previous_day < 0 or newest_month != cal.month_of_day(previous_day):
         for m in [m for m in state.months if m <= newest_month - MONTHS_KEPT]:
@@ -240,6 +268,8 @@ def _unpack(text: str, st: struct.Struct) -> list[Any]:
 def dumps(state: ClientState) -> bytes:
     """Compact, versioned bytes of a record (the table value)."""
     doc: dict[str, Any] = {"v": STATE_VERSION, "id": state.client_id, "k": state.clock}
+    if state.streak:
+        doc["q"] = min(state.streak, HORIZON_DAYS)  # beyond it, the count changes nothing
     if state.max_seen is not None:
         doc["t"] = [state.first_purchase, state.last_purchase, state.max_seen]
         doc["n"] = [state.visits, state.revenue, state.returns, state.return_amount]
@@ -263,7 +293,7 @@ def loads(raw: bytes) -> ClientState:
     doc = orjson.loads(raw)
     if doc.get("v") != STATE_VERSION:
         raise ValueError(f"unsupported client state version {doc.get('v')!r}")
-    state = ClientState(doc["id"], clock=doc.get("k", 0))
+    state = ClientState(doc["id"], clock=doc.get("k", 0), streak=doc.get("q", 0))
     if "t" in doc:
         state.first_purchase, state.last_purchase, state.max_seen = doc["t"]
         state.visits, state.revenue, state.returns, state.return_amount = doc["n"]
@@ -281,7 +311,8 @@ def loads(raw: bytes) -> ClientState:
 
 
 def canonical(state: ClientState) -> bytes:
-    """Serialization without the segments and clock: the aggregates only (for tests)."""
+    """Serialization without the segments, clock and in-order streak: the aggregates only
+    (for tests)."""
     copy = loads(dumps(state))
-    copy.segments, copy.clock = {}, 0
+    copy.segments, copy.clock, copy.streak = {}, 0, 0
     return dumps(copy)

@@ -79,6 +79,27 @@ def test_any_order_gives_the_same_state(data: Any, receipts: list[Receipt], tz: 
     assert canonical(state) == canonical(reference)
 
 
+@SLOW
+@given(data=st.data(), receipts=receipt_sets(span_days=900, max_n=80),
+       tz=st.sampled_from(sorted(CALENDARS)))
+def test_any_order_over_years_gives_the_same_metrics(data: Any, receipts: list[Receipt],
+                                                     tz: str) -> None:
+    """No receipt is rejected for its age: a permutation of years of history (returns far
+    from their sales included) gives the sorted run's totals, buckets and every metric."""
+    cal = CALENDARS[tz]
+    ordered = sorted(receipts, key=lambda r: r.at)
+    reference, outcomes = fold(ordered, cal)
+    assert set(outcomes) == {Outcome.APPLIED}
+    state, outcomes = fold(data.draw(st.permutations(receipts)), cal)
+    assert set(outcomes) == {Outcome.APPLIED}
+    for field in ("first_purchase", "last_purchase", "max_seen", "visits", "revenue", "returns",
+                  "return_amount", "months", "cats", "last_store"):
+        assert getattr(state, field) == getattr(reference, field), field
+    eng = ALL_PRESETS_MSK
+    at = reference.max_seen + 3 * DAY
+    assert eng.metrics(state, at) == eng.metrics(reference, at)
+
+
 ALL_PRESETS_MSK = engine(*preset_names(), tz=MSK)
 
 

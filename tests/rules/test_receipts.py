@@ -108,7 +108,8 @@ def test_items_default_and_category() -> None:
 
 
 def test_time_bounds_are_inclusive() -> None:
-    assert parse_receipt(good(occurred_at="2000-01-01T00:00:00Z"), NOW).occurred_at.year == 2000
+    assert parse_receipt(good(occurred_at="1970-01-01T00:00:00Z"), NOW).occurred_at.year == 1970
+    assert parse_receipt(good(occurred_at="1997-01-01T10:00:00-05:00"), NOW).at == 852130800
     edge = (NOW + timedelta(days=1)).isoformat()
     assert parse_receipt(good(occurred_at=edge), NOW).occurred_at == NOW + timedelta(days=1)
     # without "now" there is no future bound
@@ -209,8 +210,8 @@ CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"occurred_at": "2026-03-10T10:00:00z"}, "bad_timestamp", "occurred_at"),
     ({"occurred_at": "2026-03-11T12:00:01Z"}, "future_timestamp", "occurred_at"),
     ({"occurred_at": "2027-01-01T00:00:00+03:00"}, "future_timestamp", "occurred_at"),
-    ({"occurred_at": "1999-12-31T23:59:59Z"}, "too_old_timestamp", "occurred_at"),
-    ({"occurred_at": "2000-01-01T02:59:59+03:00"}, "too_old_timestamp", "occurred_at"),
+    ({"occurred_at": "1969-12-31T23:59:59Z"}, "too_old_timestamp", "occurred_at"),
+    ({"occurred_at": "1970-01-01T02:59:59+03:00"}, "too_old_timestamp", "occurred_at"),
 ]
 
 
@@ -283,7 +284,7 @@ def test_profile_minimal_and_nulls() -> None:
         ({"updated_at": "2026-03-01"}, "naive_timestamp", "updated_at"),
         ({"updated_at": "soon"}, "bad_timestamp", "updated_at"),
         ({"registered_at": "2026-03-12T00:00:00Z"}, "future_timestamp", "registered_at"),
-        ({"welcome_bonus_at": "1990-01-01T00:00:00Z"}, "too_old_timestamp", "welcome_bonus_at"),
+        ({"welcome_bonus_at": "1969-01-01T00:00:00Z"}, "too_old_timestamp", "welcome_bonus_at"),
     ],
 )
 def test_profile_rejections(doc: dict[str, Any], reason: str, field: str) -> None:
@@ -312,3 +313,15 @@ def test_amounts_beyond_the_bound_are_bad_amount(total: object) -> None:
     with pytest.raises(RejectedInput) as err:
         parse_receipt(raw, None)
     assert (err.value.reason, err.value.field) == ("bad_amount", "items[0].amount")
+
+
+def test_the_earliest_instant_is_a_parameter() -> None:
+    """``earliest`` (epoch s; LOYALTY_EARLIEST_EVENT / --earliest) moves the lower bound."""
+    bound = 946684800  # 2000-01-01T00:00:00Z
+    doc = good(occurred_at="1999-12-31T23:59:59Z")
+    assert parse_receipt(doc, NOW).at == bound - 1
+    with pytest.raises(RejectedInput) as info:
+        parse_receipt(doc, NOW, bound)
+    assert info.value.reason == "too_old_timestamp" and "2000-01-01T00:00:00Z" in str(info.value)
+    with pytest.raises(RejectedInput):
+        parse_profile({"client_id": "c", "registered_at": "1999-12-31T23:59:59Z"}, NOW, bound)

@@ -161,22 +161,35 @@ def test_duplicate_via_engine() -> None:
     assert eng.receipt(None, rcpt("x", T0, client=None)).outcome is Outcome.ANONYMOUS
 
 
-def test_beyond_retention_horizon_in_business_days() -> None:
-    newest = ts("2026-03-10T12:00:00+03:00")  # business day D in Moscow
-    # 2026-02-04T00:30+03:00 is day D-34 in Moscow but D-35 in UTC (2026-02-03T21:30Z)
-    edge = ts("2026-02-04T00:30:00+03:00")
-    s, _ = run([rcpt("new", newest)], MSK_CAL)
-    s, outcome = apply_receipt(s, rcpt("edge", edge), MSK_CAL)
-    assert outcome is Outcome.APPLIED and s.visits == 2
-    with pytest.raises(RejectedInput) as info:
-        apply_receipt(s, rcpt("older", ts("2026-02-03T23:59:59+03:00")), MSK_CAL)
-    assert (info.value.reason, info.value.field) == ("beyond_retention_horizon", "occurred_at")
-    assert s.visits == 2  # the record is untouched
+def test_a_receipt_of_any_age_is_folded_in_once() -> None:
+    """Older than the horizon and the month buckets: lifetime totals and first purchase; in
+    the buckets' range: its month too; a POS retry of it is a duplicate."""
+    newest = ts("2026-03-10T12:00:00+03:00")
+    s, _ = run([rcpt("new", newest, "100.00")], MSK_CAL)
+    s, outcome = apply_receipt(s, rcpt("old", ts("2024-01-15T10:00:00+03:00"), "7.00"), MSK_CAL)
+    assert outcome is Outcome.APPLIED
+    assert (s.visits, s.revenue) == (2, 10700)
+    assert s.first_purchase == ts("2024-01-15T10:00:00+03:00")
+    assert set(s.months) == {MSK_CAL.month(newest)}  # 2024-01 is beyond the 14 buckets
+    s, outcome = apply_receipt(s, rcpt("mid", ts("2025-12-01T10:00:00+03:00"), "3.00"), MSK_CAL)
+    assert set(s.months) == {MSK_CAL.month(newest), MSK_CAL.month(ts("2025-12-01T10:00:00+03:00"))}
+    for rid in ("old", "mid"):
+        again = rcpt(rid, ts("2024-01-15T10:00:00+03:00" if rid == "old" else "2025-12-01T10:00:00+03:00"),
+                     "7.00" if rid == "old" else "3.00")
+        s, outcome = apply_receipt(s, again, MSK_CAL)
+        assert outcome is Outcome.DUPLICATE
+    assert (s.visits, s.revenue) == (3, 11000)
+    assert s.max_seen == newest and s.last_purchase == newest
 
-    u, _ = run([rcpt("new", newest)], UTC_CAL)
-    with pytest.raises(RejectedInput):
-        apply_receipt(u, rcpt("edge", edge), UTC_CAL)
-    assert HORIZON_DAYS == 35
+
+def test_a_business_day_before_1970_is_too_old() -> None:
+    """Days are stored as unsigned 16-bit numbers from 1970-01-01 (business time zone)."""
+    ny = BusinessCalendar("America/New_York")
+    with pytest.raises(RejectedInput) as info:
+        apply_receipt(initialize("c-1"), rcpt("a", ts("1970-01-01T03:00:00Z")), ny)
+    assert info.value.reason == "too_old_timestamp"
+    s, outcome = apply_receipt(initialize("c-1"), rcpt("a", ts("1970-01-01T03:00:00Z")), UTC_CAL)
+    assert outcome is Outcome.APPLIED and s.sales[0][1] == 0
 
 
 def test_duplicate_inside_horizon_wins_over_rejection() -> None:
@@ -185,12 +198,20 @@ def test_duplicate_inside_horizon_wins_over_rejection() -> None:
     assert outcome is Outcome.DUPLICATE
 
 
-def test_old_receipts_are_pruned_but_totals_stay() -> None:
+def test_old_rows_are_pruned_once_input_is_in_order() -> None:
+    """Rows leave with the horizon only after HORIZON_DAYS receipts in a row in order; a
+    receipt more than SLACK_DAYS behind the newest restarts the count."""
     s, _ = run([rcpt("a", T0, "10.00"), rcpt("b", T0 + 40 * DAY, "20.00")])
-    assert [row[1] for row in s.sales] == [UTC_CAL.day(T0 + 40 * DAY)]
-    assert (s.visits, s.revenue, s.first_purchase) == (2, 3000, T0)
-    r = result(s, T0 + 40 * DAY)
-    assert r["visits_30d"] == 1 and r["lifetime_visits"] == 2
+    assert len(s.sales) == 2 and s.streak == 2  # kept: input has not been in order for long
+    daily = [rcpt(f"d{i}", T0 + (41 + i) * DAY) for i in range(HORIZON_DAYS)]
+    s, _ = run(daily, UTC_CAL, s)
+    assert s.streak == HORIZON_DAYS + 2
+    assert min(row[1] for row in s.sales) == UTC_CAL.day(T0 + (41 + HORIZON_DAYS) * DAY) - HORIZON_DAYS
+    assert (s.visits, s.first_purchase) == (2 + HORIZON_DAYS, T0)
+    s, _ = apply_receipt(s, rcpt("late", T0 + 20 * DAY), UTC_CAL)
+    assert s.streak == 0 and s.visits == 3 + HORIZON_DAYS
+    r = result(s, T0 + (41 + HORIZON_DAYS) * DAY)
+    assert r["lifetime_visits"] == 3 + HORIZON_DAYS
 
 
 def test_last_store_is_the_latest_receipt_and_ties_are_ordered() -> None:
