@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.wire.codecs import table_due, table_rules
+from rules.state import is_archive_key
 
 _FAUST_KEYS = b"__faust"  # Faust's own bookkeeping keys in a partition's RocksDB
 SWEEP = 1  # the due instant of a client written under other rules: before any real one
@@ -120,7 +121,7 @@ def stored_dues(table: Any, partition: int, rules: bytes | None = None) -> Itera
     else:
         return
     for key, value in items:
-        if key[:7] == _FAUST_KEYS or len(value) < 8:  # not a table value (8 bytes at least)
+        if key[:7] == _FAUST_KEYS or len(value) < 8 or is_archive_key(key):  # not a client's value
             continue
         if rules is not None:
             written = table_rules(value)

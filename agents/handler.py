@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agents.watermark import WATERMARK
 from app.wire import codecs
 from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
@@ -18,6 +19,7 @@ from rules.receipts import Receipt, known_profile_fields
 from rules.scenario_state import ScenarioRunner, Step
 from rules.scenario_state import dumps as dump_scenarios
 from rules.scenario_state import loads as load_scenarios
+from rules.state import archive_add, archive_key
 from rules.state import dumps as dump_state
 from rules.state import loads as load_state
 
@@ -32,6 +34,7 @@ class Handled:
     events: list[dict[str, Any]] = field(default_factory=list)
     occurred_at: datetime | None = None
     scenarios: Step = field(default_factory=Step)  # scenario actions/conversions it caused
+    archive: dict[bytes, bytes] = field(default_factory=dict)  # archive keys -> new values
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -39,17 +42,20 @@ class Handled:
         return [*self.scenarios.actions, *self.scenarios.conversions]
 
 
-def route(raw: bytes, kind: bytes, now: datetime) -> tuple[str | None, bytes]:
-    """Validate an input message; return (client id or None if anonymous, envelope).
+def route(raw: bytes, kind: bytes, now: datetime,
+          earliest: int | None = None) -> tuple[str | None, bytes, int | None]:
+    """Validate an input message; return (client id or None if anonymous, envelope, event
+    time in epoch s or None if it has none).
 
     Raises RejectedInput for bad input (the caller sends it to the DLQ).
     """
     doc = loads(raw)
     if kind == codecs.RECEIPT:
-        receipt = parse_receipt(doc, now)
-        return receipt.client_id, codecs.envelope(kind, raw)
-    profile = parse_profile(doc, now)
-    return profile.client_id, codecs.envelope(kind, known_profile_fields(raw))
+        receipt = parse_receipt(doc, now, earliest)
+        return receipt.client_id, codecs.envelope(kind, raw), receipt.at
+    profile = parse_profile(doc, now, earliest)
+    at = None if profile.updated_at is None else to_epoch(profile.updated_at)
+    return profile.client_id, codecs.envelope(kind, known_profile_fields(raw)), at
 
 
 class ClientHandler:
@@ -67,8 +73,10 @@ class ClientHandler:
         self.clock = clock
         self.scenarios = scenarios
 
-    def handle(self, client_id: str, message: bytes, stored: bytes | None) -> Handled:
-        if message[:1] == codecs.PROBE:
+    def handle(self, client_id: str, message: bytes, stored: bytes | None,
+               read: Callable[[bytes], bytes | None] | None = None) -> Handled:
+        """``read``: the table's value of another key (the client's archive, rules.state)."""
+        if message[:1] in (codecs.PROBE, WATERMARK):
             return Handled("probe", "probe")  # its only job: be a later record (agents.monitor)
         due_old, state = None, None
         if stored is not None:
@@ -78,8 +86,15 @@ class ClientHandler:
         receipt: Receipt | None = None
         if kind == codecs.RECEIPT:
             receipt = parse_receipt(loads(message[1:]), None)  # validated when routed
-            result = self.engine.receipt(state, receipt)
+            archived = None
+            if read is not None:
+                def archived(month: int) -> bytes | None:
+                    return read(archive_key(client_id, month))
+            result = self.engine.receipt(state, receipt, archived)
             out = Handled("receipt", result.outcome.value, occurred_at=receipt.occurred_at)
+            for month, (sales, rets) in result.archive.items():
+                key = archive_key(client_id, month)
+                out.archive[key] = archive_add(read(key) if read is not None else None, sales, rets)
             if result.outcome is Outcome.DUPLICATE:
                 return out
         elif kind == codecs.PROFILE:
@@ -89,7 +104,8 @@ class ClientHandler:
             if state is None:
                 return Handled("tick", "tick")
             assert stored is not None
-            now = to_epoch(self.clock())
+            until = codecs.tick_until(message)
+            now = to_epoch(self.clock()) if until is None else until
             # evaluated by other rules: this tick is the sweep after a rules change
             fire = self.engine.reevaluate if self.stale(stored) else self.engine.advance
             events = fire(state, now)

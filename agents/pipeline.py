@@ -30,6 +30,8 @@ from agents.batching import ClientTable, in_event, send
 from agents.due_index import DueIndex, partitioned, stored_dues
 from agents.handler import ClientHandler, route
 from agents.offsets import register_filler
+from agents.watermark import BEACON_S, KEY, WATERMARK, Sink, Source
+from agents.watermark import encode as encode_watermark
 from app.metrics import Metrics
 from app.wire import codecs
 from rules import Engine, RejectedInput
@@ -65,6 +67,12 @@ class Pipeline:
     actions: Any = None  # the scenario actions topic (with scenarios)
     guard: failsafe.Guard | None = None  # set by register: infrastructure retries, readiness
     problems: dict[str, str] = field(default_factory=dict)  # agents.monitor: kafka, redis, disk
+    earliest: int | None = None  # LOYALTY_EARLIEST_EVENT (epoch s)
+    lateness: int = 0  # LOYALTY_ALLOWED_LATENESS (s)
+    idle_s: float = 10.0  # LOYALTY_WATERMARK_IDLE
+    partitions: int = 1  # of the client-events topic
+    sources: Source = field(default_factory=Source)  # agents.watermark, routers' side
+    sink: Sink = field(default_factory=Sink)  # agents.watermark, clients agent's side
 
 
 async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str,
@@ -112,11 +120,14 @@ def register(p: Pipeline, due_interval: float) -> None:
             log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
             await asyncio.Event().wait()
         kept = known_profile_fields(raw) if kind == codecs.PROFILE else raw  # no personal field in the DLQ
+        tp = f"{msg.topic}:{msg.partition}"
         try:
-            client_id, env = route(raw, kind, now)
+            client_id, env, at = route(raw, kind, now, p.earliest)
         except RejectedInput as exc:
+            p.sources.routed(tp, None)
             await _to_dlq(p, event, kept, exc, source, ctx)
         except Exception as exc:
+            p.sources.routed(tp, None)
             await _to_dlq(p, event, kept, _poison(p, f"route {source}", exc), source, ctx)
         else:
             if client_id is None:
@@ -130,6 +141,7 @@ def register(p: Pipeline, due_interval: float) -> None:
                     await guard.retry(f"route {source}", forward)
                 except Exception as exc:  # not infrastructure: this record cannot be forwarded
                     await _to_dlq(p, event, kept, _poison(p, f"route {source}", exc), source, ctx)
+            p.sources.routed(tp, at)  # after the send: a watermark record follows it
         p.input_next[msg.tp] = msg.offset + 1
 
     async def _route(stream: Any, kind: bytes, source: str) -> None:
@@ -183,32 +195,50 @@ def register(p: Pipeline, due_interval: float) -> None:
                 failsafe.hold(batch)
                 raise
 
-    input_topics = {p.receipts.get_topic_name(), p.profiles.get_topic_name()}
+    input_topics = (p.receipts.get_topic_name(), p.profiles.get_topic_name())
 
-    def inputs_caught_up() -> bool:
-        """True when every input partition of this worker has been routed up to its end.
-
-        Ticks then follow, in each client-events partition, every receipt already
-        published: a backlog of receipts is applied before the time-based changes it might
-        prevent (like an event-time watermark). Idle partitions do not hold ticks back.
-        """
+    def caught_up(tp: Any) -> bool:
+        """Routed up to the partition's end (as far as this worker knows)."""
+        highwater = app.consumer.highwater(tp)
+        if highwater is None:
+            return False
         committed = getattr(app.consumer, "_committed_offset", {})
-        for tp in app.assignor.assigned_actives():
-            if tp.topic not in input_topics:
-                continue
-            highwater = app.consumer.highwater(tp)
-            if highwater is None:
-                return False
-            done = max(p.input_next.get(tp, 0), committed.get(tp) or 0)
-            if done < highwater:
-                return False
-        return True
+        return max(p.input_next.get(tp, 0), committed.get(tp) or 0) >= highwater
+
+    @app.timer(BEACON_S, name="watermark_beacon")  # type: ignore[untyped-decorator]
+    async def watermark_beacon() -> None:
+        """Send this worker's input marks to every client-events partition (agents.watermark)."""
+        if app.rebalancing:
+            return
+        now = time.monotonic()
+        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in input_topics]
+        names = {f"{tp.topic}:{tp.partition}": tp for tp in owned}
+        p.sources.forget(set(names))
+        marks: dict[str, int | None] = {}
+        for name, tp in names.items():
+            mark = p.sources.mark(name, caught_up(tp), p.idle_s, now)
+            if mark is not False:
+                marks[name] = mark
+        counts = {t: n for t in input_topics if (n := app.consumer.topic_partitions(t))}
+        if not marks or len(counts) < len(input_topics):
+            return
+        value = encode_watermark(marks, counts)
+        try:
+            for partition in range(p.partitions):
+                if p.direct_sends:
+                    await app.producer.send(topic, KEY, value, partition, None, None)
+                else:
+                    await p.client_events.send(key=KEY, value=value, partition=partition)
+        except Exception as exc:  # the next beacon sends newer marks
+            if not failsafe.is_infrastructure(exc):
+                raise
+            log.warning("watermark beacon stopped by %s", failsafe.describe(exc))
 
     rocksdb = partitioned(p.clients)
 
     @app.timer(due_interval, name="due_scanner")  # type: ignore[untyped-decorator]
     async def due_scanner() -> None:
-        if app.rebalancing or not inputs_caught_up():
+        if app.rebalancing:
             return
         try:
             await scan()
@@ -233,15 +263,24 @@ def register(p: Pipeline, due_interval: float) -> None:
                                       stored_dues(p.clients, partition, p.engine.fingerprint))
                 log.info("due index of partition %d: %d clients, built in %.2f s",
                          partition, n, time.perf_counter() - started)
-            for due, key in p.due_index.due(partition, now, MAX_TICKS):
+            until = p.sink.until(partition, now, p.lateness) if rocksdb else _until_all(p, now)
+            if until is None:  # an input partition not heard of yet: hold the ticks
+                continue
+            for due, key in p.due_index.due(partition, until, MAX_TICKS):
                 backlog += 1
                 sent = p.inflight.get((due, key))
                 if sent is not None and sent > resend_after:
                     continue
                 p.inflight[(due, key)] = time.monotonic()
-                await p.client_events.send(key=key, value=codecs.tick(due),
+                await p.client_events.send(key=key, value=codecs.tick(due, until),
                                            partition=partition if rocksdb else None)
         p.metrics.due_backlog.set(backlog)
+
+
+def _until_all(p: Pipeline, now: int) -> int | None:
+    """The least tick bound over every client-events partition (one in-memory due index)."""
+    bounds = [p.sink.until(k, now, p.lateness) for k in range(p.partitions)]
+    return None if any(b is None for b in bounds) else min(b for b in bounds if b is not None)
 
 
 async def _fill(guard: failsafe.Guard, what: str, gaps: Any, app: Any, event: Any) -> list[Any]:
@@ -280,11 +319,19 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
         started = time.perf_counter()
         key: bytes = event.key
         message: bytes = event.value
+        if message[:1] == WATERMARK:
+            p.sink.received(ctx.message.partition, message)
+            continue
         stored = pending.get(key)
         if stored is None:
             stored = table.get(ctx, key)
+
+        def read(other: bytes, ctx: Any = ctx) -> bytes | None:
+            value = pending.get(other)
+            return value if value is not None else table.get(ctx, other)
+
         try:
-            out = handler.handle(key.decode(), message, stored)
+            out = handler.handle(key.decode(), message, stored, read)
         except RejectedInput as exc:
             await _to_dlq(p, event, message[1:], exc, "client-events", ctx)
             continue
@@ -311,6 +358,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
             p.metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
         if out.value is not None:
             pending[key] = out.value
+        pending.update(out.archive)
         done.append(_Done(ctx, key, message, out))
         if out.kind == "receipt":
             p.metrics.receipts.labels(out.outcome).inc()
@@ -334,6 +382,8 @@ async def _write_all(p: Pipeline, table: ClientTable, done: list[_Done]) -> None
 
 async def _write(p: Pipeline, table: ClientTable, d: _Done, partition: int) -> None:
     """Table write of one handled message (the changelog needs it), due index updated."""
+    for key, value in d.out.archive.items():  # before the record that no longer holds the rows
+        await table.set(d.ctx, key, value)
     if d.out.value is not None:
         await table.set(d.ctx, d.key, d.out.value)
         p.due_index.set(partition, d.key, d.out.due_new)

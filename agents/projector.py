@@ -48,6 +48,7 @@ from app.projection.store import (
 from app.settings import Settings
 from app.wire import codecs
 from rules import Engine
+from rules.state import is_archive_key
 from rules.state import loads as load_state
 
 log = logging.getLogger("loyalty.projector")
@@ -307,7 +308,7 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
             latest = {r.key: r.value for r in records if r.key is not None}  # last write wins
             updates: list[Update] = []
             for key, value in latest.items():
-                if value is not None:  # None: a tombstone
+                if value is not None and not is_archive_key(key):  # None: a tombstone
                     updates += state_updates(engine, key.decode(), value)
                     stats["clients"] += 1
             await proj.apply(updates, gen=new)

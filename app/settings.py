@@ -9,6 +9,7 @@ Parsing and validation are pydantic-settings': each field names its environment 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -67,6 +68,15 @@ class Settings(BaseSettings):
                                 "worker does not read it (its due scan runs every LOYALTY_DUE_INTERVAL)", gt=0)
     clock: str = _env("LOYALTY_CLOCK", "wall",
                       "`wall`, or a fixed ISO 8601 instant with offset (tests, demos over historical data)")
+    earliest_event: str = _env("LOYALTY_EARLIEST_EVENT", "1970-01-01T00:00:00Z",
+                               "earliest event time accepted (ISO 8601 instant with offset, from 1970 on); "
+                               "older receipts and profiles are rejected as too_old_timestamp")
+    allowed_lateness: float = _env("LOYALTY_ALLOWED_LATENESS", 0.0,
+                                   "seconds time-based changes wait behind the inputs' event-time watermark, "
+                                   "for receipts that arrive a little out of order", ge=0)
+    watermark_idle: float = _env("LOYALTY_WATERMARK_IDLE", 10.0,
+                                 "seconds after which an input partition read to its end with nothing new no "
+                                 "longer holds the event-time watermark back (it then follows the clock)", gt=0)
     guarantee: str = _env("LOYALTY_GUARANTEE", "at_least_once",
                           "delivery guarantee; the only value is `at_least_once` (exactly_once is refused)")
     web_host: str = _env("LOYALTY_WEB_HOST", "127.0.0.1", "address of the HTTP API, /metrics, health "
@@ -152,6 +162,12 @@ class Settings(BaseSettings):
             _fixed_instant(value)
         return value
 
+    @field_validator("earliest_event")
+    @classmethod
+    def _earliest(cls, value: str) -> str:
+        earliest_epoch(value)
+        return value
+
     @field_validator("guarantee")
     @classmethod
     def _guarantee(cls, value: str) -> str:
@@ -184,6 +200,11 @@ class Settings(BaseSettings):
             raise SettingsError("LOYALTY_API_TOKEN", f"at least {MIN_TOKEN} characters to serve on "
                                 f"{self.web_host} (a placeholder or a short word is guessed): "
                                 "e.g. openssl rand -hex 32")
+
+    @property
+    def earliest(self) -> int:
+        """LOYALTY_EARLIEST_EVENT in epoch seconds."""
+        return earliest_epoch(self.earliest_event)
 
     def clock_fn(self) -> Callable[[], datetime]:
         """The service's notion of now: the wall clock, or a fixed instant."""
@@ -241,3 +262,17 @@ def _fixed_instant(text: str) -> datetime:
     if t.tzinfo is None:
         raise SettingsError("LOYALTY_CLOCK", "the instant needs a UTC offset")
     return t
+
+
+def earliest_epoch(text: str) -> int:
+    """An earliest-event instant (ISO 8601 with offset, not before 1970) in epoch seconds."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 instant, e.g. 1995-01-01T00:00:00Z") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{text!r} needs a UTC offset, e.g. 1995-01-01T00:00:00Z")
+    if t < datetime(1970, 1, 1, tzinfo=UTC):
+        raise ValueError("the earliest accepted instant is 1970-01-01T00:00:00Z (business days are "
+                         "stored from 1970)")
+    return math.floor(t.timestamp())

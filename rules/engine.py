@@ -22,7 +22,15 @@ from rules.events import DEFAULT_SOURCE, segment_changed
 from rules.metrics import MetricView
 from rules.receipts import Profile, Receipt
 from rules.ruleset import Dimension, RuleSet
-from rules.state import ClientState, Outcome, apply_profile, apply_receipt, initialize
+from rules.state import (
+    Archived,
+    ClientState,
+    Outcome,
+    apply_profile,
+    apply_receipt,
+    initialize,
+    take_dropped,
+)
 
 FOREVER = 32_503_680_000  # 3000-01-01: later than any due instant the core computes
 NEAR_S = 35 * DAY_S  # next_due lists the candidates of the next 35 days before the rest
@@ -35,6 +43,9 @@ class Result:
     state: ClientState | None
     events: list[dict[str, Any]] = field(default_factory=list)
     outcome: Outcome = Outcome.APPLIED
+    # month -> (sales, returns) rows that left the record: add them to the client's archive
+    # (rules.state.archive_add / archive_key)
+    archive: dict[int, tuple[list[Any], list[Any]]] = field(default_factory=dict)
 
 
 class Engine:
@@ -65,19 +76,22 @@ class Engine:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def receipt(self, state: ClientState | None, receipt: Receipt) -> Result:
-        """Apply one validated receipt. Raises RejectedInput beyond the retention horizon."""
+    def receipt(self, state: ClientState | None, receipt: Receipt,
+                archived: Archived | None = None) -> Result:
+        """Apply one validated receipt; ``archived`` reads the client's archive (see
+        :mod:`rules.state`). Raises RejectedInput for a conflicting or mixed-currency one."""
         if receipt.client_id is None:
             return Result(state, [], Outcome.ANONYMOUS)
         state = state or initialize(receipt.client_id)
         t = receipt.at
         events = self.advance(state, t)
-        state, outcome = apply_receipt(state, receipt, self.cal)
+        state, outcome = apply_receipt(state, receipt, self.cal, archived)
         if outcome is Outcome.APPLIED:
             at = max(state.clock, t)
             events += self._evaluate(state, at, "receipt", receipt.receipt_id)
             state.clock = at
-        return Result(state, events, outcome)
+        archive = take_dropped(state, self.cal) if state.dropped else {}
+        return Result(state, events, outcome, archive)
 
     def profile(self, state: ClientState | None, profile: Profile) -> Result:
         state = state or initialize(profile.client_id)

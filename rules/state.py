@@ -16,9 +16,14 @@ the newest receipt), but only once input has been in order for a while: after
 than the newest. So a record fed in order stays small (three years of daily visits: 35
 rows), while a history arriving out of order (a shuffled export, a backfill into a live
 stream) keeps every row (18 bytes a sale, 26 a return, before base64) until it is in order
-again, and every copy of a receipt is recognised, whatever the order. What is not
-recognised: a copy of a receipt arriving after 35 in-order receipts of the same client
-have pushed its row out of the horizon (a POS re-sending a receipt months later).
+again.
+
+The hashes of dropped rows go to the client's *archive*, kept outside the record (a dict
+in ``loyalty replay``, keys of their own in the clients table in the stream: see
+:func:`archive_key`), one packed value per calendar month, 8 bytes per receipt. It is read
+only for a receipt dated on or before the last day dropped (``pruned_to``), so a copy of a
+receipt sent again years later (a POS retry, a history loaded twice) is still a duplicate,
+and the record stays small (three years of daily visits: under 2 KB).
 
 A full return cancels its sale's visit when it is dated at most ``HORIZON_DAYS - 1`` business
 days after the sale (in any arrival order).
@@ -31,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -84,6 +90,10 @@ class ClientState:
     segments: dict[str, list[Any]] = field(default_factory=dict)  # dim -> [seg, since, prev]
     clock: int = 0  # instant of the last evaluation (epoch s)
     streak: int = 0  # receipts in a row applied in order (rows are pruned from HORIZON_DAYS on)
+    pruned_to: int = -1  # the last business day whose rows were dropped (archived), -1: none
+    # rows dropped by this update, for the caller to archive: not serialized (see
+    # Engine.receipt / archive_add)
+    dropped: list[Any] = field(default_factory=list, compare=False, repr=False)
     # hashes of ``sales`` and ``rets`` for deduplication: derived, built on first use, kept
     # in step by apply_receipt and _prune, never serialized
     seen: set[int] | None = field(default=None, compare=False, repr=False)
@@ -117,10 +127,15 @@ def _month_add(state: ClientState, month: int, visits: int, revenue: int) -> Non
     bucket[1] += revenue
 
 
+Archived = Callable[[int], "bytes | None"]  # month -> the client's archive of it (archive_add)
+
+
 def apply_receipt(
-    state: ClientState, receipt: Receipt, cal: BusinessCalendar
+    state: ClientState, receipt: Receipt, cal: BusinessCalendar, archived: Archived | None = None
 ) -> tuple[ClientState, Outcome]:
-    """Fold one validated receipt into the client's record."""
+    """Fold one validated receipt into the client's record. ``archived`` reads the client's
+    archive (needed for receipts dated on or before ``state.pruned_to``; without it such a
+    receipt cannot be recognised as a copy and is counted)."""
     t = receipt.at
     day = cal.day(t)
     h = receipt_hash(receipt.receipt_id)
@@ -128,6 +143,10 @@ def apply_receipt(
     if seen is None:
         seen = state.seen = {s[0] for s in state.sales}
         seen.update(r[0] for r in state.rets)
+    if archived is not None and state.pruned_to >= 0 and h not in seen and (
+            day <= state.pruned_to or (receipt.type == "return" and day - HORIZON_DAYS < state.pruned_to
+                                       and receipt.original_receipt_id is not None)):
+        _restore(state, seen, archived, day, cal)
     if h in seen:
         return state, _duplicate(state, receipt, day)
     if state.currency and receipt.currency != state.currency:
@@ -198,8 +217,9 @@ def _prune(state: ClientState, newest_day: int, previous_day: int, cal: Business
     ``HORIZON_DAYS`` receipts in a row in order (see the module's docstring)."""
     if state.streak >= HORIZON_DAYS:
         keep_from = newest_day - HORIZON_DAYS + 1
-        state.sales = _kept(state.sales, keep_from, state.seen)
-        state.rets = _kept(state.rets, keep_from, state.seen)
+        state.sales = _kept(state.sales, keep_from, state.seen, state.dropped)
+        state.rets = _kept(state.rets, keep_from, state.seen, state.dropped)
+        state.pruned_to = max(state.pruned_to, keep_from - 1)
     newest_month = cal.month_of_day(newest_day)
     if previous_day < 0 or newest_month != cal.month_of_day(previous_day):
         for m in [m for m in state.months if m <= newest_month - MONTHS_KEPT]:
@@ -225,17 +245,96 @@ def _duplicate(state: ClientState, receipt: Receipt, day: int) -> Outcome:
     )
 
 
-def _kept(rows: list[_Row], keep_from: int, seen: set[int] | None) -> list[_Row]:
+def _kept(rows: list[_Row], keep_from: int, seen: set[int] | None,
+          dropped: list[Any]) -> list[_Row]:
     """``rows`` without those of business days before ``keep_from`` (their hashes leave
-    ``seen``); the same list when none is that old."""
+    ``seen`` and go to ``dropped``); the same list when none is that old."""
     for row in rows:
         if row[1] < keep_from:
             break
     else:
         return rows
+    old = [row for row in rows if row[1] < keep_from]
     if seen is not None:
-        seen.difference_update(row[0] for row in rows if row[1] < keep_from)
+        seen.difference_update(row[0] for row in old)
+    dropped += old
     return [row for row in rows if row[1] >= keep_from]
+
+
+# -- the archive: rows dropped from the record, one value per month ------------------------
+
+
+def archive_key(client_id: str, month: int) -> bytes:
+    """The clients-table key of a client's archive for a month. It starts with a NUL byte,
+    which no client id does (the contract rejects control characters in ids)."""
+    return b"\x00a" + month.to_bytes(4, "big") + client_id.encode()
+
+
+def is_archive_key(key: bytes) -> bool:
+    return key[:2] == b"\x00a"
+
+
+def archive_rows(packed: bytes | None) -> tuple[list[Any], list[Any]]:
+    """(sales, returns) rows of an archive value."""
+    if not packed:
+        return [], []
+    n = int.from_bytes(packed[:4], "big")
+    cut = 4 + n * _SALE.size
+    return list(_SALE.iter_unpack(packed[4:cut])), list(_RET.iter_unpack(packed[cut:]))
+
+
+def archive_add(packed: bytes | None, sales: list[Any], rets: list[Any]) -> bytes:
+    """An archive value with ``sales`` and ``rets`` rows added (sorted, each once)."""
+    old_sales, old_rets = archive_rows(packed)
+    all_sales = sorted(set(map(tuple, old_sales)) | set(map(tuple, sales)))
+    all_rets = sorted(set(map(tuple, old_rets)) | set(map(tuple, rets)))
+    return (len(all_sales).to_bytes(4, "big") + b"".join(_SALE.pack(*r) for r in all_sales)
+            + b"".join(_RET.pack(*r) for r in all_rets))
+
+
+def take_dropped(state: ClientState, cal: BusinessCalendar) -> dict[int, tuple[list[Any], list[Any]]]:
+    """Month -> (sales, returns) rows the last updates dropped (then forgotten by ``state``)."""
+    out: dict[int, tuple[list[Any], list[Any]]] = {}
+    for row in state.dropped:
+        sales, rets = out.setdefault(cal.month_of_day(row[1]), ([], []))
+        (sales if len(row) == 3 else rets).append(row)
+    state.dropped = []
+    return out
+
+
+class MemoryArchive:
+    """Clients' archives in a dict (``loyalty replay``, tests); the stream keeps them in the
+    clients table under :func:`archive_key`."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, int], bytes] = {}
+
+    def reader(self, client_id: str) -> Archived:
+        return lambda month: self.values.get((client_id, month))
+
+    def add(self, client_id: str, rows: dict[int, tuple[list[Any], list[Any]]]) -> None:
+        for month, (sales, rets) in rows.items():
+            key = (client_id, month)
+            self.values[key] = archive_add(self.values.get(key), sales, rets)
+
+
+def _restore(state: ClientState, seen: set[int], archived: Archived, day: int,
+             cal: BusinessCalendar) -> None:
+    """Bring back the archived rows a receipt of business day ``day`` may relate to (a copy
+    of it, its sale, its full returns: days ``day - 34 .. day + 34``). They leave the record
+    again, and are archived again, at a later pruning."""
+    first = cal.month_of_day(max(0, day - HORIZON_DAYS + 1))
+    last = cal.month_of_day(min(day + HORIZON_DAYS - 1, state.pruned_to))
+    for month in range(first, last + 1):
+        sales, rets = archive_rows(archived(month))
+        for row in sales:
+            if row[0] not in seen:
+                state.sales.append(row)
+                seen.add(row[0])
+        for row in rets:
+            if row[0] not in seen:
+                state.rets.append(row)
+                seen.add(row[0])
 
 
 def apply_profile(state: ClientState, profile: Profile) -> ClientState:
@@ -270,6 +369,8 @@ def dumps(state: ClientState) -> bytes:
     doc: dict[str, Any] = {"v": STATE_VERSION, "id": state.client_id, "k": state.clock}
     if state.streak:
         doc["q"] = min(state.streak, HORIZON_DAYS)  # beyond it, the count changes nothing
+    if state.pruned_to >= 0:
+        doc["a"] = state.pruned_to
     if state.max_seen is not None:
         doc["t"] = [state.first_purchase, state.last_purchase, state.max_seen]
         doc["n"] = [state.visits, state.revenue, state.returns, state.return_amount]
@@ -293,7 +394,8 @@ def loads(raw: bytes) -> ClientState:
     doc = orjson.loads(raw)
     if doc.get("v") != STATE_VERSION:
         raise ValueError(f"unsupported client state version {doc.get('v')!r}")
-    state = ClientState(doc["id"], clock=doc.get("k", 0), streak=doc.get("q", 0))
+    state = ClientState(doc["id"], clock=doc.get("k", 0), streak=doc.get("q", 0),
+                        pruned_to=doc.get("a", -1))
     if "t" in doc:
         state.first_purchase, state.last_purchase, state.max_seen = doc["t"]
         state.visits, state.revenue, state.returns, state.return_amount = doc["n"]
@@ -314,5 +416,5 @@ def canonical(state: ClientState) -> bytes:
     """Serialization without the segments, clock and in-order streak: the aggregates only
     (for tests)."""
     copy = loads(dumps(state))
-    copy.segments, copy.clock, copy.streak = {}, 0, 0
+    copy.segments, copy.clock, copy.streak, copy.pruned_to = {}, 0, 0, -1
     return dumps(copy)

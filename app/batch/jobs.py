@@ -5,11 +5,13 @@ over the lines of its own clients, routed by a stable hash of ``client_id``. A l
 usable client id (invalid JSON, not an object, an id that is not a string) goes to the
 first process, which rejects or counts it exactly as a single process would.
 
-Every line a process writes starts with a sort key: the input and line number for the
-events and rejects of profile and receipt lines, the client id for the final transitions
-and the segment rows. The parent merges the processes' files on those keys, so the outputs
-are byte-identical to ``--jobs 1``: profile lines' events in file order, then receipt
-lines' events in file order, then the final transitions client by client.
+Every line a process writes starts with a sort key, and the parent merges the processes'
+files on those keys, so the outputs are byte-identical to ``--jobs 1``. Order ``time``:
+``0`` + input and line number for the rejects of validation (file order), ``1`` + the
+record's event-time key (:mod:`app.batch.order`) for what applying it writes (each process
+sorts its own lines), ``2`` + client id for the final transitions and the segment rows.
+Order ``input``: the input and line number for what a line writes (profile lines in file
+order, then receipt lines in file order), then the final transitions client by client.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import IO, Any
 import orjson
 
 from app.batch.engine import build_engine
-from app.batch.replay import Replay, ReplayStats
+from app.batch.order import DEFAULT_MEMORY
+from app.batch.replay import Replay, ReplayStats, time_order
 
 BATCH = 2000  # lines per message to a worker
 _PHASE = {"profiles": b"0", "receipts": b"1"}
@@ -45,6 +48,9 @@ class Job:
     params: list[str]
     tz: str
     as_of: datetime
+    order: str = "time"  # "time" or "input"
+    earliest: int | None = None
+    sort_memory: int = DEFAULT_MEMORY  # bytes, per process
 
 
 class WorkerFailed(RuntimeError):
@@ -78,13 +84,25 @@ def _work(job: Job, inbox: Any, outdir: Path, k: int) -> tuple[ReplayStats, int]
         def on_reject(row: dict[str, Any]) -> None:
             rejects.write(key[0] + b" " + orjson.dumps(row) + b"\n")
 
-        replay = Replay(engine, job.as_of, on_change, on_reject)
-        while (message := inbox.get()) is not None:
-            source, batch = message
-            feed = replay.profile_line if source == "profiles" else replay.receipt_line
-            for line_no, raw in batch:
-                key[0] = _PHASE[source] + b"%012d" % line_no
-                feed(raw, line_no, source)
+        replay = Replay(engine, job.as_of, on_change, on_reject, earliest=job.earliest)
+
+        def received() -> Iterator[tuple[str, list[tuple[int, bytes]]]]:
+            while (message := inbox.get()) is not None:
+                yield message
+
+        if job.order == "time":
+            def admit(source: str, line_no: int) -> None:
+                key[0] = b"0" + _PHASE[source] + b"%012d" % line_no
+
+            def apply(sort_key: bytes) -> None:
+                key[0] = b"1" + sort_key.hex().encode()
+
+            time_order(replay, received(), job.sort_memory, admit, apply)
+        else:
+            for source, batch in received():
+                for line_no, raw in batch:
+                    key[0] = _PHASE[source] + b"%012d" % line_no
+                    replay.line(raw, line_no, source)
 
         def before(cid: str) -> None:
             key[0] = _client_key(cid)

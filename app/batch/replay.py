@@ -1,8 +1,11 @@
-"""``loyalty replay``: the core in-process over JSON Lines files, no Kafka.
+"""``loyalty replay``: the core in-process over input files, no Kafka.
 
-Receipts are applied in file order (the order a Kafka partition would deliver them), each
-client's time-based transitions up to ``as_of`` are fired, and the results are written.
-Profiles, if given, are applied first.
+Order ``time`` (the default): every line is validated first (a rejected line is reported
+at once, in file order), then the valid ones are applied in event-time order
+(:mod:`app.batch.order`), so any permutation of the same lines gives the same changes,
+segments and summary. Order ``input``: lines are applied as they come, profiles first
+(what a stream sees). Then each client's time-based transitions up to ``as_of`` are fired
+and the results are written.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from typing import IO, Any
 
 import orjson
 
+from app.batch.order import NO_TIME, PROFILE, RECEIPT, ExternalSort, sort_key
 from app.wire.codecs import dlq_copy
 from rules import ClientState, Engine, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
 from rules.receipts import known_profile_fields
-from rules.state import Outcome
+from rules.state import MemoryArchive, Outcome
 
 
 @dataclass
@@ -48,6 +52,8 @@ class Replay:
     on_reject: Callable[[dict[str, Any]], None]
     states: dict[str, ClientState] = field(default_factory=dict)
     stats: ReplayStats = field(default_factory=ReplayStats)
+    earliest: int | None = None  # lower bound on event times (epoch s; None: the contract's)
+    archive: MemoryArchive = field(default_factory=MemoryArchive)  # rows left the records
 
     def _reject(self, source: str, line_no: int, raw: bytes, exc: RejectedInput) -> None:
         self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
@@ -55,9 +61,30 @@ class Replay:
         self.on_reject({"source": source, "line": line_no, **exc.as_dict(),
                         "raw": kept.decode("utf-8", "replace"), **{k: v.decode() for k, v in extra}})
 
+    def admit(self, raw: bytes, line_no: int, source: str) -> bytes | None:
+        """Validate a line (order ``time``, first pass): its sort key, or None when it is
+        rejected (reported now). :meth:`profile_line` / :meth:`receipt_line` apply it later."""
+        try:
+            if source == "profiles":
+                profile = parse_profile(loads(raw), self.as_of, self.earliest)
+                at = NO_TIME if profile.updated_at is None else to_epoch(profile.updated_at)
+                return sort_key(at, PROFILE, raw)
+            receipt = parse_receipt(loads(raw), self.as_of, self.earliest)
+            return sort_key(receipt.at, RECEIPT, raw)
+        except RejectedInput as exc:
+            if source == "profiles":
+                self._reject(source, line_no, known_profile_fields(raw), exc)
+            else:
+                self.stats.lines += 1
+                self._reject(source, line_no, raw, exc)
+            return None
+
+    def line(self, raw: bytes, line_no: int, source: str) -> None:
+        (self.profile_line if source == "profiles" else self.receipt_line)(raw, line_no, source)
+
     def profile_line(self, raw: bytes, line_no: int, source: str = "profiles") -> None:
         try:
-            profile = parse_profile(loads(raw), self.as_of)
+            profile = parse_profile(loads(raw), self.as_of, self.earliest)
         except RejectedInput as exc:
             self._reject(source, line_no, known_profile_fields(raw), exc)
             return
@@ -70,9 +97,13 @@ class Replay:
     def receipt_line(self, raw: bytes, line_no: int, source: str = "receipts") -> None:
         self.stats.lines += 1
         try:
-            receipt = parse_receipt(loads(raw), self.as_of)
+            receipt = parse_receipt(loads(raw), self.as_of, self.earliest)
             cid = receipt.client_id
-            result = self.engine.receipt(self.states.get(cid) if cid else None, receipt)
+            result = self.engine.receipt(self.states.get(cid) if cid else None, receipt,
+                                         self.archive.reader(cid) if cid else None)
+            if result.archive:
+                assert cid is not None
+                self.archive.add(cid, result.archive)
         except RejectedInput as exc:
             self._reject(source, line_no, raw, exc)
             return
@@ -107,6 +138,31 @@ class Replay:
                              "metrics": self.engine.metrics(state, max(until, state.clock))})
         self.stats.clients = len(rows)
         return rows
+
+
+def time_order(replay: Replay, inputs: Iterable[tuple[str, Iterable[tuple[int, bytes]]]],
+               memory_bytes: int, on_admit: Callable[[str, int], None] | None = None,
+               on_apply: Callable[[bytes], None] | None = None) -> ExternalSort:
+    """Order ``time``: validate every line of ``inputs`` ((source, numbered lines)...), then
+    apply the valid ones in event-time order. ``on_admit`` is told each line's source and
+    number before it is validated, ``on_apply`` each valid line's key before it is applied.
+    Returns the sorter (its ``count`` and ``spilled_runs``)."""
+    sorter = ExternalSort(memory_bytes)
+    try:
+        for source, lines in inputs:
+            for line_no, raw in lines:
+                if on_admit is not None:
+                    on_admit(source, line_no)
+                key = replay.admit(raw, line_no, source)
+                if key is not None:
+                    sorter.add(key, line_no, raw)
+        for key, line_no, raw in sorter:
+            if on_apply is not None:
+                on_apply(key)
+            replay.line(raw, line_no, "profiles" if key[8:9] == PROFILE else "receipts")
+    finally:
+        sorter.close()
+    return sorter
 
 
 def read_lines(stream: IO[bytes]) -> Iterable[tuple[int, bytes]]:

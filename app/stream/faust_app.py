@@ -96,6 +96,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         bootstrap=settings.kafka_bootstrap,
         scenarios=runner,
         actions=register_actions(app, settings) if runner is not None else None,
+        earliest=settings.earliest,
+        lateness=round(settings.allowed_lateness),
+        idle_s=settings.watermark_idle,
+        partitions=n,
     )
     register(pipeline, settings.due_interval)
     from agents.monitor import register_monitor

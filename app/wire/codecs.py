@@ -30,8 +30,11 @@ def envelope(kind: bytes, payload: bytes) -> bytes:
     return kind + payload
 
 
-def tick(due: int) -> bytes:
-    return TICK + _DUE.pack(due)
+def tick(due: int, until: int | None = None) -> bytes:
+    """A due tick: fire the client's time-based changes up to ``until`` (>= ``due``; the
+    event-time watermark when it was sent, see agents.watermark). Without ``until`` (a
+    record of an older version), up to the worker's clock."""
+    return TICK + _DUE.pack(due) + (b"" if until is None else _DUE.pack(until))
 
 
 _V1 = b"\x01"  # table value format marker (the first byte of an old value is 0)
@@ -83,6 +86,10 @@ def scenario_part(value: bytes) -> bytes | None:
 
 def tick_due(value: bytes) -> int:
     return int(_DUE.unpack_from(value, 1)[0])
+
+
+def tick_until(value: bytes) -> int | None:
+    return int(_DUE.unpack_from(value, 9)[0]) if len(value) >= 17 else None
 
 
 #: Bytes of a rejected message kept in its DLQ copy (and in replay's rejects file).

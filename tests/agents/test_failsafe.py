@@ -96,10 +96,11 @@ async def test_a_poison_record_goes_to_the_dlq_and_the_partition_moves_on(tmp_pa
     pipeline.direct_sends = False
     original = ClientHandler.handle
 
-    def handle(self: ClientHandler, client_id: str, message: bytes, stored: bytes | None) -> Any:
+    def handle(self: ClientHandler, client_id: str, message: bytes, stored: bytes | None,
+               read: Any = None) -> Any:
         if client_id == "c-poison":
             raise ValueError("argument out of range")
-        return original(self, client_id, message, stored)
+        return original(self, client_id, message, stored, read)
 
     monkeypatch.setattr(ClientHandler, "handle", handle)
     async with app.agents["clients"].test_context() as ctx:

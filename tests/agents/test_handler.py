@@ -31,7 +31,7 @@ def handler() -> ClientHandler:
 
 
 def test_route_validates_and_keys_by_client() -> None:
-    client, env = route(receipt("r1", NOW), codecs.RECEIPT, NOW)
+    client, env, _ = route(receipt("r1", NOW), codecs.RECEIPT, NOW)
     assert client == "c-1" and env[:1] == codecs.RECEIPT
     assert route(receipt("r2", NOW, client=None), codecs.RECEIPT, NOW)[0] is None
     with pytest.raises(RejectedInput) as info:

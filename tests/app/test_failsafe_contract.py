@@ -60,7 +60,7 @@ def test_personal_fields_of_a_profile_never_go_further(tmp_path: Path) -> None:
     personal = {"name": "Tatyana", "phone": "+7 900 000-00-00", "email": "t@example.org"}
     good = orjson.dumps({"client_id": "c-1", "gender": "f", **personal})
     bad = orjson.dumps({"client_id": "c-2", "gender": "?", **personal})
-    _, envelope = route(good, codecs.PROFILE, datetime(2026, 6, 1, tzinfo=UTC))
+    _, envelope, _ = route(good, codecs.PROFILE, datetime(2026, 6, 1, tzinfo=UTC))
     assert orjson.loads(envelope[1:]) == {"client_id": "c-1", "gender": "f"}  # kind byte, then the body
     rejects: list[dict[str, object]] = []
     rp = Replay(Engine([load_ruleset("demographics")]), datetime(2026, 6, 1, tzinfo=UTC), lambda e: None,

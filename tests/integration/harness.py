@@ -51,6 +51,7 @@ def unique_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
         "LOYALTY_DATA_DIR": str(data_dir),
         "LOYALTY_WEB_PORT": str(free_port()),
         "LOYALTY_DUE_INTERVAL": "1",
+        "LOYALTY_WATERMARK_IDLE": "2",
         "LOYALTY_LOG_LEVEL": os.environ.get("LOYALTY_TEST_WORKER_LOG_LEVEL", "warning"),
     }
     env.update(extra)

@@ -20,7 +20,17 @@ from rules.evaluate import Env, raw_verdict
 from rules.metrics import MetricView
 from rules.receipts import Receipt
 from rules.ruleset import loads as load_ruleset_text
-from rules.state import ClientState, Outcome, apply_receipt, canonical, dumps, initialize, loads
+from rules.state import (
+    ClientState,
+    MemoryArchive,
+    Outcome,
+    apply_receipt,
+    canonical,
+    dumps,
+    initialize,
+    loads,
+    take_dropped,
+)
 
 BASE = ts("2026-01-20T00:00:00Z")
 CATEGORIES = ("coffee", "tea", "food", "dessert")
@@ -65,6 +75,19 @@ def fold(receipts: list[Receipt], cal: BusinessCalendar) -> tuple[ClientState, l
     return state, outcomes
 
 
+def fold_archived(receipts: list[Receipt], cal: BusinessCalendar, state: ClientState | None = None,
+                  archive: MemoryArchive | None = None) -> tuple[ClientState, list[Outcome]]:
+    """``fold`` with the client's archive (dropped rows), as replay and the stream keep it."""
+    state = state or initialize("c-1")
+    archive = archive if archive is not None else MemoryArchive()
+    outcomes = []
+    for r in receipts:
+        state, outcome = apply_receipt(state, r, cal, archive.reader("c-1"))
+        archive.add("c-1", take_dropped(state, cal))
+        outcomes.append(outcome)
+    return state, outcomes
+
+
 # -- (a) order independence ------------------------------------------------------------------
 
 
@@ -88,16 +111,21 @@ def test_any_order_over_years_gives_the_same_metrics(data: Any, receipts: list[R
     from their sales included) gives the sorted run's totals, buckets and every metric."""
     cal = CALENDARS[tz]
     ordered = sorted(receipts, key=lambda r: r.at)
-    reference, outcomes = fold(ordered, cal)
+    reference, outcomes = fold_archived(ordered, cal, archive=MemoryArchive())
     assert set(outcomes) == {Outcome.APPLIED}
-    state, outcomes = fold(data.draw(st.permutations(receipts)), cal)
+    shuffled = data.draw(st.permutations(receipts))
+    archive = MemoryArchive()
+    state, outcomes = fold_archived(shuffled, cal, archive=archive)
     assert set(outcomes) == {Outcome.APPLIED}
+    # every receipt again, in another order: all duplicates, nothing changes
+    again, outcomes = fold_archived(list(reversed(shuffled)), cal, state, archive)
+    assert set(outcomes) == {Outcome.DUPLICATE}
     for field in ("first_purchase", "last_purchase", "max_seen", "visits", "revenue", "returns",
                   "return_amount", "months", "cats", "last_store"):
         assert getattr(state, field) == getattr(reference, field), field
     eng = ALL_PRESETS_MSK
     at = reference.max_seen + 3 * DAY
-    assert eng.metrics(state, at) == eng.metrics(reference, at)
+    assert eng.metrics(state, at) == eng.metrics(reference, at) == eng.metrics(again, at)
 
 
 ALL_PRESETS_MSK = engine(*preset_names(), tz=MSK)
