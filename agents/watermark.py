@@ -20,7 +20,9 @@ How it flows (as watermarks do in stream processors, in-band with the data):
   does not hold it back (it follows the clock), and one not heard of yet holds it.
 * Ticks are due up to ``min(now, watermark - LOYALTY_ALLOWED_LATENESS)`` and carry that
   instant: the tick advances the client to it, never further (so a redelivered tick does
-  the same thing).
+  the same thing). When every input partition is idle, ticks follow the clock, with no
+  lateness: nothing is arriving to wait for. While records flow, the allowed lateness
+  delays time-based changes by that much.
 
 A receipt dated before the watermark (later than the allowed lateness) is still applied
 and counted, like any late receipt: it is evaluated at the client's clock, and time-based
@@ -96,26 +98,27 @@ class Sink:
             mine[tp] = mark if mark is None or old is None else max(old, mark)
 
     def watermark(self, partition: int, now: int) -> int | None:
-        """The event time up to which every input partition has been routed into
-        ``partition`` (``now`` when every one is idle); None: some input partition has
-        not been heard of yet."""
+        """The least event-time mark of the input partitions that are not idle (``now``
+        when every one is idle); None: some input partition has not been heard of yet."""
         if not self.counts:
             return None
         mine = self.marks.get(partition, {})
-        low = now
+        low = None
         for topic, n in self.counts.items():
             for k in range(n):
                 tp = f"{topic}:{k}"
                 if tp not in mine:
                     return None
                 mark = mine[tp]
-                if mark is not None and mark < low:
+                if mark is not None and (low is None or mark < low):
                     low = mark
-        return low
+        return now if low is None else low
 
     def until(self, partition: int, now: int, lateness: int) -> int | None:
-        """Ticks of ``partition`` are due up to this instant (None: hold them)."""
+        """Ticks of ``partition`` are due up to this instant (None: hold them): the least
+        mark less the allowed lateness, never after ``now``. Idle input partitions follow
+        the clock with no lateness (nothing is arriving to wait for)."""
         mark = self.watermark(partition, now)
         if mark is None:
             return None
-        return min(now, mark - lateness)
+        return now if mark >= now else min(now, mark - lateness)

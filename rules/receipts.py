@@ -7,8 +7,8 @@
 Reason codes: ``invalid_json``, ``not_an_object``, ``missing_field``, ``bad_type``,
 ``bad_value``, ``bad_amount``, ``negative_total``, ``unknown_type``, ``naive_timestamp``,
 ``bad_timestamp``, ``future_timestamp``, ``too_old_timestamp``.
-(:mod:`rules.state` adds two that need the client's record: beyond_retention_horizon,
-currency_mismatch.)
+(:mod:`rules.state` adds two that need the client's record: currency_mismatch,
+conflicting_duplicate. No receipt is rejected for its age relative to the client's others.)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -39,10 +40,41 @@ def _open_in(path: str) -> Iterator[IO[bytes]]:
             yield fh
 
 
+def _earliest(args: argparse.Namespace) -> int:
+    from app.settings import earliest_epoch
+
+    try:
+        return earliest_epoch(args.earliest)
+    except ValueError as exc:
+        raise SystemExit(f"loyalty {args.command}: --earliest: {exc}") from None
+
+
+def _primed(lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+    """``lines`` with its first item read now: a missing file or column fails before any work."""
+    first = next(lines, None)
+    return lines if first is None else itertools.chain([first], lines)
+
+
+def _replay_inputs(args: argparse.Namespace) -> list[tuple[str, Iterator[tuple[int, bytes]]]]:
+    from app.batch.inputs import parse_columns, records
+
+    columns = parse_columns(args.columns)
+    inputs = []
+    if args.profiles:
+        inputs.append(("profiles", _primed(records(args.profiles, "profiles", args.format, columns))))
+    inputs.append(("receipts", _primed(records(args.input, "receipts", args.format, columns))))
+    return inputs
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
-    from app.batch.replay import Replay, progress, read_lines, write_jsonl
+    from app.batch.replay import Replay, progress, time_order, write_jsonl
 
     engine = build_engine(args.rules, args.param, args.tz)
+    earliest = _earliest(args)
+    inputs = _replay_inputs(args)
+    show = sys.stderr.isatty() and not args.quiet
+    inputs[-1] = ("receipts", iter(progress(inputs[-1][1], None, show)))
+    memory = args.sort_memory * 1024 * 1024
     started = time.perf_counter()
     with _open_out(args.changes_out) as changes, _open_out(args.rejects_out) as rejects, \
             _open_out(args.segments_out) as segments:
@@ -54,19 +86,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if rejects is not None:
                 rejects.write(orjson.dumps(row) + b"\n")
 
-        show = sys.stderr.isatty() and not args.quiet
         if args.jobs > 1:
-            st, rule_errors = _replay_jobs(args, show, {"changes": changes, "rejects": rejects,
-                                                        "segments": segments})
+            st, rule_errors = _replay_jobs(args, inputs, earliest, memory // args.jobs,
+                                           {"changes": changes, "rejects": rejects, "segments": segments})
         else:
-            replay = Replay(engine, args.as_of, on_change, on_reject)
-            if args.profiles:
-                with _open_in(args.profiles) as fh:
-                    for n, line in read_lines(fh):
-                        replay.profile_line(line, n)
-            with _open_in(args.input) as fh:
-                for n, line in progress(read_lines(fh), None, show):
-                    replay.receipt_line(line, n)
+            replay = Replay(engine, args.as_of, on_change, on_reject, earliest=earliest)
+            if args.order == "time":
+                time_order(replay, inputs, memory)
+            else:
+                for source, lines in inputs:
+                    for n, line in lines:
+                        replay.line(line, n, source)
             rows = replay.finish()
             if segments is not None:
                 write_jsonl(segments, rows)
@@ -75,30 +105,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     summary = {"lines": st.lines, "applied": st.applied, "duplicates": st.duplicates,
                "anonymous": st.anonymous, "profiles": st.profiles, "rejected": dict(sorted(st.rejected.items())),
                "clients": st.clients, "changes": st.changes, "rule_errors": rule_errors,
-               "seconds": round(elapsed, 3),
-               "receipts_per_second": round(st.lines / elapsed) if elapsed > 0 else None}
-    sys.stderr.write(orjson.dumps(summary).decode() + "\n")
+               "order": args.order}
+    if args.summary_out:
+        with _open_out(args.summary_out) as out:
+            assert out is not None
+            out.write(orjson.dumps(summary) + b"\n")
+    timed = {**summary, "seconds": round(elapsed, 3),
+             "receipts_per_second": round(st.lines / elapsed) if elapsed > 0 else None}
+    sys.stderr.write(orjson.dumps(timed).decode() + "\n")
+    if st.lines and st.rejected_total == st.lines:
+        sys.stderr.write(f"loyalty replay: all {st.lines} receipt line(s) were rejected (see --rejects-out)\n")
     if args.strict and st.rejected_total:
         sys.stderr.write(f"loyalty replay: {st.rejected_total} rejected line(s) (--strict)\n")
         return 3
     return 0
 
 
-def _replay_jobs(args: argparse.Namespace, show: bool,
-                 outputs: dict[str, IO[bytes] | None]) -> tuple[Any, int]:
+def _replay_jobs(args: argparse.Namespace, inputs: list[tuple[str, Iterator[tuple[int, bytes]]]],
+                 earliest: int, memory: int, outputs: dict[str, IO[bytes] | None]) -> tuple[Any, int]:
     from app.batch.jobs import Job, WorkerFailed, run
-    from app.batch.replay import progress, read_lines
 
-    def inputs() -> Iterator[tuple[str, Iterator[tuple[int, bytes]]]]:
-        with contextlib.ExitStack() as stack:
-            if args.profiles:
-                yield "profiles", iter(read_lines(stack.enter_context(_open_in(args.profiles))))
-            fh = stack.enter_context(_open_in(args.input))
-            yield "receipts", iter(progress(read_lines(fh), None, show))
-
-    job = Job(rules=args.rules, params=args.param, tz=args.tz, as_of=args.as_of)
+    job = Job(rules=args.rules, params=args.param, tz=args.tz, as_of=args.as_of, order=args.order,
+              earliest=earliest, sort_memory=memory)
     try:
-        return run(job, args.jobs, inputs(), outputs)
+        return run(job, args.jobs, inputs, outputs)
     except WorkerFailed as exc:
         raise SystemExit(f"loyalty replay: {exc}") from None
 
@@ -172,15 +202,26 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     tz_default = os.environ.get("LOYALTY_TIMEZONE", "UTC")
 
-    r = sub.add_parser("replay", help="run the rules over JSON Lines receipts, no Kafka")
+    r = sub.add_parser("replay", help="run the rules over receipt files (JSON Lines, CSV, Parquet), no Kafka")
     r.add_argument("--rules", action="append", required=True, help="preset name or YAML path (repeatable)")
     r.add_argument("--param", action="append", default=[], help="RULESET.NAME=VALUE override")
-    r.add_argument("--input", required=True, help="receipts JSON Lines ('-' for stdin)")
-    r.add_argument("--profiles", help="client profiles JSON Lines")
+    r.add_argument("--input", required=True, help="receipts: .jsonl, .csv or .parquet, optionally .gz "
+                   "('-' for JSON Lines on stdin)")
+    r.add_argument("--profiles", help="client profiles (same formats)")
+    r.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="input format (default: from the extension)")
+    r.add_argument("--columns", help="CSV/Parquet column names: NAME=SOURCE,... (e.g. client_id=CustomerID)")
     r.add_argument("--as-of", type=_instant, required=True, help="fire time-based changes up to this instant")
+    r.add_argument("--order", choices=("time", "input"), default="time",
+                   help="apply lines in event-time order (default; any order of the lines gives the same "
+                   "outputs) or as they come (what a stream sees)")
+    r.add_argument("--earliest", default=os.environ.get("LOYALTY_EARLIEST_EVENT") or "1970-01-01T00:00:00Z",
+                   help="earliest event time accepted (LOYALTY_EARLIEST_EVENT)")
+    r.add_argument("--sort-memory", type=_positive, default=256, metavar="MIB",
+                   help="memory for sorting lines by event time; beyond it, sorted runs go to temporary files")
     r.add_argument("--segments-out", help="one line per client")
     r.add_argument("--changes-out", help="CloudEvents of every segment change")
     r.add_argument("--rejects-out", help="rejected lines with reasons")
+    r.add_argument("--summary-out", help="the summary without timings (identical for any order of the lines)")
     r.add_argument("--tz", default=tz_default, help="business time zone (LOYALTY_TIMEZONE)")
     r.add_argument("--strict", action="store_true", help="exit 3 if any line was rejected")
     r.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import logging.config
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -123,9 +125,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
         lines = live(cfg, args.duration, lambda: datetime.now(UTC))
         if not args.rate:
             raise SystemExit("--live needs --rate")
-    elif args.input:
-        fh = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
-        lines = (line.strip() for line in fh if line.strip())
+    elif args.input or args.file:
+        lines = _history(args, "profiles" if args.profiles else "receipts")
     else:
         end = args.end if args.end is not None else DEFAULT_END
         cfg = SimConfig(clients=args.clients, days=args.days, seed=args.seed, end=end)
@@ -136,6 +137,43 @@ def cmd_produce(args: argparse.Namespace) -> int:
                         "per_second": round(n / seconds) if seconds else None}).decode(),
           file=sys.stderr)
     return 0
+
+
+def _history(args: argparse.Namespace, kind: str) -> Iterator[bytes]:
+    """The records of a history file, in event-time order (``--order time``, the order
+    ``loyalty replay`` applies them in) or as they come; with a progress bar (total, ETA).
+    Lines the contract rejects are sent first, unchanged: the worker puts them in the DLQ."""
+    from tqdm import tqdm
+
+    from app.batch.inputs import parse_columns, records
+    from app.batch.order import NO_TIME, PROFILE, RECEIPT, ExternalSort, sort_key
+    from app.settings import earliest_epoch
+    from rules import RejectedInput, loads, parse_profile, parse_receipt
+    from rules.calendar import to_epoch
+
+    path = args.file or args.input
+    rows = records(path, kind, args.format, parse_columns(args.columns))
+    show = sys.stderr.isatty() and not args.quiet
+    if args.order == "input":
+        yield from (raw for _, raw in tqdm(rows, unit=" msgs", file=sys.stderr, disable=not show))
+        return
+    earliest = earliest_epoch(args.earliest)
+    sorter = ExternalSort(args.sort_memory * 1024 * 1024)
+    flag = PROFILE if kind == "profiles" else RECEIPT
+    for line_no, raw in rows:
+        try:
+            if kind == "profiles":
+                updated = parse_profile(loads(raw), None, earliest).updated_at
+                at = NO_TIME if updated is None else to_epoch(updated)
+            else:
+                at = parse_receipt(loads(raw), None, earliest).at
+        except RejectedInput:
+            at = NO_TIME - 1
+        sorter.add(sort_key(at, flag, raw), line_no, raw)
+    with tqdm(total=sorter.count, unit=" msgs", file=sys.stderr, disable=not show) as bar:
+        for _, _, raw in sorter:
+            yield raw
+            bar.update()
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -204,7 +242,18 @@ def register(sub: Any) -> None:
     t = sub.add_parser("topics", help="create the service's topics")
     t.set_defaults(fn=cmd_topics)
     p = sub.add_parser("produce", help="send receipts (a file or the simulator) to Kafka")
-    p.add_argument("--input", help="JSON Lines file ('-' stdin); default: the simulator")
+    p.add_argument("file", nargs="?", help="a history file: .jsonl, .csv or .parquet, optionally .gz "
+                   "(default: the simulator)")
+    p.add_argument("--input", help="the same as FILE ('-': JSON Lines on stdin)")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="default: from the extension")
+    p.add_argument("--columns", help="CSV/Parquet column names: NAME=SOURCE,...")
+    p.add_argument("--order", choices=("time", "input"), default="time",
+                   help="send in event-time order (default, as loyalty replay applies them) or as read")
+    p.add_argument("--earliest", default=os.environ.get("LOYALTY_EARLIEST_EVENT") or "1970-01-01T00:00:00Z",
+                   help="earliest event time (LOYALTY_EARLIEST_EVENT); older lines are sent first, to the DLQ")
+    p.add_argument("--sort-memory", type=int, default=256, metavar="MIB",
+                   help="memory for the sort; beyond it, sorted runs go to temporary files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--profiles", action="store_true", help="send profiles instead of receipts")
     p.add_argument("--topic")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: max)")
