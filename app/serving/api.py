@@ -15,12 +15,15 @@ import orjson
 from aiohttp import web
 
 from app.projection.store import Days, Projection, money
+from app.serving.dynamics import label as period_label
+from app.serving.dynamics import sizes_over_time
 from rules import Engine
 from rules.calendar import iso
 
 MAX_CLIENT_ID = 256
 MAX_DAYS = 3660
 PERIODS = ("day", "week", "month", "total")
+EPOCH_DAY = "1970-01-01"  # business days are stored from 1970 (rules.calendar)
 
 
 class ApiError(Exception):
@@ -184,7 +187,7 @@ class Api:
         periods: dict[str, dict[str, dict[str, int]]] = {}
         total: dict[str, dict[str, int]] = {}
         for day, row in rows:
-            label = _period(day, period)
+            label = period_label(day, period)
             matrix = periods.setdefault(label, {})
             for key, n in row.items():
                 frm, _, to = key.rpartition(">")
@@ -199,14 +202,27 @@ class Api:
 
     async def sizes(self, request: web.Request) -> web.Response:
         dim = self._dimension(request)
-        start, end = self._range(request, 89)
-        snaps = await self.projection.snapshots(dim, start.isoformat(), end.isoformat())
-        segments = sorted({s for _, segs in snaps for s in segs})
+        basis = self._choice(request, "basis", ("event", "snapshot"), "event")
+        if basis == "snapshot":
+            start, end = self._range(request, 89)
+            snaps = await self.projection.snapshots(dim, start.isoformat(), end.isoformat())
+            return json_response({
+                "dimension": dim, "from": start.isoformat(), "to": end.isoformat(), "basis": basis,
+                "segments": sorted({s for _, segs in snaps for s in segs}),
+                "days": [{"date": day, "sizes": {s: n for s, (n, _) in segs.items()}}
+                         for day, segs in snaps],
+            })
+        period = self._choice(request, "period", ("day", "week", "month"), "month")
+        start, end = self._range(request, MAX_DAYS)
+        rows = await self.projection.transitions(dim, EPOCH_DAY, end.isoformat())
+        if "from" not in request.query:  # from the first change on (the whole loaded history)
+            start = max(start, min((date.fromisoformat(d) for d, _ in rows), default=end))
+        points = sizes_over_time(rows, start, end, period)
         return json_response({
-            "dimension": dim, "from": start.isoformat(), "to": end.isoformat(),
-            "segments": segments,
-            "days": [{"date": day, "sizes": {s: n for s, (n, _) in segs.items()}}
-                     for day, segs in snaps],
+            "dimension": dim, "from": start.isoformat(), "to": end.isoformat(), "basis": basis,
+            "period": period, "segments": sorted({s for p in points for s in (*p["sizes"], *p["entries"],
+                                                                              *p["exits"])}),
+            "days": points,
         })
 
     async def revenue(self, request: web.Request) -> web.Response:
@@ -285,17 +301,6 @@ def _last_month(h: dict[str, str], dim: str, last_month: str) -> str | None:
     if h.get(f"{dim}:lm") == last_month:
         return h.get(f"{dim}:lmseg") or None
     return None
-
-
-def _period(day: str, period: str) -> str:
-    if period == "day":
-        return day
-    if period == "month":
-        return day[:7]
-    if period == "week":
-        y, w, _ = date.fromisoformat(day).isocalendar()
-        return f"{y}-W{w:02d}"
-    return "total"
 
 
 def _sum(matrix: dict[str, dict[str, int]]) -> int:

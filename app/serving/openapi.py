@@ -32,6 +32,7 @@ _DATE = {"type": "string", "format": "date"}
 _DIM = _q("dimension", "dimension id (see GET /segments)", _STR, required=True)
 _RANGE = [_q("from", "first day, YYYY-MM-DD (business time zone)", _DATE),
           _q("to", "last day, YYYY-MM-DD (default: today)", _DATE)]
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
 _MATRIX = {"type": "object", "description": "from segment ('' = none: first segment) -> to "
            "segment -> changes",
            "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}}
@@ -111,13 +112,21 @@ def document() -> dict[str, Any]:
             [_DIM, *_RANGE, _q("period", "grouping", {"type": "string", "default": "month",
                                                      "enum": ["day", "week", "month", "total"]})])},
         "/reports/sizes": {"get": _op(
-            "Segment sizes over time (daily snapshots)", _json({"type": "object", "properties": {
-                "dimension": _STR, "from": _DATE, "to": _DATE,
+            "Segment sizes over event time (basis event: from every change's event time, so a "
+            "loaded history has its past; basis snapshot: the daily snapshots taken at wall-clock "
+            "time)", _json({"type": "object", "properties": {
+                "dimension": _STR, "from": _DATE, "to": _DATE, "basis": _STR, "period": _STR,
                 "segments": {"type": "array", "items": _STR},
                 "days": {"type": "array", "items": {"type": "object", "properties": {
-                    "date": _DATE, "sizes": {"type": "object",
-                                             "additionalProperties": {"type": "integer"}}}}}}},
-                "sizes per day"), [_DIM, *_RANGE])},
+                    "period": _STR, "date": _DATE,
+                    "sizes": _COUNTS, "entries": _COUNTS, "exits": _COUNTS}}}}},
+                "sizes per period (basis event: at the end of the period's last day in the range, with "
+                "the entries into and exits from each segment during it) or per snapshot day"),
+            [_DIM, *_RANGE,
+             _q("basis", "event (default) or snapshot", {"type": "string", "enum": ["event", "snapshot"],
+                                                          "default": "event"}),
+             _q("period", "grouping of basis event (its default from: the first change's day)",
+                {"type": "string", "enum": ["day", "week", "month"], "default": "month"})])},
         "/reports/revenue": {"get": _op(
             "Clients and revenue (lifetime value) per segment: now, or per day/month from the "
             "snapshots", _json({"type": "object", "properties": {

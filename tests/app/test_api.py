@@ -147,7 +147,8 @@ async def test_transitions_report(client: TestClient[Any, Any], data: Data) -> N
 
 
 async def test_sizes_and_revenue_reports(client: TestClient[Any, Any], data: Data) -> None:
-    sizes = await get(client, "/reports/sizes", params={"dimension": "rfm", "from": "2026-06-01"})
+    sizes = await get(client, "/reports/sizes", params={"dimension": "rfm", "from": "2026-06-01",
+                                                        "basis": "snapshot"})
     expected = dict(Counter(s["rfm"] for s in data.segments.values()))
     assert sizes["days"] == [{"date": "2026-06-14", "sizes": expected}]
     rev = await get(client, "/reports/revenue", params={"dimension": "rfm"})
@@ -160,6 +161,39 @@ async def test_sizes_and_revenue_reports(client: TestClient[Any, Any], data: Dat
     assert monthly["periods"][0]["total"] == now["total"]
 
 
+def _exact_sizes(events: list[dict[str, Any]], dim: str, day: str) -> dict[str, int]:
+    """Each client's segment at the end of ``day`` (UTC business days): the target of its last
+    change of that dimension up to then, counted; written from the change events alone."""
+    held: dict[str, str] = {}
+    for e in events:
+        if e["data"]["dimension"] == dim and e["time"][:10] <= day:
+            held[e["subject"]] = e["data"]["to"]
+    return dict(sorted(Counter(held.values()).items()))
+
+
+@pytest.mark.parametrize("dim", ["rfm", "boostfeel"])
+async def test_sizes_over_event_time_equal_the_change_events(client: TestClient[Any, Any], data: Data,
+                                                             dim: str) -> None:
+    body = await get(client, "/reports/sizes", params={"dimension": dim, "from": "2026-04-10",
+                                                       "to": "2026-06-15", "period": "month"})
+    assert body["basis"] == "event"
+    assert [p["period"] for p in body["days"]] == ["2026-04", "2026-05", "2026-06"]
+    assert [p["date"] for p in body["days"]] == ["2026-04-30", "2026-05-31", "2026-06-15"]
+    for point in body["days"]:
+        assert point["sizes"] == _exact_sizes(data.events, dim, point["date"]), point["date"]
+        lo = max("2026-04-10", point["period"] + "-01")
+        mine = [e["data"] for e in data.events if e["data"]["dimension"] == dim
+                and lo <= e["time"][:10] <= point["date"]]
+        assert point["entries"] == dict(sorted(Counter(d["to"] for d in mine).items()))
+        assert point["exits"] == dict(sorted(Counter(d["from"] for d in mine if d["from"]).items()))
+    assert body["days"][-1]["sizes"] == dict(sorted(Counter(s[dim] for s in data.segments.values()).items()))
+    daily = await get(client, "/reports/sizes", params={"dimension": dim, "from": "2026-05-20",
+                                                        "to": "2026-06-02", "period": "day"})
+    assert len(daily["days"]) == 14
+    for point in daily["days"]:
+        assert point["sizes"] == _exact_sizes(data.events, dim, point["date"]), point["date"]
+
+
 async def test_report_parameter_errors(client: TestClient[Any, Any]) -> None:
     cases = [("/reports/transitions", {}, "dimension"),
              ("/reports/transitions", {"dimension": "nope"}, "dimension"),
@@ -168,6 +202,8 @@ async def test_report_parameter_errors(client: TestClient[Any, Any]) -> None:
              ("/reports/transitions", {"dimension": "rfm", "from": "2026-06-02", "to": "2026-06-01"}, "from"),
              ("/reports/sizes", {"dimension": "rfm", "to": "yesterday"}, "to"),
              ("/reports/sizes", {"dimension": "rfm", "from": "1990-01-01"}, "from"),
+             ("/reports/sizes", {"dimension": "rfm", "basis": "wall"}, "basis"),
+             ("/reports/sizes", {"dimension": "rfm", "period": "total"}, "period"),
              ("/reports/revenue", {"dimension": "rfm", "period": "week"}, "period")]
     for path, params, name in cases:
         body = await get(client, path, 400, params=params)

@@ -76,7 +76,11 @@ def test_dashboard_in_chromium(tmp_path: Path, kafka_bootstrap: str, redis_url: 
                     time.sleep(1.0)
                 assert drawn == sizes
                 assert page.evaluate("Chart.getChart('revenue-chart').data.labels.length") > 0
-                assert page.evaluate("Chart.getChart('history-chart').data.labels") == ["2026-06-15"]
+                # sizes over event time: every month from the first receipt's to the clock's
+                months = sorted({e["time"][:7] for e in replay(lines, RULES, AS_OF)["events"]
+                                 if e["data"]["dimension"] == "boostfeel"})
+                assert page.evaluate("Chart.getChart('history-chart').data.labels") == months
+                assert page.locator("#dynamics-table tbody tr").count() >= len(set(sizes))
                 assert page.locator("#matrix-table tbody tr").count() > 1
                 # the client lookup
                 page.fill("#lookup-input", client_id)

@@ -79,6 +79,22 @@
     $("matrix").innerHTML = html + "</tbody></table><p class=\"muted\">" + total.changes + " changes</p>";
   }
 
+  function renderDynamics(hist) {
+    const days = hist.days;
+    if (!days.length) { $("dynamics").innerHTML = '<p class="muted">no data</p>'; return; }
+    const now = days[days.length - 1];
+    const before = days.length > 1 ? days[days.length - 2].sizes : {};
+    let html = '<table id="dynamics-table"><thead><tr><th>segment</th><th>' +
+      esc(days.length > 1 ? days[days.length - 2].period : "before") + "</th><th>" + esc(now.period) +
+      "</th><th>change</th><th>entered</th><th>left</th></tr></thead><tbody>";
+    for (const s of hist.segments) {
+      const a = before[s] || 0, b = now.sizes[s] || 0, d = b - a;
+      html += "<tr><td>" + esc(s) + "</td><td>" + a + "</td><td>" + b + "</td><td>" +
+        (d > 0 ? "+" : "") + d + "</td><td>" + (now.entries[s] || 0) + "</td><td>" + (now.exits[s] || 0) + "</td></tr>";
+    }
+    $("dynamics").innerHTML = html + "</tbody></table>";
+  }
+
   async function refresh() {
     status("loading…");
     try {
@@ -89,17 +105,19 @@
       bar("sizes-chart", Object.keys(sizes), Object.values(sizes), "clients");
       const today = new Date();
       const yearAgo = new Date(today.getTime() - 364 * 86400e3);
-      const [rev, hist, tr] = await Promise.all([
+      const [rev, months, tr] = await Promise.all([
         api("/reports/revenue?dimension=" + encodeURIComponent(dim)),
-        api("/reports/sizes?dimension=" + encodeURIComponent(dim) + "&from=" + isoDay(yearAgo) + "&to=" + isoDay(today)),
+        api("/reports/sizes?period=month&dimension=" + encodeURIComponent(dim)),  // from the first change to the server's today
         api("/reports/transitions?period=total&dimension=" + encodeURIComponent(dim) + "&from=" + isoDay(yearAgo) + "&to=" + isoDay(today)),
       ]);
       const revSegs = rev.periods.length ? rev.periods[0].segments : {};
       bar("revenue-chart", Object.keys(revSegs), Object.values(revSegs).map((r) => Number(r.revenue)), "revenue");
+      const hist = months;
+      renderDynamics(hist);
       chart("history-chart", {
         type: "line",
         data: {
-          labels: hist.days.map((d) => d.date),
+          labels: hist.days.map((d) => d.period),
           datasets: hist.segments.map((s, i) => ({
             label: s, data: hist.days.map((d) => d.sizes[s] || 0),
             borderColor: palette[i % palette.length], backgroundColor: palette[i % palette.length],
