@@ -119,13 +119,13 @@ class GapFiller:
             faust_patches.release_commits(id(self), tp)
 
 
-def register_filler(app: Any, name: str, bootstrap: str, metrics: Any, min_gap: int = 1) -> GapFiller:
+def register_filler(app: Any, name: str, connection: dict[str, Any], metrics: Any, min_gap: int = 1) -> GapFiller:
     """A filler for one agent of ``app``, told about every new assignment; skipped records
     are counted in ``metrics.offset_gaps`` (app.metrics)."""
     from app.wire.kafka_io import fetch_range
 
     async def fetch(topic: str, partition: int, start: int, end: int) -> list[Any]:
-        return await fetch_range(bootstrap, topic, partition, start, end)
+        return await fetch_range(connection, topic, partition, start, end)
 
     def on_gap(tp: Any, n: int) -> None:
         metrics.offset_gaps.labels(tp.topic).inc(n)

@@ -59,7 +59,7 @@ class Pipeline:
     fault_stall_partition: int
     input_next: dict[Any, int]  # input TP -> next offset to route (watermark for due ticks)
     detector: Any = None  # agents.monitor's StallDetector, set at registration
-    bootstrap: str = ""  # Kafka bootstrap servers (agents.offsets fetches skipped records)
+    kafka: dict[str, Any] = field(default_factory=dict)  # app.wire.kafka_conn.options (agents.offsets)
     batch_max: int = 500
     batch_within: float = 0.05
     direct_sends: bool = False  # see agents.batching.send
@@ -146,7 +146,7 @@ def register(p: Pipeline, due_interval: float) -> None:
 
     async def _route(stream: Any, kind: bytes, source: str) -> None:
         # external inputs may come from transactional producers: one offset per commit marker
-        gaps = register_filler(app, f"route {source}", p.bootstrap, p.metrics, min_gap=2)
+        gaps = register_filler(app, f"route {source}", p.kafka, p.metrics, min_gap=2)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
             try:
                 now = p.clock()
@@ -171,7 +171,7 @@ def register(p: Pipeline, due_interval: float) -> None:
         # Batches: the change events of a whole batch are published and acked together,
         # then the batch's table writes follow (one broker round trip per batch, not per
         # receipt). Later messages of a client in the same batch see its pending state.
-        gaps = register_filler(app, "clients", p.bootstrap, p.metrics)
+        gaps = register_filler(app, "clients", p.kafka, p.metrics)
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
             try:
                 items = []  # (record, the Faust event whose context it runs in)

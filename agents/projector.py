@@ -36,6 +36,7 @@ import faust
 import orjson
 from faust.types import TP
 
+from app.projection import scenarios as scenario_counts
 from app.projection.store import (
     REVENUE_METRIC,
     Projection,
@@ -47,6 +48,7 @@ from app.projection.store import (
 )
 from app.settings import Settings
 from app.wire import codecs
+from app.wire.kafka_conn import options
 from rules import Engine
 from rules.state import is_archive_key
 from rules.state import loads as load_state
@@ -125,6 +127,53 @@ class Projector:
         found = cache[cid]
         return Update.from_event(event, *found) if found else Update.from_event(event)
 
+    def changelog_topic(self) -> str:
+        return f"{self.settings.app_id}-clients-changelog"
+
+    def topics(self) -> list[str]:
+        """What the projector consumes: changes, the clients changelog (every metrics change),
+        and the scenario actions (cluster-wide scenario results) when scenarios run."""
+        s = self.settings
+        out = [s.topic_changes, self.changelog_topic()]
+        if self.pipeline.scenarios is not None:
+            out.append(s.topic_actions)
+        return out
+
+    async def apply_any(self, records: list[Any]) -> int:
+        """Project records of one partition of any of :meth:`topics`."""
+        topic = records[0].topic
+        if topic == self.settings.topic_changes:
+            return await self.apply_records(records)
+        if topic == self.changelog_topic():
+            return await self.apply_metrics(records)
+        rows = scenario_counts.counted(r.value for r in records)
+        await self._retry(lambda: self._count_scenarios(rows), 0.0)
+        return len(rows)
+
+    async def _count_scenarios(self, rows: list[tuple[str, str, str]]) -> None:
+        await scenario_counts.count(self.projection.redis, await self.projection.prefix_now(), rows)
+
+    async def apply_metrics(self, records: list[Any]) -> int:
+        """Project the clients changelog: each client's current summary metrics and revenue,
+        so that lookups and revenue reports follow every receipt, not only segment changes
+        (the last value of a client in the batch; segments are the changes topic's)."""
+        latest = {r.key: r.value for r in records if r.key is not None}
+        updates: list[Update] = []
+        for key, value in latest.items():
+            if value is None or is_archive_key(key):
+                continue
+            try:
+                state = load_state(codecs.split_table_value(value)[1])
+                if state.segments:
+                    updates.append(Update.metrics_only(key.decode(), self.engine.metrics(state, state.clock),
+                                                       state.clock))
+            except Exception:
+                self.metrics.projection_errors.inc()
+                log.exception("skipping a clients changelog record at %s[%s]", records[0].topic,
+                              records[0].partition)
+        await self.apply_with_retry(updates, 0.0)
+        return len(updates)
+
     async def apply_records(self, records: list[Any]) -> int:
         """Project Kafka records of the changes topic (in offset order per partition)."""
         updates: list[Update] = []
@@ -161,7 +210,7 @@ class Projector:
 
         s = self.settings
         consumer = AIOKafkaConsumer(
-            s.topic_changes, bootstrap_servers=s.kafka_bootstrap, group_id=f"{s.app_id}-projector",
+            *self.topics(), **options(s), group_id=f"{s.app_id}-projector",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=500,
             max_poll_interval_ms=3_600_000)  # a Redis outage is not a reason to leave the group
         await consumer.start()
@@ -173,7 +222,7 @@ class Projector:
                 for tp, records in batch.items():
                     if not records:
                         continue
-                    await self.apply_records(records)
+                    await self.apply_any(records)
                     try:
                         await consumer.commit({tp: records[-1].offset + 1})
                     except KafkaError as exc:  # rebalanced meanwhile: redelivery is harmless
@@ -182,10 +231,17 @@ class Projector:
             await consumer.stop()
 
     async def apply_with_retry(self, updates: list[Update], oldest: float) -> None:
+        results = await self._retry(lambda: self.projection.apply(updates), oldest)
+        applied = sum(results)
+        self.applied += applied
+        self.dirty = self.dirty or applied > 0
+
+    async def _retry(self, write: Callable[[], Awaitable[Any]], oldest: float) -> Any:
+        """``write()`` until Redis takes it (backoff to 5 s; one warning per 30 s)."""
         delay = 0.1
         while True:
             try:
-                results = await self.projection.apply(updates)
+                return await write()
             except Exception as exc:  # Redis down, timeouts, failover: wait and retry
                 self.metrics.projection_errors.inc()
                 if oldest:
@@ -197,11 +253,16 @@ class Projector:
                                 type(exc).__name__, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                continue
-            applied = sum(results)
-            self.applied += applied
-            self.dirty = self.dirty or applied > 0
-            return
+
+    def exports_sizes(self) -> bool:
+        """Whether this worker exports ``loyalty_segment_clients``: the cluster-wide sizes
+        (read from Redis) come from exactly one worker, the one with client-events partition 0
+        active, so that sums over workers are the true sizes."""
+        try:
+            p = self.pipeline
+            return TP(p.client_events.get_topic_name(), 0) in p.app.assignor.assigned_actives()
+        except Exception:
+            return False
 
     async def snapshot_tick(self) -> None:
         """Daily snapshot: rewritten while the day lasts, so the last write is the day's."""
@@ -209,12 +270,14 @@ class Projector:
         day = self.projection.days.day(int(now.timestamp()))
         mono = time.monotonic()
         last = self.last_snapshot
-        if last is not None and last[0] == day and not self.dirty and mono - last[1] < SNAPSHOT_IDLE:
-            return
         try:
-            self.dirty = False
-            await self.projection.snapshot(day)
-            self.last_snapshot = (day, mono)
+            if last is None or last[0] != day or self.dirty or mono - last[1] >= SNAPSHOT_IDLE:
+                self.dirty = False
+                await self.projection.snapshot(day)
+                self.last_snapshot = (day, mono)
+            if not self.exports_sizes():
+                self.metrics.segment_clients.clear()  # another worker exports the global sizes
+                return
             dims: dict[str, list[str]] = {
                 d.id: [x.id for x in d.segments] + ([d.default] if d.default else [])
                 for _, d in self.engine.dims if d.id not in self._value_dims}
@@ -249,7 +312,7 @@ async def read_topic(settings: Settings, topic: str, on_batch: Callable[[list[An
     up to the end offsets at the call; return those end offsets."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(**options(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -291,7 +354,7 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
     if not await redis.set(lock, str(time.time()), nx=True, ex=3600):
         await proj.close()
         raise SystemExit(f"a rebuild is already running (delete {lock} if it is not)")
-    stats = {"changes": 0, "changes_applied": 0, "clients": 0, "catch_up": 0}
+    stats = {"changes": 0, "changes_applied": 0, "clients": 0, "catch_up": 0, "scenario_events": 0}
     try:
         old = await proj.generation(0.0)
         new = str(max(int(await redis.incr(f"{proj.ns}:gen:seq")), int(old) + 1))
@@ -326,6 +389,12 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
 
         await asyncio.sleep(settle)  # writers re-read the generation within a second
         await read_topic(settings, settings.topic_changes, catch_up, start=ends)
+
+        async def scenarios(records: list[Any]) -> None:  # after the switch: none is missed
+            rows = scenario_counts.counted(r.value for r in records)
+            stats["scenario_events"] += await scenario_counts.count(redis, proj.prefix(new), rows)
+
+        await read_topic(settings, settings.topic_actions, scenarios)
         await proj.snapshot(proj.days.day(int(settings.clock_fn()().timestamp())), gen=new)
         stats["deleted"] = await drop_generation(redis, proj.prefix(old))
         stats["generation"] = int(new)

@@ -78,25 +78,6 @@ def load_scenarios(specs: tuple[str, ...] | list[str], rulesets: list[RuleSet]) 
     return list({s.id: s for s in out}.values())
 
 
-def scenario_report(metrics: Any, scenario_ids: list[str] | None = None
-                    ) -> dict[str, dict[str, float | int | None]]:
-    """Per-scenario actions, conversions and conversion rate of this worker since it started
-    (the ``loyalty_scenario_actions_total`` / ``loyalty_scenario_conversions_total`` counters;
-    ``app.metrics.Metrics``). Without ids: every scenario that has acted. For the HTTP layer,
-    e.g. ``GET /scenarios`` -> ``scenario_report(pipeline.metrics)``."""
-    out: dict[str, dict[str, float | int | None]] = {}
-    registry = metrics.registry
-    if scenario_ids is None:
-        scenario_ids = sorted({s.labels["scenario"] for m in metrics.scenario_actions.collect()
-                               for s in m.samples if s.name.endswith("_total")})
-    for sid in scenario_ids:
-        actions = registry.get_sample_value("loyalty_scenario_actions_total", {"scenario": sid}) or 0.0
-        conversions = registry.get_sample_value("loyalty_scenario_conversions_total", {"scenario": sid}) or 0.0
-        out[sid] = {"actions": int(actions), "conversions": int(conversions),
-                    "conversion_rate": round(conversions / actions, 4) if actions else None}
-    return out
-
-
 def build_runner(settings: Any, rulesets: list[RuleSet]) -> ScenarioRunner | None:
     """The scenario runner of the worker (None: no scenarios loaded). Raises RuleSetError."""
     scenarios = load_scenarios(settings.scenarios, rulesets)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
@@ -31,6 +31,8 @@ _EXACTLY_ONCE = (
 
 Csv = Annotated[tuple[str, ...], NoDecode]
 MIN_TOKEN = 16
+# Secrets may also come from a file: <NAME>_FILE (Kubernetes and Docker secrets are files).
+SECRET_VARIABLES = ("KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD", "LOYALTY_API_TOKEN", "REDIS_URL")
 
 
 def _env(name: str, default: Any, meaning: str, **constraints: Any) -> Any:
@@ -44,7 +46,36 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True, populate_by_name=False)
 
     kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka brokers, comma-separated")
-    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the projection")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _env(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL` (every Kafka "
+        "client of the service: worker, projector, CLI)")
+    kafka_ssl_cafile: str = _env("KAFKA_SSL_CAFILE", "", "PEM file of the CA that signed the brokers' "
+                                 "certificates (empty: the system's trusted CAs)")
+    kafka_ssl_certfile: str = _env("KAFKA_SSL_CERTFILE", "", "PEM client certificate, for brokers that "
+                                   "require TLS client authentication (mTLS)")
+    kafka_ssl_keyfile: str = _env("KAFKA_SSL_KEYFILE", "", "PEM private key of KAFKA_SSL_CERTFILE")
+    kafka_ssl_key_password: SecretStr = _env("KAFKA_SSL_KEY_PASSWORD", SecretStr(""),
+                                             "password of KAFKA_SSL_KEYFILE, if encrypted (or "
+                                             "KAFKA_SSL_KEY_PASSWORD_FILE)")
+    kafka_ssl_check_hostname: bool = _env("KAFKA_SSL_CHECK_HOSTNAME", True,
+                                          "verify that a broker's certificate names the host connected to")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = _env(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL protocols)")
+    kafka_sasl_username: str = _env("KAFKA_SASL_USERNAME", "", "SASL user name (required by the SASL protocols)")
+    kafka_sasl_password: SecretStr = _env("KAFKA_SASL_PASSWORD", SecretStr(""),
+                                          "SASL password (or KAFKA_SASL_PASSWORD_FILE: a file holding it); "
+                                          "never logged or printed")
+    replication_factor: int = _env("LOYALTY_REPLICATION_FACTOR", 1,
+                                   "replicas of every topic the service creates, Faust's changelog and internal "
+                                   "topics included (1 suits the local single broker; 3 on a real cluster)", ge=1)
+    min_insync_replicas: int = _env("LOYALTY_MIN_INSYNC_REPLICAS", 1,
+                                    "`min.insync.replicas` of the topics the service creates (2 with 3 replicas: "
+                                    "an acknowledged write survives a broker loss)", ge=1)
+    connect_timeout: float = _env("LOYALTY_CONNECT_TIMEOUT", 60.0,
+                                  "seconds a starting worker, lookup server or CLI command waits for Kafka and "
+                                  "Redis before it stops with an error (once running, outages are retried)", gt=0)
+    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the projection (or REDIS_URL_FILE; "
+                          "a password in it is masked in output)", repr=False)
     app_id: str = _env("LOYALTY_APP_ID", "loyalty", "Faust app id: consumer group, changelog topic prefix, "
                        "Redis key namespace")
     rules: Csv = _env("LOYALTY_RULES", ("boostfeel", "rfm"),
@@ -81,8 +112,14 @@ class Settings(BaseSettings):
                           "delivery guarantee; the only value is `at_least_once` (exactly_once is refused)")
     web_host: str = _env("LOYALTY_WEB_HOST", "127.0.0.1", "address of the HTTP API, /metrics, health "
                          "and the lookup server")
-    web_port: int = _env("LOYALTY_WEB_PORT", 6066, "port of the worker's HTTP API, /metrics and health", ge=1)
-    lookup_port: int = _env("LOYALTY_LOOKUP_PORT", 6068, "port of the POS lookup server (`loyalty lookup`)", ge=1)
+    web_port: int = _env("LOYALTY_WEB_PORT", 6066, "port of the worker's HTTP API, /metrics and health",
+                         ge=1, le=65535)
+    advertised_url: str = _env("LOYALTY_ADVERTISED_URL", "",
+                               "the URL other workers reach this worker's HTTP API at, for cluster-wide answers "
+                               "(empty: http://LOYALTY_WEB_HOST:LOYALTY_WEB_PORT; in Kubernetes "
+                               "http://$(POD_IP):6066)")
+    lookup_port: int = _env("LOYALTY_LOOKUP_PORT", 6068, "port of the POS lookup server (`loyalty lookup`)", ge=1,
+                           le=65535)
     lookup_cache: int = _env("LOYALTY_LOOKUP_CACHE", 100_000,
                              "clients whose rendered lookup the lookup server keeps (0: none)", ge=0)
     web_max_connections: int = _env("LOYALTY_WEB_MAX_CONNECTIONS", 1024,
@@ -96,13 +133,15 @@ class Settings(BaseSettings):
     loop: Literal["uvloop", "asyncio"] = _env("LOYALTY_LOOP", "uvloop",
                                               "the worker's event loop (uvloop measured +18% receipts/s)")
     api_token: str = _env("LOYALTY_API_TOKEN", "", "bearer token for the HTTP API and the lookup server "
+                          "(or LOYALTY_API_TOKEN_FILE) "
                           "(empty: authentication off, allowed on a loopback address only); at least "
-                          f"{MIN_TOKEN} characters on any other address")
+                          f"{MIN_TOKEN} characters on any other address", repr=False)
     allow_no_token: bool = _env("LOYALTY_ALLOW_NO_TOKEN", False,
                                 "serve without a token on a non-loopback LOYALTY_WEB_HOST (trusted networks only)")
     stall_timeout: float = _env("LOYALTY_STALL_TIMEOUT", 120.0,
                                 "seconds of lag without progress before a partition counts as stalled", gt=0)
-    log_level: str = _env("LOYALTY_LOG_LEVEL", "info", "log level")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = _env(
+        "LOYALTY_LOG_LEVEL", "info", "log level: `debug`, `info`, `warning`, `error` or `critical`")
     producer_buffer: int = _env("LOYALTY_PRODUCER_BUFFER", 5000,
                                 "Faust producer buffer (messages) before consumption pauses", ge=100)
     stall_action: Literal["none", "seek", "exit"] = _env(
@@ -138,6 +177,50 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(x.strip() for x in value.split(",") if x.strip())
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        if value and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value!r} (a PEM file)")
+        return value
+
+    @field_validator("advertised_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                raise _Field("kafka_sasl_username", f"required with KAFKA_SECURITY_PROTOCOL="
+                             f"{self.kafka_security_protocol}")
+            if not self.kafka_sasl_password.get_secret_value():
+                raise _Field("kafka_sasl_password", f"required with KAFKA_SECURITY_PROTOCOL="
+                             f"{self.kafka_security_protocol} (or KAFKA_SASL_PASSWORD_FILE)")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise _Field("kafka_ssl_keyfile", "KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        if self.min_insync_replicas > self.replication_factor:
+            raise _Field("min_insync_replicas", f"{self.min_insync_replicas} is more than "
+                         f"LOYALTY_REPLICATION_FACTOR={self.replication_factor}: every write would fail")
+        return self
+
+    @property
+    def canonical_url(self) -> str:
+        """Where the other workers reach this worker's HTTP API (LOYALTY_ADVERTISED_URL)."""
+        return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def kafka_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 
     @field_validator("rules")
     @classmethod
@@ -180,12 +263,17 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``env`` (default: the process environment); unknown names are ignored."""
-        source = _MappingSource(cls, os.environ if env is None else env)
+        source = _MappingSource(cls, _with_secret_files(os.environ if env is None else env))
         try:
             return cls.model_validate(source())
+        except _Field as exc:
+            raise SettingsError(variable(exc.field), exc.message) from None
         except ValidationError as exc:
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else ""
+            if isinstance((first.get("ctx") or {}).get("error"), _Field):
+                err = first["ctx"]["error"]
+                raise SettingsError(variable(err.field), err.message) from None
             raise SettingsError(variable(field), _message(first)) from None
 
     def check_serving(self) -> None:
@@ -212,6 +300,60 @@ class Settings(BaseSettings):
             return lambda: datetime.now(UTC)
         fixed = _fixed_instant(self.clock)
         return lambda: fixed
+
+
+class _Field(ValueError):
+    """A cross-field check failed on ``field`` (reported under its variable)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(message)
+
+
+def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` plus the secrets given as files (``<NAME>_FILE``; the variable itself wins)."""
+    out = dict(env)
+    for name in SECRET_VARIABLES:
+        path = env.get(f"{name}_FILE", "")
+        if path and not env.get(name):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    out[name] = fh.read().strip()
+            except OSError as exc:
+                raise SettingsError(f"{name}_FILE", f"cannot read {path!r}: {exc.strerror}") from None
+    return out
+
+
+def masked(settings: Settings) -> dict[str, str]:
+    """Every setting by variable, as text, secrets masked (``loyalty config``)."""
+    out: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        var = str(info.validation_alias)
+        if isinstance(value, SecretStr):
+            text = "***" if value.get_secret_value() else ""
+        elif var == "REDIS_URL":
+            text = mask_url(str(value))
+        elif var == "LOYALTY_API_TOKEN":
+            text = "***" if value else ""
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        out[var] = text
+    return out
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password (``user:password@``) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 class _MappingSource(EnvSettingsSource):

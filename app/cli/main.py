@@ -14,6 +14,7 @@ from typing import IO, Any
 import orjson
 
 from app.batch.engine import build_engine
+from app.cli.args import Parser, zone
 from app.cli.args import instant as _instant
 from app.cli.args import positive as _positive
 from app.errors import AppError
@@ -198,7 +199,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loyalty", description="Streaming loyalty segmentation")
+    p = Parser(prog="loyalty", description="Streaming loyalty segmentation")
     sub = p.add_subparsers(dest="command", required=True)
     tz_default = os.environ.get("LOYALTY_TIMEZONE", "UTC")
 
@@ -222,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--changes-out", help="CloudEvents of every segment change")
     r.add_argument("--rejects-out", help="rejected lines with reasons")
     r.add_argument("--summary-out", help="the summary without timings (identical for any order of the lines)")
-    r.add_argument("--tz", default=tz_default, help="business time zone (LOYALTY_TIMEZONE)")
+    r.add_argument("--tz", type=zone, default=tz_default, help="business time zone (LOYALTY_TIMEZONE)")
     r.add_argument("--strict", action="store_true", help="exit 3 if any line was rejected")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--jobs", type=_positive, default=1,
@@ -230,18 +231,18 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_replay)
 
     s = sub.add_parser("simulate", help="generate realistic POS receipts")
-    s.add_argument("--clients", type=int, default=1000)
-    s.add_argument("--days", type=int, default=90)
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--clients", type=_positive, default=1000, help="clients to simulate")
+    s.add_argument("--days", type=_positive, default=90, help="days of history")
+    s.add_argument("--seed", type=int, default=1, help="random seed (the same seed, the same receipts)")
     s.add_argument("--end", type=_instant, default=None, help="end of the simulated period ('now' allowed)")
-    s.add_argument("--out", default="-")
-    s.add_argument("--profiles-out")
+    s.add_argument("--out", default="-", help="receipts file, JSON Lines ('-': stdout)")
+    s.add_argument("--profiles-out", help="also write client profiles to this file")
     s.set_defaults(fn=cmd_simulate)
 
     rules_p = sub.add_parser("rules", help="rule sets")
     rsub = rules_p.add_subparsers(dest="rules_command", required=True)
     c = rsub.add_parser("check", help="validate rule set files")
-    c.add_argument("files", nargs="+")
+    c.add_argument("files", nargs="+", help="rule set YAML files or preset names")
     c.set_defaults(fn=cmd_rules_check)
     ls = rsub.add_parser("list", help="list presets")
     ls.set_defaults(fn=cmd_rules_list)
@@ -249,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_metrics)
     sc = sub.add_parser("scenarios", help="scenarios").add_subparsers(dest="scenarios_command", required=True)
     scc = sc.add_parser("check", help="validate scenario files (preset names or paths)")
-    scc.add_argument("files", nargs="+")
+    scc.add_argument("files", nargs="+", help="scenario YAML files or preset names")
     scc.add_argument("--rules", action="append", default=[], help="also check against these rule sets")
     scc.set_defaults(fn=cmd_scenarios_check)
     _add_service_commands(sub)
@@ -272,6 +273,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:  # a file that cannot be read or written
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("LOYALTY_TRACEBACK"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (LOYALTY_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 70
     return code
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from app.cli.args import positive as _positive
 from app.settings import Settings
 
 
@@ -21,12 +22,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from app.serving import limits
     from app.stream.faust_app import create_app
-    from app.wire.kafka_io import ensure_topics
 
     settings = Settings.from_env()
     settings.check_serving()
     limits.install(settings.web_header_timeout, settings.web_max_connections)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(_preflight(settings))
     if settings.loop == "uvloop":
         import uvloop
 
@@ -48,6 +48,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.getLogger("loyalty").setLevel(settings.log_level.upper())
     worker.execute_from_commandline()
     return 0
+
+
+async def _preflight(settings: Settings) -> None:
+    """Kafka (topics created) and Redis answer, or one line and exit 2 (app.cli.main)."""
+    from app.projection.connect import wait_for_redis
+    from app.wire.kafka_io import ensure_topics
+
+    await wait_for_redis(settings.redis_url, settings.connect_timeout)
+    await ensure_topics(settings)
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
@@ -77,6 +86,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     log = logging.getLogger("loyalty.lookup")
 
     async def serve() -> None:
+        from app.projection.connect import wait_for_redis
+
+        await wait_for_redis(settings.redis_url, settings.connect_timeout)
         reader = open_reader(settings.redis_url, namespace(settings.app_id))
         server = LookupServer(reader, dims, Days(settings.timezone), settings.clock_fn(),
                               settings.api_token, cache_size=settings.lookup_cache,
@@ -180,11 +192,17 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from app.wire.kafka_io import tail
 
     settings = Settings.from_env()
-    topic = args.topic or settings.topic_changes
+    topic = args.topic or (settings.topic_dlq if args.dlq else settings.topic_changes)
+    with_headers = args.headers or args.dlq
 
     async def run() -> None:
         async for record in tail(settings, topic, idle_timeout=args.idle, max_messages=args.max):
-            sys.stdout.buffer.write(record.value + b"\n")
+            value = record.value or b""
+            if with_headers:
+                value = orjson.dumps({"headers": {k: v.decode("utf-8", "replace") for k, v in record.headers or ()},
+                                      "value": value.decode("utf-8", "replace"), "partition": record.partition,
+                                      "offset": record.offset})
+            sys.stdout.buffer.write(value + b"\n")
         sys.stdout.flush()
 
     asyncio.run(run())
@@ -229,13 +247,33 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective settings (environment, defaults), validated, secrets masked."""
+    from app.settings import masked
+
+    values = masked(Settings.from_env())
+    if args.json:
+        print(orjson.dumps(values, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for name, value in values.items():
+            print(f"{name}={value}")
+    return 0
+
+
+def _port(text: str) -> int:
+    n = _positive(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port (1-65535), got {n}")
+    return n
+
+
 def register(sub: Any) -> None:
     from app.cli.args import instant as _instant
 
     w = sub.add_parser("worker", help="run a Faust worker (settings from the environment)")
     w.set_defaults(fn=cmd_worker)
     lk = sub.add_parser("lookup", help="run the POS lookup server (GET /clients/{id}, Redis only)")
-    lk.add_argument("--port", type=int, default=None, help="default: LOYALTY_LOOKUP_PORT (6068)")
+    lk.add_argument("--port", type=_port, default=None, help="default: LOYALTY_LOOKUP_PORT (6068)")
     lk.add_argument("--reuse-port", action="store_true",
                     help="SO_REUSEPORT: several lookup processes share the port")
     lk.set_defaults(fn=cmd_lookup)
@@ -251,29 +289,36 @@ def register(sub: Any) -> None:
                    help="send in event-time order (default, as loyalty replay applies them) or as read")
     p.add_argument("--earliest", default=os.environ.get("LOYALTY_EARLIEST_EVENT") or "1970-01-01T00:00:00Z",
                    help="earliest event time (LOYALTY_EARLIEST_EVENT); older lines are sent first, to the DLQ")
-    p.add_argument("--sort-memory", type=int, default=256, metavar="MIB",
+    p.add_argument("--sort-memory", type=_positive, default=256, metavar="MIB",
                    help="memory for the sort; beyond it, sorted runs go to temporary files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--profiles", action="store_true", help="send profiles instead of receipts")
-    p.add_argument("--topic")
+    p.add_argument("--topic", help="default: LOYALTY_TOPIC_RECEIPTS (or LOYALTY_TOPIC_PROFILES with --profiles)")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: max)")
-    p.add_argument("--clients", type=int, default=1000)
-    p.add_argument("--days", type=int, default=90)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--end", type=_instant, default=None)
+    p.add_argument("--clients", type=_positive, default=1000, help="simulator: clients")
+    p.add_argument("--days", type=_positive, default=90, help="simulator: days of history")
+    p.add_argument("--seed", type=int, default=1, help="simulator: random seed")
+    p.add_argument("--end", type=_instant, default=None, help="simulator: end of the history ('now' allowed)")
     p.add_argument("--live", action="store_true", help="receipts stamped now, at --rate, for --duration")
-    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of --live traffic")
     p.set_defaults(fn=cmd_produce)
     sm = sub.add_parser("summary", help="segment sizes and change counts from the change topic")
-    sm.add_argument("--idle", type=float, default=3.0)
+    sm.add_argument("--idle", type=float, default=3.0, help="stop after this many idle seconds")
     sm.set_defaults(fn=cmd_summary)
     tl = sub.add_parser("tail", help="print messages of a topic (default: segment changes)")
-    tl.add_argument("--topic")
+    tl.add_argument("--topic", help="default: LOYALTY_TOPIC_CHANGES")
+    tl.add_argument("--dlq", action="store_true",
+                    help="the DLQ (LOYALTY_TOPIC_DLQ), one JSON line per message with its reason headers")
+    tl.add_argument("--headers", action="store_true",
+                    help="print {\"headers\": {...}, \"value\": ...} per message (implied by --dlq)")
     tl.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
-    tl.add_argument("--max", type=int, default=None)
+    tl.add_argument("--max", type=_positive, default=None, help="stop after this many messages")
     tl.set_defaults(fn=cmd_tail)
     pr = sub.add_parser("projection", help="the Redis projection of segments")
     prs = pr.add_subparsers(dest="projection_command", required=True)
     rb = prs.add_parser("rebuild", help="rebuild the projection from Kafka (changes topic "
                                         "and clients changelog) into a new generation")
     rb.set_defaults(fn=cmd_rebuild)
+    cf = sub.add_parser("config", help="print the effective settings (secrets masked) or the first invalid one")
+    cf.add_argument("--json", action="store_true", help="one JSON object instead of NAME=value lines")
+    cf.set_defaults(fn=cmd_config)

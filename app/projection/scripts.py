@@ -32,6 +32,7 @@ from typing import Any
 # [12] event metrics JSON [13] "1" count the transition [14] summary metrics JSON ("" none)
 # [15] metrics_at [16] revenue cents ("" none) [17] score of the day [18] t as RFC 3339
 # [19] metrics_at as RFC 3339. Returns 1 applied, 0 stale or duplicate, -1 generation switched.
+# An empty dimension updates the summary metrics and revenue only (no segment, no counting).
 APPLY = """
 if ARGV[1] ~= '' then
   local g = redis.call('GET', KEYS[1]) or '0'
@@ -44,7 +45,7 @@ local cur = redis.call('HMGET', ck, dim, dim .. ':v', dim .. ':sm', dim .. ':rev
 local curseg, v = cur[1], tonumber(cur[2])
 local pair = from .. '>' .. to
 local vk = pair
-local ok = true
+local ok = dim ~= ''  -- no dimension: a metrics-only update (the clients changelog)
 if v then
   if t < v then ok = false
   elseif t == v then

@@ -131,6 +131,12 @@ class Update:
     revenue: int | None = None  # cents
 
     @classmethod
+    def metrics_only(cls, client_id: str, metrics: dict[str, Any], at: int) -> Update:
+        """The client's current summary metrics (and revenue) as of ``at``, segments untouched."""
+        return cls(client_id, "", "", "", at, count=False, metrics=orjson.dumps(metrics),
+                   metrics_at=at, revenue=cents(metrics.get(REVENUE_METRIC)))
+
+    @classmethod
     def from_event(cls, event: dict[str, Any], metrics: dict[str, Any] | None = None,
                    metrics_at: int = 0) -> Update:
         data = event["data"]
@@ -190,6 +196,10 @@ class Projection:
 
     async def _p(self) -> str:
         return self.prefix(await self.generation())
+
+    async def prefix_now(self) -> str:
+        """The key prefix of the current generation (cached up to a second)."""
+        return await self._p()
 
     # -- writes ---------------------------------------------------------------------------
 

@@ -139,7 +139,8 @@ def document() -> dict[str, Any]:
                                {"type": "string", "enum": ["current", "day", "month"],
                                 "default": "current"})])},
         "/reports/scenarios": {"get": _op(
-            "Scenario actions, conversions and conversion rate per scenario (this worker, since start)",
+            "Scenario actions, conversions and conversion rate per scenario (the whole cluster, each "
+            "action and conversion counted once)",
             _json({"type": "object", "additionalProperties": {"type": "object", "properties": {
                 "actions": {"type": "integer"}, "conversions": {"type": "integer"},
                 "conversion_rate": {"type": ["number", "null"]}}}}, "per-scenario counts"),
@@ -147,8 +148,10 @@ def document() -> dict[str, Any]:
         "/rules/preview": {"post": _op(
             "How many clients would enter and leave each segment under a rule set, now",
             _json({"type": "object", "properties": {
-                "ruleset": _STR, "version": _STR, "as_of": _STR, "scope": _STR,
-                "clients": {"type": "integer"},
+                "ruleset": _STR, "version": _STR, "as_of": _STR,
+                "scope": {"type": "string", "enum": ["cluster", "worker"]},
+                "clients": {"type": "integer"}, "workers": {"type": "integer"},
+                "partitions": {"type": "array", "items": {"type": "integer"}},
                 "dimensions": {"type": "object", "additionalProperties": {
                     "type": "object", "properties": {
                         "changed": {"type": "integer"},
@@ -160,8 +163,14 @@ def document() -> dict[str, Any]:
             requestBody={"required": True, "description": "a rule set (YAML text)", "content": {
                 mt: {"schema": {"type": "string"}}
                 for mt in ("application/yaml", "text/yaml", "text/plain")}},
-            description="Evaluated over the clients table of the worker that answers (its "
-                        "active partitions).")},
+            parameters=[_q("scope", "`cluster` (default: every worker's part, merged) or `worker` "
+                           "(this worker's active partitions only)",
+                           {"type": "string", "enum": ["cluster", "worker"], "default": "cluster"}),
+                        _q("as_of", "evaluation instant, epoch seconds (default: now)",
+                           {"type": "integer"})],
+            description="Evaluated over every client of the cluster: the worker asked gathers "
+                        "each worker's part (503 `rebalancing` while partitions move, 503 "
+                        "`unavailable` if a worker does not answer).")},
         "/health": {"get": _public("Liveness", _json({"type": "object"}, "alive"))},
         "/ready": {"get": _public("Readiness", _json({"type": "object"}, "ready")) | {
             "responses": {"200": _json({"type": "object"}, "ready"),

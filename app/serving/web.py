@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError
 
 from app.projection.store import Projection, namespace
 from app.serving.api import Api, ApiError, bad, json_response
+from app.serving.cluster import Peers, gather, local_partitions, merge_preview
 from app.serving.openapi import document
 from app.settings import Settings
 from app.wire import codecs
@@ -59,22 +61,35 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
                                      settings.timezone)
     api = Api(projection, pipeline.engine, pipeline.clock)
     web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]
-    mount(web_app, api, settings.api_token, lambda: pipeline.clients.data.items())
-    mount_scenario_report(web_app, pipeline.metrics)
+    table_topic = f"{settings.app_id}-clients-changelog"
+    peers = Peers.of(app, settings.canonical_url, settings.partitions, settings.api_token)
+    mount(web_app, api, settings.api_token, lambda: pipeline.clients.data.items(),
+          Cluster(peers, lambda: local_partitions(app, table_topic)))
+    mount_scenario_report(web_app, projection)
 
 
-def mount_scenario_report(web_app: web.Application, metrics: Any) -> None:
-    """GET /reports/scenarios: actions, conversions, conversion rate per scenario."""
+def mount_scenario_report(web_app: web.Application, projection: Projection) -> None:
+    """GET /reports/scenarios: actions, conversions, conversion rate per scenario, for the
+    whole cluster (counted once per event id in the projection: app.projection.scenarios)."""
 
     async def scenarios(request: web.Request) -> web.Response:
-        from agents.scenarios import scenario_report
+        from app.projection.scenarios import report
 
-        return json_response(scenario_report(metrics))
+        return json_response(await report(projection.redis, await projection.prefix_now()))
 
     web_app.add_routes([web.get("/reports/scenarios", scenarios)])
 
 
-def mount(web_app: web.Application, api: Api, token: str, table_items: TableItems) -> None:
+@dataclass(frozen=True)
+class Cluster:
+    """The other workers (cluster-wide answers) and this worker's partitions of the table."""
+
+    peers: Peers
+    partitions: Callable[[], list[int]]
+
+
+def mount(web_app: web.Application, api: Api, token: str, table_items: TableItems,
+          cluster: Cluster | None = None) -> None:
     """Add the API, OpenAPI document, dashboard and middlewares to an aiohttp app."""
     web_app.middlewares.append(errors_middleware)
     web_app.middlewares.append(auth_middleware(token))
@@ -88,7 +103,7 @@ def mount(web_app: web.Application, api: Api, token: str, table_items: TableItem
         return web.FileResponse(STATIC / "dashboard.html")
 
     async def preview(request: web.Request) -> web.Response:
-        return await rules_preview(request, api, table_items)
+        return await rules_preview(request, api, table_items, cluster)
 
     async def close(_: web.Application) -> None:
         await api.projection.close()
@@ -144,11 +159,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 # -- rule preview -------------------------------------------------------------------------------
 
-async def rules_preview(request: web.Request, api: Api, table_items: TableItems) -> web.Response:
+async def rules_preview(request: web.Request, api: Api, table_items: TableItems,
+                        cluster: Cluster | None = None) -> web.Response:
     """Rule set YAML in the body -> per segment: clients before/after, entering, leaving.
 
-    Evaluated now (the service clock) over the clients of this worker's active partitions
-    with a new engine; nothing is written or published."""
+    Evaluated now (the service clock, or ``as_of`` in epoch seconds) with a new engine over
+    every client of the cluster: each worker evaluates its active partitions
+    (``scope=worker``) and the worker asked merges the parts (:mod:`app.serving.cluster`).
+    Nothing is written or published."""
     try:
         text = (await request.read()).decode("utf-8")
     except UnicodeDecodeError:
@@ -160,10 +178,22 @@ async def rules_preview(request: web.Request, api: Api, table_items: TableItems)
     except LoyaltyError as exc:
         raise bad("body", str(exc)) from None
     now = to_epoch(api.clock())
-    result = await preview_counts(engine, table_items(), now)
+    if "as_of" in request.query:
+        try:
+            now = int(request.query["as_of"])
+        except ValueError:
+            raise bad("as_of", "epoch seconds") from None
     rs = engine.rulesets[0]
-    return json_response({"ruleset": rs.name, "version": rs.version, "as_of": iso(now),
-                          "scope": "clients of this worker's active partitions", **result})
+
+    async def local() -> dict[str, Any]:
+        parts = cluster.partitions() if cluster is not None else []
+        result = await preview_counts(engine, table_items(), now)
+        return {"ruleset": rs.name, "version": rs.version, "as_of": iso(now), **result, "partitions": parts}
+
+    if cluster is None or request.query.get("scope") == "worker":
+        return json_response({**await local(), "scope": "worker"})
+    parts = await gather(cluster.peers, "/rules/preview", {"as_of": str(now)}, text.encode(), local)
+    return json_response({**merge_preview(parts), "scope": "cluster"})
 
 
 async def preview_counts(engine: Engine, items: Iterable[tuple[bytes, bytes]],

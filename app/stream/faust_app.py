@@ -11,6 +11,8 @@ from faust.transport.producer import ProducerBuffer
 from app.metrics import Metrics
 from app.settings import Settings
 from app.stream import faust_patches, sensors
+from app.wire.kafka_conn import faust_credentials, options
+from app.wire.kafka_io import topic_configs
 from rules import Engine, load_ruleset
 
 
@@ -37,7 +39,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=[f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",") if b.strip()],
+        broker_credentials=faust_credentials(settings),
+        topic_replication_factor=settings.replication_factor,
+        canonical_url=settings.canonical_url,
         store=settings.store,
         datadir=settings.data_dir,
         autodiscover=False,
@@ -71,6 +76,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     metrics = metrics or Metrics.create()
     sensors.install(app, metrics.registry, pattern="/metrics")
     n = settings.partitions
+    configs = topic_configs(settings)
     engine = build_engine(settings)
     runner = build_runner(settings, engine.rulesets)
     pipeline = Pipeline(
@@ -81,11 +87,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         receipts=app.topic(settings.topic_receipts, key_type=bytes, value_type=bytes),
         profiles=app.topic(settings.topic_profiles, key_type=bytes, value_type=bytes),
         client_events=app.topic(settings.topic_client_events, key_type=bytes, value_type=bytes,
-                                partitions=n, internal=True),
+                                partitions=n, internal=True, config=configs),
         changes=app.topic(settings.topic_changes, key_type=bytes, value_type=bytes),
         dlq=app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes),
         clients=app.Table("clients", key_type=bytes, value_type=bytes, partitions=n,
-                          options=rocksdb_options(settings)),
+                          options=rocksdb_options(settings), extra_topic_configs=configs),
         due_index=DueIndex(),
         inflight={},
         fault_stall_partition=settings.fault_stall_partition,
@@ -93,7 +99,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         batch_max=settings.batch_max,
         batch_within=settings.batch_within,
         direct_sends=settings.guarantee == "at_least_once",
-        bootstrap=settings.kafka_bootstrap,
+        kafka=options(settings),
         scenarios=runner,
         actions=register_actions(app, settings) if runner is not None else None,
         earliest=settings.earliest,

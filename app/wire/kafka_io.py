@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from app.settings import Settings
+from app.wire.kafka_conn import options, wait_for_kafka
+
+log = logging.getLogger("loyalty.kafka")
 
 
 def service_topics(settings: Settings) -> list[str]:
@@ -21,28 +25,46 @@ def service_topics(settings: Settings) -> list[str]:
             settings.topic_dlq, settings.topic_client_events, settings.topic_actions, settings.topic_actions_dlq]
 
 
+def topic_configs(settings: Settings) -> dict[str, str]:
+    """Configuration of every topic the service creates (Faust's included)."""
+    return {"min.insync.replicas": str(settings.min_insync_replicas)}
+
+
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
-                        timeout: float = 60.0) -> None:
-    """Create the service's topics (idempotent); waits for the broker up to ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        try:
-            await admin.start()
-            break
-        except Exception:
-            await admin.close()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1.0)
+                        timeout: float | None = None) -> None:
+    """Create the service's topics (idempotent) with LOYALTY_PARTITIONS partitions and
+    LOYALTY_REPLICATION_FACTOR replicas; waits for the cluster up to ``timeout`` (default
+    LOYALTY_CONNECT_TIMEOUT) and raises ``KafkaUnavailable`` with one line after it. Topics
+    that exist with fewer replicas than configured are reported once (not changed)."""
+    admin = await wait_for_kafka(settings, timeout)
     try:
+        names = list(names or service_topics(settings))
         existing = set(await admin.list_topics())
-        wanted = [n for n in (names or service_topics(settings)) if n not in existing]
+        wanted = [n for n in names if n not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
-                await admin.create_topics([NewTopic(n, settings.partitions, 1) for n in wanted])
+                await admin.create_topics([NewTopic(n, settings.partitions, settings.replication_factor,
+                                                    topic_configs=topic_configs(settings)) for n in wanted])
+        if settings.replication_factor > 1:
+            await _report_replicas(admin, settings, [n for n in names if n in existing])
     finally:
         await admin.close()
+
+
+async def _report_replicas(admin: Any, settings: Settings, names: list[str]) -> None:
+    if not names:
+        return
+    try:
+        described = await admin.describe_topics(names)
+    except Exception as exc:  # informational only
+        log.debug("cannot describe topics: %s", exc)
+        return
+    short = sorted(d["topic"] for d in described
+                   if d.get("partitions") and min(len(p["replicas"]) for p in d["partitions"])
+                   < settings.replication_factor)
+    if short:
+        log.warning("topics with fewer replicas than LOYALTY_REPLICATION_FACTOR=%d (not changed; "
+                    "kafka-reassign-partitions can raise it): %s", settings.replication_factor, ", ".join(short))
 
 
 def client_key(line: bytes) -> bytes | None:
@@ -58,7 +80,7 @@ def client_key(line: bytes) -> bytes | None:
 async def produce(settings: Settings, topic: str, lines: Iterable[bytes], rate: float = 0.0,
                   key_fn: Any = client_key) -> tuple[int, float]:
     """Send lines (values) to a topic; ``rate`` messages/s (0: as fast as possible)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
+    producer = AIOKafkaProducer(**options(settings), linger_ms=5,
                                 max_batch_size=256 * 1024, acks="all", enable_idempotence=True)
     await producer.start()
     started = time.perf_counter()
@@ -84,7 +106,7 @@ async def tail(settings: Settings, topic: str, idle_timeout: float = 10.0,
     Reads committed messages only (what a downstream consumer of transactional producers
     should see; harmless for the worker's plain at-least-once writes).
     """
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(topic, **options(settings),
                                 group_id=group, auto_offset_reset="earliest",
                                 enable_auto_commit=group is not None,
                                 isolation_level="read_committed")
@@ -127,7 +149,7 @@ async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) ->
     Unlike :func:`tail`, a slow fetch cannot end the read early: it stops at the end offsets
     (or raises ``TimeoutError`` after ``timeout`` seconds).
     """
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(topic, **options(settings),
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 isolation_level="read_committed")
     await consumer.start()  # no group: every partition is assigned to this consumer
@@ -144,11 +166,12 @@ async def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) ->
         await consumer.stop()
 
 
-async def fetch_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
+async def fetch_range(connection: dict[str, Any], topic: str, partition: int, start: int, end: int,
                       timeout: float = 120.0) -> list[Any]:
     """The records of one partition with offsets in [start, end), read with a plain consumer
-    (no group). For records a Faust consumer skipped (agents.offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    (no group; ``connection``: :func:`app.wire.kafka_conn.options`). For records a Faust
+    consumer skipped (agents.offsets)."""
+    consumer = AIOKafkaConsumer(**connection, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:

@@ -13,10 +13,8 @@ from agents.scenarios import (
     load_scenario,
     load_scenarios,
     scenario_presets,
-    scenario_report,
 )
 from app.cli.main import main
-from app.metrics import Metrics
 from app.settings import Settings
 from app.wire import codecs
 from rules import Engine, RuleSetError, load_ruleset
@@ -79,17 +77,6 @@ def test_clients_handler_runs_scenarios_with_their_state_in_the_table_value() ->
     plain = ClientHandler(Engine([load_ruleset("boostfeel")], tz="Europe/Moscow"), lambda: now[0])
     kept = plain.handle("c-1", _receipt("r-later", due + 4 * 86_400), back.value)
     assert kept.value is not None and codecs.scenario_part(kept.value) == codecs.scenario_part(back.value or b"")
-
-
-def test_report_reads_the_counters_per_scenario() -> None:
-    metrics = Metrics.create()
-    for _ in range(4):
-        metrics.scenario_actions.labels("win_back_at_risk").inc()
-    metrics.scenario_conversions.labels("win_back_at_risk").inc()
-    report = scenario_report(metrics, ["win_back_at_risk", "vip_status"])
-    assert report == {"win_back_at_risk": {"actions": 4, "conversions": 1, "conversion_rate": 0.25},
-                      "vip_status": {"actions": 0, "conversions": 0, "conversion_rate": None}}
-    assert scenario_report(metrics) == {"win_back_at_risk": report["win_back_at_risk"]}
 
 
 def test_cli_scenarios_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

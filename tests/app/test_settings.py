@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.settings import Settings, SettingsError, fields, variable
@@ -58,8 +60,7 @@ def test_settings_are_frozen_and_every_field_is_documented() -> None:
     assert len(names) == len(set(names)) >= 40
     for field, info in fields().items():
         assert info.description, f"{variable(field)} has no description"
-        assert variable(field) == "KAFKA_BOOTSTRAP_SERVERS" or variable(field) == "REDIS_URL" \
-            or variable(field).startswith("LOYALTY_"), field
+        assert variable(field).startswith(("KAFKA_", "LOYALTY_")) or variable(field) == "REDIS_URL", field
 
 
 @pytest.mark.parametrize(("env", "words"), [
@@ -80,3 +81,65 @@ def test_serving_beyond_loopback_needs_a_real_token(env: dict[str, str], words: 
 ])
 def test_loopback_a_real_token_or_an_explicit_opt_out_may_serve(env: dict[str, str]) -> None:
     Settings.from_env(env).check_serving()
+
+
+@pytest.mark.parametrize(("env", "variable_named", "words"), [
+    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_USERNAME", "required"),
+    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_PASSWORD", "required"),
+    ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL", "'SASL_SSL'"),
+    ({"KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+    ({"KAFKA_SSL_CAFILE": "/no/such/ca.pem"}, "KAFKA_SSL_CAFILE", "cannot read"),
+    ({"KAFKA_SSL_CERTFILE": "/etc/hostname"}, "KAFKA_SSL_KEYFILE", "go together"),
+    ({"LOYALTY_MIN_INSYNC_REPLICAS": "2"}, "LOYALTY_MIN_INSYNC_REPLICAS", "LOYALTY_REPLICATION_FACTOR=1"),
+    ({"LOYALTY_REPLICATION_FACTOR": "0"}, "LOYALTY_REPLICATION_FACTOR", "greater than or equal to 1"),
+    ({"KAFKA_SASL_PASSWORD_FILE": "/no/such/file"}, "KAFKA_SASL_PASSWORD_FILE", "cannot read"),
+    ({"LOYALTY_ADVERTISED_URL": "pod-1:6066"}, "LOYALTY_ADVERTISED_URL", "http://"),
+    ({"LOYALTY_LOG_LEVEL": "loud"}, "LOYALTY_LOG_LEVEL", "'warning'"),
+    ({"LOYALTY_CONNECT_TIMEOUT": "0"}, "LOYALTY_CONNECT_TIMEOUT", "greater than 0"),
+    ({"LOYALTY_WEB_PORT": "70000"}, "LOYALTY_WEB_PORT", "65535"),
+])
+def test_security_and_durability_settings_fail_with_one_line_naming_the_variable(
+        env: dict[str, str], variable_named: str, words: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert str(err.value).startswith(f"{variable_named}: ")
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_secrets_come_from_files_and_are_masked(tmp_path: Path) -> None:
+    from app.settings import masked
+
+    secret = tmp_path / "sasl"
+    secret.write_text("s3cret-from-file\n")
+    s = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "loyalty",
+                           "KAFKA_SASL_PASSWORD_FILE": str(secret), "REDIS_URL": "redis://app:pw@redis:6379/0",
+                           "LOYALTY_API_TOKEN": "t" * 32, "LOYALTY_LOG_LEVEL": "WARNING"})
+    assert s.kafka_sasl_password.get_secret_value() == "s3cret-from-file"
+    assert s.log_level == "warning"
+    shown = masked(s)
+    text = repr(s) + str(shown)
+    for value in ("s3cret-from-file", "pw@", "t" * 32):
+        assert value not in text
+    assert shown["KAFKA_SASL_PASSWORD"] == "***" and shown["REDIS_URL"] == "redis://app:***@redis:6379/0"
+    assert set(shown) == {variable(f) for f in fields()}
+
+
+def test_kafka_client_options_carry_tls_and_sasl(tmp_path: Path) -> None:
+    import ssl
+
+    from app.wire.kafka_conn import faust_credentials, options
+
+    plain = options(Settings.from_env({}))
+    assert plain == {"bootstrap_servers": "127.0.0.1:9092", "security_protocol": "PLAINTEXT"}
+    assert faust_credentials(Settings.from_env({})) is None
+    s = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u",
+                           "KAFKA_SASL_PASSWORD": "p", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+                           "KAFKA_SSL_CHECK_HOSTNAME": "false"})
+    opts = options(s)
+    assert opts["security_protocol"] == "SASL_SSL" and opts["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert (opts["sasl_plain_username"], opts["sasl_plain_password"]) == ("u", "p")
+    assert isinstance(opts["ssl_context"], ssl.SSLContext) and not opts["ssl_context"].check_hostname
+    creds = faust_credentials(s)
+    assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-256"
+    assert "p" not in repr(creds).replace("<SASLCredentials: username=u>", "")

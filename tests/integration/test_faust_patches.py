@@ -60,7 +60,7 @@ def test_fetch_range_reads_exactly_the_requested_offsets(kafka_bootstrap: str) -
     async def run() -> list[int]:
         await ensure_topics(settings, [topic])
         await produce(settings, topic, [b"%d" % i for i in range(3000)], key_fn=None)
-        records = await fetch_range(kafka_bootstrap, topic, 0, 17, 2500)
+        records = await fetch_range({"bootstrap_servers": kafka_bootstrap}, topic, 0, 17, 2500)
         return [r.offset for r in records]
 
     assert asyncio.run(run()) == list(range(17, 2500))
