@@ -188,7 +188,7 @@ def main() -> None:
                       "throughput": throughput(boot, tmp, args.receipts, args.workers),
                       "latency": [latency(boot, tmp, r, args.seconds) for r in (args.rate or [1000, 5000])]}
     finally:  # the workers' topics and Redis keys: repeated runs must not fill the broker and Redis
-        redis_url = EXTRA.get("REDIS_URL") or os.environ.get("REDIS_URL") or Settings.redis_url
+        redis_url = EXTRA.get("REDIS_URL") or os.environ.get("REDIS_URL") or Settings.from_env().redis_url
         topics, keys = asyncio.run(drop_test_data(boot, redis_url, CREATED))
         print(f"bench-stream: dropped {topics} topics and {keys} Redis keys", file=sys.stderr)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

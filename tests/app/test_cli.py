@@ -49,6 +49,8 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     (["worker"], {"LOYALTY_TIMEZONE": "Mars/Base"}, "LOYALTY_TIMEZONE: unknown time zone"),
     (["config"], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_USERNAME: required"),
     (["topics"], {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "did not answer within 2 s (LOYALTY_CONNECT_TIMEOUT)"),
+    (["worker"], {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "REDIS_URL": "redis://127.0.0.1:1/0"},
+     "Redis at redis://127.0.0.1:1/0 did not answer within 2 s"),
     (["lookup"], {"REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}, "Redis at redis://:***@127.0.0.1:1/0"),
 ])
 def test_mistakes_give_one_line_and_a_nonzero_exit(args: list[str], env: dict[str, str], words: str) -> None:

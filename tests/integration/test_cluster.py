@@ -21,6 +21,7 @@ import pytest
 
 from app.batch.replay import Replay
 from app.batch.simulate import SimConfig, generate
+from app.settings import Settings
 from app.wire.kafka_io import read_to_end
 from rules import Engine, load_ruleset
 from tests.integration.harness import (
@@ -232,3 +233,30 @@ def test_wrong_credentials_fail_fast_with_one_line(tmp_path: Path, kafka_bootstr
     assert lines[0].startswith("error: Kafka at 127.0.0.1:") and "invalid credentials" in lines[0]
     assert "not-the-password" not in done.stderr
     assert took < 20, took  # not the 60 s connect timeout: credentials are not retried
+
+
+def test_tail_shows_dlq_reasons_from_the_headers(tmp_path: Path, kafka_bootstrap: str) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from app.wire.kafka_io import ensure_topics
+
+    env = unique_env(kafka_bootstrap, tmp_path / "w")
+    settings = Settings.from_env(env)
+
+    async def put() -> None:
+        await ensure_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic_dlq, b'{"receipt_id": "r-1"}', key=b"c-1", headers=[
+                ("reason", b"missing_field"), ("field", b"client_id"), ("source-topic", b"pos.receipts")])
+        finally:
+            await producer.stop()
+
+    asyncio.run(put())
+    done = subprocess.run([sys.executable, "-m", "app", "tail", "--dlq", "--idle", "3", "--max", "1"],
+                          env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    row = orjson.loads(done.stdout.splitlines()[0])
+    assert row["headers"] == {"reason": "missing_field", "field": "client_id", "source-topic": "pos.receipts"}
+    assert row["value"] == '{"receipt_id": "r-1"}' and row["offset"] == 0
