@@ -8,8 +8,14 @@ growing) and neither polls nor commits, so nothing is lost and the Faust agents 
 buffer is full, Faust's conductor waits for it and every agent of the worker stops. When
 Redis answers again the projector goes on from its committed offset.
 
-Each change is enriched, when the client's record is in this worker's ``clients`` table,
-with every summary metric (``Engine.metrics`` at the client's clock) for the POS lookup.
+It also consumes the ``<app id>-clients-changelog`` topic: every write of a client's record
+(each receipt, profile or tick) projects the client's summary metrics (``Engine.metrics``
+at the client's clock) and revenue, so the POS lookup and the revenue reports follow every
+input, not only segment changes. Metrics come from that one source, in the changelog's
+order: a change event carries none (an earlier version enriched change events from the
+local table too; a late receipt, which changes metrics without moving the client's clock,
+then let an older enrichment overwrite a newer one). And it counts scenario actions and
+conversions from the actions topic (:mod:`app.projection.scenarios`).
 
 ``loyalty projection rebuild`` fills a fresh generation of the keyspace from Kafka:
 
@@ -87,46 +93,6 @@ class Projector:
         self._last_warning = 0.0
         self._value_dims = {d.id for _, d in self.engine.dims if d.value is not None}
 
-    def _stored(self, key: bytes, partition: int) -> bytes | None:
-        """The client's table value if its partition is active in this worker.
-
-        The changes topic is keyed by client id like client-events, so partition numbers
-        match when both have the same partition count (otherwise: no value, no harm)."""
-        try:
-            p = self.pipeline
-            tp = TP(p.client_events.get_topic_name(), partition)
-            if tp not in p.app.assignor.assigned_actives():
-                return None
-            store = p.clients.data
-            dbs = getattr(store, "_dbs", None)
-            if dbs is None:  # memory store
-                value = store.get(key)
-            else:
-                db = dbs.get(partition)
-                value = db.get(key) if db is not None else None
-            return value if isinstance(value, bytes) else None
-        except Exception:  # enrichment is best effort: the change itself is projected
-            log.debug("no table value for %r", key, exc_info=True)
-            return None
-
-    def update_of(self, event: dict[str, Any], partition: int,
-                  cache: dict[str, tuple[dict[str, Any], int] | None] | None = None) -> Update:
-        """The update for one change, with the client's summary metrics when its record
-        is here (``cache``: per batch, one metrics computation per client)."""
-        cid = str(event["data"]["client_id"])
-        cache = {} if cache is None else cache
-        if cid not in cache:
-            cache[cid] = None
-            stored = self._stored(cid.encode(), partition)
-            if stored is not None:
-                try:
-                    state = load_state(codecs.split_table_value(stored)[1])
-                    cache[cid] = (self.engine.metrics(state, state.clock), state.clock)
-                except Exception:
-                    log.debug("cannot enrich %r", cid, exc_info=True)
-        found = cache[cid]
-        return Update.from_event(event, *found) if found else Update.from_event(event)
-
     def changelog_topic(self) -> str:
         return f"{self.settings.app_id}-clients-changelog"
 
@@ -175,12 +141,12 @@ class Projector:
         return len(updates)
 
     async def apply_records(self, records: list[Any]) -> int:
-        """Project Kafka records of the changes topic (in offset order per partition)."""
+        """Project Kafka records of the changes topic (in offset order per partition): the
+        segments; the metrics and revenue come from the clients changelog only."""
         updates: list[Update] = []
-        cache: dict[str, tuple[dict[str, Any], int] | None] = {}
         for rec in records:
             try:
-                updates.append(self.update_of(orjson.loads(rec.value), rec.partition, cache))
+                updates.append(Update.from_event(orjson.loads(rec.value)))
             except Exception:  # not a change event: nothing to project
                 self.metrics.projection_errors.inc()
                 log.exception("skipping malformed change at %s[%s]@%s", rec.topic,

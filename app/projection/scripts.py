@@ -56,7 +56,9 @@ if v then
 end
 local applied = 0
 if ok then
-  local contrib = tonumber(cur[4]) or 0
+  -- the client's revenue moves with it; a first segment in a dimension takes the revenue
+  -- the clients changelog projected (metrics and revenue have that one source)
+  local contrib = tonumber(cur[4]) or tonumber(redis.call('HGET', ck, 'revenue')) or 0
   local cnt, rev = p .. 'cnt:' .. dim, p .. 'rev:' .. dim
   redis.call('SADD', p .. 'dims', dim)
   if curseg then

@@ -142,7 +142,7 @@ class Update:
         data = event["data"]
         at = int(datetime.fromisoformat(event["time"]).timestamp())
         ev_metrics = data.get("metrics") or {}
-        revenue = cents((metrics or {}).get(REVENUE_METRIC, ev_metrics.get(REVENUE_METRIC)))
+        revenue = cents(metrics.get(REVENUE_METRIC)) if metrics is not None else None
         return cls(
             client_id=str(data["client_id"]), dimension=str(data["dimension"]),
             to=str(data["to"]), from_=str(data.get("from") or ""), at=at,
