@@ -137,7 +137,8 @@ class Projector:
                 self.metrics.projection_errors.inc()
                 log.exception("skipping a clients changelog record at %s[%s]", records[0].topic,
                               records[0].partition)
-        await self.apply_with_retry(updates, 0.0)
+        results = await self._retry(lambda: self.projection.apply_metrics(updates), 0.0)
+        self.applied += sum(results)
         return len(updates)
 
     async def apply_records(self, records: list[Any]) -> int:

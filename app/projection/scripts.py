@@ -108,6 +108,52 @@ end
 return applied
 """
 
+# KEYS[1] NS:gen. ARGV: [1] generation to check ("" none) [2] prefix P [3] client [4] summary
+# metrics JSON [5] metrics_at (epoch s) [6] metrics_at as RFC 3339 [7] revenue cents ("" none).
+# A client's metrics and revenue from the clients changelog, newer or equal versions only;
+# moves the revenue per segment; replaces the tail of the rendered ``doc`` in place (only
+# identifiers and timestamps come before its fourth ``|``), so no RENDER is needed.
+# Returns 1 applied, 0 older, -1 generation switched.
+METRICS = """
+if ARGV[1] ~= '' then
+  local g = redis.call('GET', KEYS[1]) or '0'
+  if g ~= ARGV[1] then return -1 end
+end
+local p, ck = ARGV[2], ARGV[2] .. 'c:' .. ARGV[3]
+local nat = tonumber(ARGV[5])
+if nat < (tonumber(redis.call('HGET', ck, 'metrics_at')) or -1) then return 0 end
+redis.call('HSET', ck, 'metrics_at', nat, 'metrics_ati', ARGV[6], 'metrics', ARGV[4])
+if ARGV[7] ~= '' then
+  local r = tonumber(ARGV[7])
+  redis.call('HSET', ck, 'revenue', r)
+  for _, d in ipairs(redis.call('SMEMBERS', p .. 'dims')) do
+    local s = redis.call('HMGET', ck, d, d .. ':rev')
+    if s[1] then
+      local c = tonumber(s[2]) or 0
+      if c ~= r then
+        redis.call('HINCRBY', p .. 'rev:' .. d, s[1], r - c)
+        redis.call('HSET', ck, d .. ':rev', r)
+      end
+    end
+  end
+end
+local doc = redis.call('HGET', ck, 'doc')
+if doc then
+  local at = 0
+  for _ = 1, 4 do
+    at = string.find(doc, '|', at + 1, true)
+    if not at then break end
+  end
+  if at then
+    redis.call('HSET', ck, 'doc', string.sub(doc, 1, at) .. '"metrics":' .. ARGV[4]
+               .. ',"metrics_at":"' .. ARGV[6] .. '"')
+  else
+    redis.call('HDEL', ck, 'doc')
+  end
+end
+return 1
+"""
+
 # ARGV: [1] prefix P [2] client. (Re)renders the client's ``doc`` (none when it cannot).
 RENDER = """
 local p, ck = ARGV[1], ARGV[1] .. 'c:' .. ARGV[2]

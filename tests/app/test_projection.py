@@ -164,6 +164,28 @@ async def test_revenue_and_metrics_follow_latest(proj: Projection) -> None:
     assert await proj.revenue("x") == {"new": 500, "loyal": 2550}
 
 
+async def test_metrics_from_the_changelog_patch_the_document_like_a_render(proj: Projection) -> None:
+    """Metrics-only updates (the clients changelog): newer or equal versions win, revenue per
+    segment follows, a first segment takes the projected revenue, and the patched lookup
+    document equals a full RENDER of the hash."""
+    await proj.apply_metrics([Update.metrics_only("c1", {"lifetime_value": "10.00"}, t("2026-01-01T00:00:00"))])
+    await proj.apply([u("c1", "", "new", "2026-01-01T00:00:00", dim="x", rule="r1"),
+                      u("c1", "", "low", "2026-01-01T00:00:00", dim="y")])
+    assert await proj.revenue("x") == {"new": 1000} and await proj.revenue("y") == {"low": 1000}
+    late = Update.metrics_only("c1", {"lifetime_value": "12.50", "note": "a|b"}, t("2026-01-05T00:00:00"))
+    assert await proj.apply_metrics([late]) == [1]
+    patched = (await proj.client("c1"))["doc"]
+    g = await proj.generation(0.0)
+    await proj._render(args=[proj.prefix(g), "c1"])
+    assert (await proj.client("c1"))["doc"] == patched
+    assert '"metrics":{"lifetime_value":"12.50","note":"a|b"},"metrics_at":"2026-01-05T00:00:00Z"' in patched
+    assert await proj.revenue("x") == {"new": 1250} and await proj.revenue("y") == {"low": 1250}
+    older = Update.metrics_only("c1", {"lifetime_value": "11.00"}, t("2026-01-04T00:00:00"))
+    same = Update.metrics_only("c1", {"lifetime_value": "13.00"}, t("2026-01-05T00:00:00"))  # a late receipt
+    assert await proj.apply_metrics([older, same]) == [0, 1]
+    assert (await proj.client("c1"))["revenue"] == "1300" and await proj.revenue("x") == {"new": 1300}
+
+
 async def test_snapshots_by_day(proj: Projection) -> None:
     await proj.apply([u("c1", "", "a", "2026-01-01T00:00:00", revenue=100,
                         metrics_at=t("2026-01-01T00:00:00")),

@@ -1,4 +1,5 @@
-"""Shared helpers for tests/deploy: repo paths, tool lookup, PromQL metric-name extraction."""
+"""Shared helpers for tests/deploy: repo paths, tool lookup, PromQL metric-name extraction,
+the environment variable names the service reads, compose variable interpolation."""
 
 from __future__ import annotations
 
@@ -129,3 +130,52 @@ def find_tool(name: str) -> str | None:
 
 def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+# ------------------------------------------------------------------ settings variables
+
+# Set by the deploy files but not read by app/settings.py: POD_IP (Kubernetes downward API,
+# expanded into LOYALTY_ADVERTISED_URL) and LOYALTY_TOPIC_PARTITIONS (the ops-brief name of
+# LOYALTY_PARTITIONS, kept equal to it).
+EXTRA_VARIABLES = frozenset({"POD_IP", "LOYALTY_TOPIC_PARTITIONS"})
+
+
+def setting_variables() -> frozenset[str]:
+    """Every environment variable the service reads (app.settings), secrets' <NAME>_FILE
+    included, plus EXTRA_VARIABLES."""
+    from app.settings import SECRET_VARIABLES, Settings
+
+    names = {str(info.validation_alias) for info in Settings.model_fields.values()}
+    names |= {f"{name}_FILE" for name in SECRET_VARIABLES}
+    return frozenset(names | EXTRA_VARIABLES)
+
+
+def unknown_variables(names: object) -> list[str]:
+    """The names among ``names`` that no setting reads (typos), sorted."""
+    known = setting_variables()
+    return sorted(str(n) for n in names if str(n) not in known)  # type: ignore[attr-defined]
+
+
+_COMPOSE_VAR = re.compile(r"\$(?:\$|\{(\w+)(?:(:?[-?])([^}]*))?\}|(\w+))")
+
+
+def compose_interpolate(value: str, env: dict[str, str]) -> str:
+    """``value`` with docker compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+    ``${VAR:?error}``, ``$VAR`` and ``$$`` resolved from ``env`` (a missing required variable
+    raises KeyError, as compose stops)."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1) or m.group(4)
+        op, arg = m.group(2), m.group(3) or ""
+        unset = name not in env or (op is not None and op.startswith(":") and env[name] == "")
+        if op in (":-", "-"):
+            return arg if unset else env[name]
+        if op in (":?", "?"):
+            if unset:
+                raise KeyError(f"{name}: {arg}")
+            return env[name]
+        return env.get(name, "")
+
+    return _COMPOSE_VAR.sub(sub, value)

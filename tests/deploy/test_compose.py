@@ -7,15 +7,21 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 import yaml
-from deploy_support import DATA, ROOT, find_tool, run
+from deploy_support import DATA, ROOT, compose_interpolate, find_tool, run, unknown_variables
+
+from app.settings import Settings
 
 COMPOSE = ROOT / "docker-compose.yml"
 SCHEMA = DATA / "compose-spec.json"
 WORKERS = ("worker-1", "worker-2")
+KAFKA_CLIENTS = (*WORKERS, "simulator")
+# What `docker compose up` needs from the shell (LOYALTY_API_TOKEN is required).
+SHELL = {"LOYALTY_API_TOKEN": "0123456789abcdef0123456789abcdef"}
 WORKER_ENV = (
     "KAFKA_BOOTSTRAP_SERVERS",
     "REDIS_URL",
@@ -49,6 +55,16 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {k: str(v) for k, v in env.items()}
+
+
+def _resolved(service: dict[str, Any], shell: dict[str, str]) -> dict[str, str]:
+    """The service's environment as compose passes it, variables read from ``shell``."""
+    return {k: compose_interpolate(v, shell) for k, v in _env(service).items()}
+
+
+def _image_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run the loyalty-stream image (and so read app/settings.py)."""
+    return {name: svc for name, svc in compose["services"].items() if "build" in svc}
 
 
 def _named_volumes(service: dict[str, Any]) -> dict[str, str]:
@@ -143,7 +159,7 @@ def test_workers_have_distinct_persistent_data_volumes(compose: dict[str, Any]) 
 
 def test_worker_environment(compose: dict[str, Any]) -> None:
     for name in WORKERS:
-        env = _env(compose["services"][name])
+        env = _resolved(compose["services"][name], SHELL)
         missing = [k for k in WORKER_ENV if k not in env]
         assert not missing, f"{name}: missing {missing}"
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
@@ -151,8 +167,97 @@ def test_worker_environment(compose: dict[str, Any]) -> None:
         assert env["LOYALTY_WEB_PORT"] == "6066"
         # Default bind is 127.0.0.1: Prometheus could not scrape the worker.
         assert env["LOYALTY_WEB_HOST"] == "0.0.0.0"
-    env = _env(compose["services"]["simulator"])
+    env = _resolved(compose["services"]["simulator"], SHELL)
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_every_variable_is_a_setting(compose: dict[str, Any]) -> None:
+    """A misspelt variable is silently ignored by the service: fail here instead."""
+    services = _image_services(compose)
+    assert set(services) >= {*KAFKA_CLIENTS, "lookup"}
+    for name, svc in services.items():
+        assert not unknown_variables(_env(svc)), f"{name}: not a setting of app/settings.py"
+    for anchor in ("x-loyalty-env", "x-kafka-env"):
+        assert not unknown_variables(compose[anchor]), anchor
+
+
+def test_unknown_variables_catches_a_typo() -> None:
+    assert unknown_variables(["LOYALTY_REPLICATON_FACTOR", "KAFKA_SASL_PASSWORD_FILE",
+                              "LOYALTY_API_TOKEN_FILE", "POD_IP"]) == ["LOYALTY_REPLICATON_FACTOR"]
+
+
+def test_every_service_of_the_image_starts_with_the_default_settings(
+    compose: dict[str, Any],
+) -> None:
+    for name, svc in _image_services(compose).items():
+        settings = Settings.from_env(_resolved(svc, SHELL))
+        settings.check_serving()
+        assert settings.replication_factor == 1, name  # the local stack has one broker
+        assert settings.min_insync_replicas == 1, name
+        assert settings.kafka_security_protocol == "PLAINTEXT", name
+
+
+def test_replication_is_one_by_default_and_overridable(compose: dict[str, Any]) -> None:
+    for name in KAFKA_CLIENTS:
+        svc = compose["services"][name]
+        raw = _env(svc)
+        for var in ("LOYALTY_REPLICATION_FACTOR", "LOYALTY_MIN_INSYNC_REPLICAS"):
+            assert raw[var] == f"${{{var}:-1}}", f"{name}: {var}"
+        real = _resolved(svc, {**SHELL, "LOYALTY_REPLICATION_FACTOR": "3",
+                               "LOYALTY_MIN_INSYNC_REPLICAS": "2",
+                               "KAFKA_BOOTSTRAP_SERVERS": "b1:9092,b2:9092,b3:9092"})
+        settings = Settings.from_env(real)
+        assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+        assert settings.kafka_bootstrap == "b1:9092,b2:9092,b3:9092"
+
+
+def test_secured_kafka_from_the_shell(compose: dict[str, Any], tmp_path: Path) -> None:
+    """The Kafka security variables are empty (off) by default and reach every Kafka client."""
+    (tmp_path / "password").write_text("s3cret\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    shell = {**SHELL, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+             "KAFKA_SASL_USERNAME": "loyalty", "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password"),
+             "KAFKA_SSL_CAFILE": str(tmp_path / "ca.pem"), "KAFKA_SSL_CHECK_HOSTNAME": "false"}
+    for name in KAFKA_CLIENTS:
+        svc = compose["services"][name]
+        assert not {k: v for k, v in _resolved(svc, SHELL).items()
+                    if k.startswith("KAFKA_") and k != "KAFKA_BOOTSTRAP_SERVERS" and v}, name
+        settings = Settings.from_env(_resolved(svc, shell))
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-256"
+        assert settings.kafka_sasl_username == "loyalty"
+        assert settings.kafka_sasl_password.get_secret_value() == "s3cret"
+        assert settings.kafka_ssl_cafile == str(tmp_path / "ca.pem")
+        assert settings.kafka_ssl_check_hostname is False
+
+
+def test_lookup_gets_no_kafka_settings(compose: dict[str, Any]) -> None:
+    """The lookup server reads Redis only: Kafka credentials set for the workers must not
+    reach it (nor stop it: it validates every setting at start)."""
+    env = _env(compose["services"]["lookup"])
+    kafka = [k for k in env if k.startswith("KAFKA_") or k in (
+        "LOYALTY_REPLICATION_FACTOR", "LOYALTY_MIN_INSYNC_REPLICAS", "LOYALTY_ADVERTISED_URL")]
+    assert not kafka
+    assert "secrets" not in compose["services"]["lookup"]
+
+
+def test_each_worker_advertises_its_own_url(compose: dict[str, Any]) -> None:
+    """Workers ask each other for cluster-wide answers at LOYALTY_ADVERTISED_URL: it names the
+    worker's own service (a compose DNS name) and the port its API listens on."""
+    urls = {}
+    for name in WORKERS:
+        svc = compose["services"][name]
+        env = _resolved(svc, SHELL)
+        url = urlsplit(env["LOYALTY_ADVERTISED_URL"])
+        assert url.scheme == "http" and url.path in ("", "/"), name
+        assert url.hostname == name, f"{name}: advertises {url.hostname}"
+        assert url.port == int(env["LOYALTY_WEB_PORT"]), name
+        assert Settings.from_env(env).canonical_url == f"http://{name}:{url.port}"
+        urls[name] = env["LOYALTY_ADVERTISED_URL"]
+    assert len(set(urls.values())) == len(WORKERS), urls
 
 
 def test_healthchecks(compose: dict[str, Any]) -> None:

@@ -3,17 +3,24 @@ kubernetes-validate is installed, rendered with kustomize when it is on PATH."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from deploy_support import DEPLOY, INSTALL_HINT, find_tool, run
+from deploy_support import DEPLOY, INSTALL_HINT, find_tool, run, unknown_variables
+
+from app.settings import Settings
 
 K8S = DEPLOY / "k8s"
 NAMESPACE = "loyalty"
 WEB_PORT = 6066
 CLUSTER_SCOPED = {"Namespace"}
+KAFKA_SECRET = "loyalty-kafka"
+KAFKA_DIR = "/etc/loyalty/kafka"
+POD_IP = "10.1.2.3"  # what the downward API would give
 EXPECTED_KINDS = {
     "Namespace", "ConfigMap", "Secret", "StatefulSet", "Service", "PodDisruptionBudget",
     "Deployment",
@@ -50,6 +57,63 @@ def container(sts: dict[str, Any]) -> dict[str, Any]:
     containers = sts["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
+
+
+def _secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    import base64
+
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    return {**data, **(secret.get("stringData") or {})}
+
+
+_REF = re.compile(r"\$\((\w+)\)")
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: a variable defined before, else left as is."""
+    return _REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def _pod_env(container: dict[str, Any], downward: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it from the manifests: envFrom
+    (ConfigMaps, Secrets), then env in order (wins; $(VAR) expands earlier names)."""
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom", []):
+        if "configMapRef" in ref:
+            env.update(_one("ConfigMap", ref["configMapRef"]["name"])["data"])
+        if "secretRef" in ref:
+            env.update(_secret_data(_one("Secret", ref["secretRef"]["name"])))
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = _expand(item["value"], env)
+        else:
+            env[item["name"]] = downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def _secret_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """mounted path -> content of every Secret item the container mounts."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    out = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret is None:
+            continue
+        data = _secret_data(_one("Secret", secret["secretName"]))
+        items = secret.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            out[f"{mount['mountPath'].rstrip('/')}/{item['path']}"] = data[item["key"]]
+    return out
+
+
+def _settings(env: dict[str, str], files: dict[str, str], tmp_path: Path) -> Settings:
+    """Settings.from_env(env), every path in ``files`` written under tmp_path instead."""
+    local = {}
+    for i, (path, content) in enumerate(sorted(files.items())):
+        target = tmp_path / f"{i}-{Path(path).name}"
+        target.write_text(content)
+        local[path] = str(target)
+    return Settings.from_env({k: local.get(v, v) for k, v in env.items()})
 
 
 def _probe_port(probe: dict[str, Any], container: dict[str, Any]) -> int:
@@ -155,7 +219,7 @@ def test_env_from_configmap_and_secret(container: dict[str, Any]) -> None:
     cm_names = {r["configMapRef"]["name"] for r in refs if "configMapRef" in r}
     secret_names = {r["secretRef"]["name"] for r in refs if "secretRef" in r}
     cm = _one("ConfigMap")
-    secret = _one("Secret")
+    secret = _one("Secret", "loyalty-secrets")
     assert cm["metadata"]["name"] in cm_names
     assert secret["metadata"]["name"] in secret_names
     for key in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "LOYALTY_RULES", "LOYALTY_TIMEZONE",
@@ -166,6 +230,87 @@ def test_env_from_configmap_and_secret(container: dict[str, Any]) -> None:
     assert cm["data"]["LOYALTY_WEB_HOST"] == "0.0.0.0"
     assert "LOYALTY_API_TOKEN" in secret.get("stringData", secret.get("data", {}))
     assert "LOYALTY_API_TOKEN" not in cm["data"]
+
+
+def test_every_variable_is_a_setting() -> None:
+    """A misspelt variable is silently ignored by the service: fail here instead."""
+    assert not unknown_variables(_one("ConfigMap")["data"]), "configmap.yaml"
+    assert not unknown_variables(_secret_data(_one("Secret", "loyalty-secrets"))), "secret.yaml"
+    for kind, name in (("StatefulSet", "loyalty-worker"), ("Deployment", "loyalty-lookup")):
+        for c in _one(kind, name)["spec"]["template"]["spec"]["containers"]:
+            assert not unknown_variables(e["name"] for e in c.get("env", [])), f"{kind}/{name}"
+
+
+def test_worker_settings_validate(sts: dict[str, Any], container: dict[str, Any],
+                                  tmp_path: Path) -> None:
+    """The worker's environment (ConfigMap, Secret, env) is valid for app/settings.py, with the
+    files it names read from the Secret mounted there: a production Kafka setup."""
+    env = _pod_env(container, {"status.podIP": POD_IP})
+    files = _secret_files(sts["spec"]["template"]["spec"], container)
+    assert {env["KAFKA_SASL_PASSWORD_FILE"], env["KAFKA_SSL_CAFILE"]} <= set(files), \
+        "a *_FILE / CAFILE path that no mounted Secret item provides"
+    settings = _settings(env, files, tmp_path)
+    assert settings.replication_factor == 3
+    assert settings.min_insync_replicas == 2
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.kafka_sasl_username == "loyalty"
+    password = _secret_data(_one("Secret", KAFKA_SECRET))["password"]
+    assert settings.kafka_sasl_password.get_secret_value() == password.strip()
+    assert settings.kafka_tls and settings.kafka_ssl_cafile
+    assert settings.canonical_url == f"http://{POD_IP}:{WEB_PORT}"
+
+
+def test_advertised_url_from_the_pod_ip(container: dict[str, Any]) -> None:
+    """$(POD_IP) expands only if POD_IP is defined earlier in the env list."""
+    env = container["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    pod_ip = env[names.index("POD_IP")]
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    url = env[names.index("LOYALTY_ADVERTISED_URL")]["value"]
+    assert url == f"http://$(POD_IP):{WEB_PORT}"
+    assert names.index("POD_IP") < names.index("LOYALTY_ADVERTISED_URL")
+    for i, item in enumerate(env):  # every $(VAR) refers to an earlier entry
+        for ref in _REF.findall(item.get("value", "")):
+            assert ref in names[:i], f"{item['name']}: $({ref}) is not defined before it"
+    assert urlsplit(url.replace("$(POD_IP)", POD_IP)).port in {p["containerPort"] for p in
+                                                               container["ports"]}
+
+
+def test_kafka_secret_mounted_read_only(sts: dict[str, Any], container: dict[str, Any]) -> None:
+    pod = sts["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == KAFKA_DIR]
+    assert mount.get("readOnly") is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == KAFKA_SECRET
+    assert {i["path"] for i in secret["items"]} == {"ca.pem", "password"}
+    data = _secret_data(_one("Secret", KAFKA_SECRET))
+    assert {i["key"] for i in secret["items"]} <= set(data)
+    assert "REPLACE-ME" in data["password"] and "REPLACE-ME" in data["ca.pem"], \
+        "secret.yaml ships placeholders only"
+    assert secret.get("defaultMode", 0o644) & 0o007 == 0, "Kafka credentials world-readable"
+    # Not in the environment of any pod (envFrom would expose them to every process).
+    for _, doc in _docs():
+        if doc["kind"] in ("StatefulSet", "Deployment"):
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                refs = {r.get("secretRef", {}).get("name") for r in c.get("envFrom", [])}
+                assert KAFKA_SECRET not in refs
+
+
+def test_lookup_settings_validate_without_kafka_credentials() -> None:
+    """The lookup server loads the same ConfigMap but no Kafka credentials: the Kafka
+    security settings must be neutralised, or it would not start (it validates every setting)."""
+    dep = _one("Deployment", "loyalty-lookup")
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert not _secret_files(pod, container), "the lookup server mounts a Secret it does not need"
+    env = _pod_env(container, {})
+    assert not [v for v in env.values() if v.startswith(KAFKA_DIR)]
+    settings = Settings.from_env(env)
+    assert settings.lookup_port == 6068
+    assert settings.kafka_security_protocol == "PLAINTEXT"
 
 
 def test_image_is_pinned_and_runs_the_worker(container: dict[str, Any]) -> None:
