@@ -114,7 +114,12 @@ def test_panel_ids_unique_and_layout_fits_the_grid(dashboard: dict[str, Any]) ->
 def test_every_panel_queries_the_provisioned_datasource(
     dashboard: dict[str, Any], datasource: dict[str, Any]
 ) -> None:
-    uid = datasource["uid"]
+    """Portable: every panel and variable queries the `datasource` variable, whose default is
+    the provisioned one (an imported dashboard picks any Prometheus)."""
+    uid = "${datasource}"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["current"]["value"] == datasource["uid"]
     panels = _panels(dashboard)
     assert len(panels) >= 15
     for panel in panels:
@@ -130,9 +135,20 @@ def test_every_panel_queries_the_provisioned_datasource(
             assert var["datasource"]["uid"] == uid, var["name"]
 
 
+def _lookup_series() -> set[str]:
+    """The lookup server's series (app.lookup.stats)."""
+    from app.lookup.stats import Stats
+
+    names: set[str] = set()
+    for family in Stats().collect():
+        names |= {s.name for s in family.samples}
+        names |= {f"{family.name}_total"} if family.type == "counter" else {family.name, f"{family.name}_bucket"}
+    return names
+
+
 def test_exprs_reference_only_known_metrics(dashboard: dict[str, Any]) -> None:
     faust = faust_series_names()
-    known = domain_series_names() | SCRAPE_METRICS
+    known = domain_series_names() | SCRAPE_METRICS | _lookup_series()
     for title, expr in _exprs(dashboard):
         used = promql_metric_names(expr)
         assert used, f"{title}: no metric in {expr!r}"
@@ -149,7 +165,7 @@ def test_dashboard_covers_every_domain_metric(dashboard: dict[str, Any]) -> None
 
 
 def test_depends_on_faust_metrics_in_at_most_two_panels(dashboard: dict[str, Any]) -> None:
-    domain = domain_series_names() | SCRAPE_METRICS
+    domain = domain_series_names() | SCRAPE_METRICS | _lookup_series()
     faust_panels = {
         p["title"] for p in _panels(dashboard) for t in p["targets"]
         if promql_metric_names(t["expr"]) - domain
@@ -168,7 +184,7 @@ def test_required_views_exist(dashboard: dict[str, Any]) -> None:
         )
     assert "histogram_quantile(0.99, sum by (le) (rate(loyalty_due_lateness_seconds_bucket" in exprs
     assert "sum by (topic, partition) (loyalty_consumer_lag" in exprs
-    assert "sum by (dimension, segment) (loyalty_segment_clients" in exprs
+    assert "max by (dimension, segment) (loyalty_segment_clients" in exprs
     assert (
         "sum by (dimension, from_segment, to_segment) (rate(loyalty_segment_transitions_total"
         in exprs
@@ -213,3 +229,23 @@ def test_exprs_are_valid_promql(dashboard: dict[str, Any], tmp_path: Path) -> No
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     res = run([promtool, "check", "rules", str(path)])
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_jobs_are_variables_and_global_gauges_are_never_summed(dashboard: dict[str, Any]) -> None:
+    """One worker exports the cluster-wide sizes (two for a moment during a rebalance): a
+    panel takes the max per segment over every instance; the jobs are variables."""
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["job"]["current"]["value"] == "loyalty-worker"
+    assert variables["lookup_job"]["current"]["value"] == "loyalty-lookup"
+    for title, expr in _exprs(dashboard):
+        assert 'job="' not in expr, f"{title}: a hardcoded job in {expr!r}"
+        assert 'job=~"$job"' in expr or 'job=~"$lookup_job"' in expr, f"{title}: {expr!r}"
+        if "loyalty_segment_clients" in expr:
+            assert "max by (dimension, segment) (loyalty_segment_clients{" in expr and "sum" not in expr
+            assert "$instance" not in expr, title  # the exporting worker may be any instance
+
+
+def test_the_lookup_server_has_its_panels(dashboard: dict[str, Any]) -> None:
+    lookup = {n for _, e in _exprs(dashboard) if "$lookup_job" in e for n in promql_metric_names(e)}
+    assert {"loyalty_lookup_requests_total", "loyalty_lookup_seconds_bucket", "loyalty_lookup_memory_hits_total",
+            "loyalty_lookup_reads_total", "loyalty_lookup_invalidation_live", "up"} <= lookup

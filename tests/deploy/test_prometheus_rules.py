@@ -155,3 +155,21 @@ def test_compose_mounts_config_and_rules_where_rule_files_resolves() -> None:
     assert targets["/etc/prometheus/alerts.yml"] == "./deploy/prometheus/alerts.yml"
     command = compose["services"]["prometheus"]["command"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in command
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    rules = [r for g in yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text())["groups"]
+             for r in g["rules"]]
+    headings = {h.strip().lower() for h in re.findall(r"^## (.+)$", (root / "docs/how-to/runbook.md").read_text(),
+                                                      re.MULTILINE)}
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        path, _, anchor = url.partition("#")
+        assert path == "docs/how-to/runbook.md" and anchor == rule["alert"].lower(), url
+        assert anchor in headings, f"no section '## {rule['alert']}' in the runbook"
