@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra infra-stop tools test test-unit lint docs demo bench-core bench-stream bench-ceiling bench-api clean
+.PHONY: install infra infra-stop tools test test-unit lint docs demo demo-clean bench-core bench-stream bench-ceiling bench-api clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ docs: install
 
 demo: install infra
 	deploy/local/demo.sh
+
+# stop kept demo runs (DEMO_KEEP=1), delete every demo run's topics, Redis keys and data
+demo-clean: install
+	deploy/local/demo.sh clean
 
 bench-core: install
 	$(BIN)/python bench/bench_core.py

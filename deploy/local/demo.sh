@@ -1,37 +1,113 @@
 #!/usr/bin/env bash
-# The main job, locally: a worker on the local Kafka + Redis, a POS simulator (60 days of
-# history, then a minute of live receipts), the segment-change events and a summary.
-# Run through `make demo` (which installs and starts the infrastructure first).
+# The main job, locally: a worker and the POS lookup server on the local Kafka + Redis, a POS
+# simulator (60 days of history, then live receipts), the segment-change events, a lookup and
+# a summary. Run through `make demo` (which installs and starts the infrastructure first);
+# works with a Kafka and a Redis that already run (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL).
+#   deploy/local/demo.sh          a demo run; DEMO_KEEP=1 leaves the worker and lookup running
+#   deploy/local/demo.sh clean    stop kept demo processes, delete every demo run's topics,
+#                                 Redis keys, data and logs (`make demo-clean`)
+# Env: DEMO_CLIENTS (500), DEMO_SECONDS (60), DEMO_RATE (50), DEMO_KEEP, LOYALTY_WEB_PORT
+# (6066), LOYALTY_LOOKUP_PORT (6068), LOYALTY_RULES (boostfeel,rfm,netix), LOYALTY_API_TOKEN.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 BIN="$ROOT/.venv/bin"
+STATE="$ROOT/.local/demo"  # one <run>.env per kept run: its pids
+mkdir -p "$STATE"
+export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-$(deploy/local/kafka.sh status 2>/dev/null || echo 127.0.0.1:9092)}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+
+# A pid is a kept demo process if it is alive and runs `app` (loyalty) from this checkout.
+ours() { kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'loyalty\|-m app'; }
+
+clean() {
+  local f pid n=0
+  for f in "$STATE"/demo*.env; do
+    [[ -f "$f" ]] || continue
+    for pid in $(sed -n 's/^PIDS=//p' "$f"); do
+      if ours "$pid"; then kill "$pid" && n=$((n + 1)); fi
+    done
+    rm -f "$f"
+  done
+  "$BIN/python" - "$KAFKA_BOOTSTRAP_SERVERS" "$REDIS_URL" "$n" <<'PY'
+import asyncio, re, sys
+from aiokafka.admin import AIOKafkaAdminClient
+import redis.asyncio as aioredis
+
+RUN = re.compile(r"^demo\d+[.-]")
+
+async def main(boot: str, url: str, stopped: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=boot)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if RUN.match(t)]
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+    r = aioredis.Redis.from_url(url)
+    keys = 0
+    async for key in r.scan_iter(match="loyalty:demo*", count=1000):
+        if re.match(rb"^loyalty:demo\d+:", key):
+            keys += await r.unlink(key)
+    await r.aclose()
+    if stopped or topics or keys:
+        print(f"demo clean: stopped {stopped} process(es), deleted {len(topics)} topic(s) and {keys} Redis key(s)")
+    else:
+        print("demo clean: nothing to clean")
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+PY
+  rm -rf "$ROOT"/.local/demo[0-9]*
+}
+
+if [[ "${1:-}" == "clean" ]]; then clean; exit 0; fi
+[[ -z "${1:-}" ]] || { echo "usage: $0 [clean]" >&2; exit 2; }
+
 RUN="demo$(date +%s)"
-export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-$(deploy/local/kafka.sh status)}"
 export LOYALTY_APP_ID="$RUN" LOYALTY_RULES="${LOYALTY_RULES:-boostfeel,rfm,netix}"
+# every topic the service uses, prefixed with the run (Faust's own are prefixed by the app id)
 export LOYALTY_TOPIC_RECEIPTS="$RUN.pos.receipts" LOYALTY_TOPIC_PROFILES="$RUN.crm.client-profiles"
 export LOYALTY_TOPIC_CHANGES="$RUN.loyalty.segment-changes" LOYALTY_TOPIC_DLQ="$RUN.loyalty.receipts.dlq"
 export LOYALTY_TOPIC_CLIENT_EVENTS="$RUN.loyalty.client-events"
+export LOYALTY_TOPIC_ACTIONS="$RUN.loyalty.scenario-actions" LOYALTY_TOPIC_ACTIONS_DLQ="$RUN.loyalty.scenario-actions.dlq"
 export LOYALTY_DATA_DIR="$ROOT/.local/$RUN" LOYALTY_PARTITIONS=4 LOYALTY_DUE_INTERVAL=2
-export LOYALTY_WEB_PORT="${LOYALTY_WEB_PORT:-6066}" LOYALTY_LOG_LEVEL=warning
+export LOYALTY_WEB_PORT="${LOYALTY_WEB_PORT:-6066}" LOYALTY_LOOKUP_PORT="${LOYALTY_LOOKUP_PORT:-6068}"
+export LOYALTY_LOG_LEVEL=warning
 CLIENTS="${DEMO_CLIENTS:-500}" LIVE_SECONDS="${DEMO_SECONDS:-60}" RATE="${DEMO_RATE:-50}"
+WLOG="$ROOT/.local/$RUN.worker.log" LLOG="$ROOT/.local/$RUN.lookup.log"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for var in LOYALTY_WEB_PORT LOYALTY_LOOKUP_PORT; do
+  if port_busy "${!var}"; then
+    echo "demo: port ${!var} is in use (a kept demo? make demo-clean); or set $var to a free port" >&2
+    exit 1
+  fi
+done
 
 echo "== demo run $RUN: topics $RUN.*, rules $LOYALTY_RULES"
 "$BIN/loyalty" topics >/dev/null
-"$BIN/loyalty" worker > "$ROOT/.local/$RUN.worker.log" 2>&1 &
+"$BIN/loyalty" worker >"$WLOG" 2>&1 &
 WORKER=$!
-export LOYALTY_LOOKUP_PORT="${LOYALTY_LOOKUP_PORT:-6068}"
-"$BIN/loyalty" lookup > "$ROOT/.local/$RUN.lookup.log" 2>&1 &
+"$BIN/loyalty" lookup >"$LLOG" 2>&1 &
 LOOKUP=$!
-trap 'kill $WORKER $LOOKUP 2>/dev/null || true; wait $WORKER $LOOKUP 2>/dev/null || true' EXIT
+if [[ -n "${DEMO_KEEP:-}" ]]; then
+  echo "PIDS=$WORKER $LOOKUP" >"$STATE/$RUN.env"
+else
+  trap 'kill $WORKER $LOOKUP 2>/dev/null || true; wait $WORKER $LOOKUP 2>/dev/null || true' EXIT
+fi
 for _ in $(seq 1 120); do
   curl -sf "http://127.0.0.1:$LOYALTY_WEB_PORT/health" >/dev/null 2>&1 && break
-  kill -0 $WORKER 2>/dev/null || { tail -30 "$ROOT/.local/$RUN.worker.log"; exit 1; }
+  kill -0 $WORKER 2>/dev/null || { tail -30 "$WLOG"; exit 1; }
   sleep 0.5
 done
-echo "== worker up (pid $WORKER, http://127.0.0.1:$LOYALTY_WEB_PORT/metrics)"
+API="http://127.0.0.1:$LOYALTY_WEB_PORT"
+echo "== worker up (pid $WORKER)"
+echo "   dashboard  $API/dashboard${LOYALTY_API_TOKEN:+  (enter the token in its box; it stays out of the URL)}"
+echo "   API        $API/openapi.json, $API/segments, $API/reports/sizes"
+echo "   metrics    $API/metrics    POS lookup http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/{id}"
 echo "== POS history: $CLIENTS clients, 60 days up to now"
-"$BIN/loyalty" produce --clients "$CLIENTS" --days 60 --end now --seed 7
+"$BIN/loyalty" produce --clients "$CLIENTS" --days 60 --end now --seed 7 --quiet
 echo "== live POS traffic: $RATE receipts/s for $LIVE_SECONDS s"
 "$BIN/loyalty" produce --live --clients "$CLIENTS" --rate "$RATE" --duration "$LIVE_SECONDS" --seed 7
 sleep 5
@@ -39,9 +115,14 @@ echo "== a few segment-change events (CloudEvents on $LOYALTY_TOPIC_CHANGES):"
 LAST=$("$BIN/loyalty" tail --idle 3 | tail -n 5)
 echo "$LAST"
 CLIENT=$(echo "$LAST" | tail -n 1 | "$BIN/python" -c 'import json, sys; print(json.loads(sys.stdin.read())["subject"])')
-echo "== the POS lookup of $CLIENT (loyalty lookup, http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/$CLIENT):"
-curl -sf -H "Authorization: Bearer ${LOYALTY_API_TOKEN:-}" "http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/$CLIENT" \
-  || echo "(lookup failed: see .local/$RUN.lookup.log)"
+echo "== the POS lookup of $CLIENT (http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/$CLIENT):"
+AUTH=()
+[[ -z "${LOYALTY_API_TOKEN:-}" ]] || AUTH=(-H "Authorization: Bearer $LOYALTY_API_TOKEN")
+curl -sf "${AUTH[@]}" "http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/$CLIENT" || echo "(lookup failed: see $LLOG)"
 echo
 echo "== summary"
 "$BIN/loyalty" summary
+if [[ -n "${DEMO_KEEP:-}" ]]; then
+  echo "== kept running (DEMO_KEEP): worker pid $WORKER (log $WLOG), lookup pid $LOOKUP (log $LLOG)"
+  echo "   dashboard $API/dashboard; stop and delete every demo run's topics and keys: make demo-clean"
+fi
