@@ -114,7 +114,12 @@ gen_tls() {
   local f
   for f in ca.pem ca.key broker.p12 client.pem client.key; do [[ -f "$TLS/$f" ]] || break; done
   [[ -f "$TLS/$f" ]] && return 0
-  need openssl "used to make the local TLS certificates"
+  if ! command -v openssl >/dev/null && command -v apt-get >/dev/null; then
+    say "installing openssl (apt-get) for the local TLS certificates"
+    local sudo=(); [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq --no-install-recommends openssl >/dev/null
+  fi
+  need openssl "used to make the local TLS certificates, e.g. apt-get install -y openssl"
   say "generating a throw-away CA and certificates in $TLS (once)"
   rm -rf "$TLS.tmp" && mkdir -p "$TLS.tmp"
   (
