@@ -15,6 +15,7 @@ that its supervisor (Kubernetes, compose ``restart``) starts a fresh consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -133,6 +134,7 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
                             tp.topic, tp.partition, position, highwater, prober.after)
                 await pipeline.client_events.send(key=b"\x00probe", value=codecs.PROBE, partition=tp.partition)
         detector.forget(owned)
+        _drop_series(metrics, owned, topics)
         pipeline.problems = await dependency_problems(app, settings, redis)
         guard = pipeline.guard
         ok = detector.ok and (guard is None or guard.ok) and not pipeline.problems
@@ -148,3 +150,17 @@ async def _act(app: Any, settings: Any, tp: Any, position: int | None) -> None:
         log.error("exiting: stalled partition", extra={"topic": tp.topic, "partition": tp.partition})
         await asyncio.sleep(0.1)
         os._exit(EXIT_STALLED)
+
+
+def _drop_series(metrics: Any, owned: set[Any], topics: Any) -> None:
+    """Remove the lag and stall series of partitions this worker no longer owns: a stale 1
+    would keep PartitionStalled firing, and a stale lag would be counted twice after a
+    rebalance (the new owner exports it too)."""
+    keep = {(tp.topic, str(tp.partition)) for tp in owned}
+    for gauge in (metrics.consumer_lag, metrics.partition_stalled):
+        for family in gauge.collect():
+            for sample in family.samples:
+                labels = (sample.labels.get("topic"), sample.labels.get("partition"))
+                if labels[0] in topics and labels not in keep:
+                    with contextlib.suppress(KeyError):  # removed meanwhile
+                        gauge.remove(*labels)

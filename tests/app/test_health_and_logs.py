@@ -94,3 +94,22 @@ def test_log_guard_one_line_per_record_and_quiet_outages() -> None:
     assert guard.filter(later) and "and 999 more like it" in later.getMessage()
     assert guard.filter(_record("loyalty.failsafe", logging.ERROR, "same")) and \
         guard.filter(_record("loyalty.failsafe", logging.ERROR, "same"))  # our own: never dropped
+
+
+def test_revoked_partitions_lose_their_lag_and_stall_series() -> None:
+    """After a rebalance the old owner stops exporting a partition's lag and stall flag (a
+    stale 1 kept PartitionStalled firing; a stale lag was counted twice)."""
+    from faust.types import TP
+
+    from agents.monitor import _drop_series
+    from app.metrics import Metrics
+
+    m = Metrics.create()
+    for p in ("0", "1"):
+        m.consumer_lag.labels("in", p).set(5)
+        m.partition_stalled.labels("in", p).set(1)
+    m.consumer_lag.labels("other", "1").set(3)
+    _drop_series(m, {TP("in", 0)}, {"in"})
+    lag = {(s.labels["topic"], s.labels["partition"]) for f in m.consumer_lag.collect() for s in f.samples}
+    stalled = {(s.labels["topic"], s.labels["partition"]) for f in m.partition_stalled.collect() for s in f.samples}
+    assert lag == {("in", "0"), ("other", "1")} and stalled == {("in", "0")}

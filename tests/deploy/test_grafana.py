@@ -4,6 +4,8 @@ metric names used by the queries, and PromQL syntax (promtool, when installed)."
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +185,7 @@ def test_required_views_exist(dashboard: dict[str, Any]) -> None:
             in exprs
         )
     assert "histogram_quantile(0.99, sum by (le) (rate(loyalty_due_lateness_seconds_bucket" in exprs
-    assert "sum by (topic, partition) (loyalty_consumer_lag" in exprs
+    assert "max by (topic, partition) (loyalty_consumer_lag" in exprs
     assert "max by (dimension, segment) (loyalty_segment_clients" in exprs
     assert (
         "sum by (dimension, from_segment, to_segment) (rate(loyalty_segment_transitions_total"
@@ -249,3 +251,133 @@ def test_the_lookup_server_has_its_panels(dashboard: dict[str, Any]) -> None:
     lookup = {n for _, e in _exprs(dashboard) if "$lookup_job" in e for n in promql_metric_names(e)}
     assert {"loyalty_lookup_requests_total", "loyalty_lookup_seconds_bucket", "loyalty_lookup_memory_hits_total",
             "loyalty_lookup_reads_total", "loyalty_lookup_invalidation_live", "up"} <= lookup
+
+
+# ------------------------------------------------------------------ portability, aggregation
+
+_JOB_MATCHER = re.compile(r'\bjob\s*(=~|!~|!=|=)\s*"([^"]*)"')
+_JOB_NAMES = ("loyalty-worker", "loyalty-lookup")
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) pair of the JSON document, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for var in dashboard["templating"]["list"]:
+        if var.get("type") == "query":
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            out += [(f"variable {var['name']}", var["definition"]), (f"variable {var['name']}", query)]
+    return out
+
+
+def test_dashboard_file_is_plain_json() -> None:
+    text = DASHBOARD.read_text()
+    data = json.loads(text)
+    assert json.dumps(data, indent=2) + "\n" == text, "not formatted as json.dumps(indent=2)"
+
+
+def test_no_hardcoded_datasource_anywhere(dashboard: dict[str, Any], datasource: dict[str, Any]) -> None:
+    """Every datasource reference (panels, targets, variables) is the variable; the provisioned
+    uid appears only as the variable's default."""
+    refs = [v for k, v in _walk(dashboard) if k == "datasource"]
+    assert refs
+    for ref in refs:
+        if isinstance(ref, dict) and ref.get("type") == "grafana":
+            continue  # the built-in annotations
+        assert ref == {"type": "prometheus", "uid": "${datasource}"}, ref
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    without_default = json.dumps({**dashboard, "templating": {"list": [
+        v for n, v in variables.items() if n != "datasource"]}})
+    assert datasource["uid"] not in without_default
+
+
+def test_no_expression_names_a_job(dashboard: dict[str, Any]) -> None:
+    """Jobs are selected by the `job` / `lookup_job` variables only, in panels and in the
+    other variables' queries; the job names appear only as those variables' defaults."""
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    for name, default in (("job", "loyalty-worker"), ("lookup_job", "loyalty-lookup")):
+        var = variables[name]
+        assert var["type"] == "query" and var["definition"] == "label_values(up, job)", name
+        assert var["current"]["value"] == default and not var.get("includeAll"), name
+    assert "$job" in variables["instance"]["definition"]
+    for title, expr in _exprs(dashboard) + _variable_queries(dashboard):
+        for op, value in _JOB_MATCHER.findall(expr):
+            assert (op, value) in {("=~", "$job"), ("=~", "$lookup_job")}, f"{title}: job{op}{value!r}"
+        for job in _JOB_NAMES:
+            assert job not in expr, f"{title}: hardcoded {job} in {expr!r}"
+    rest = json.dumps({**dashboard, "templating": {"list": [
+        v for n, v in variables.items() if n not in ("job", "lookup_job")]}})
+    for job in _JOB_NAMES:
+        assert job not in rest, f"{job} hardcoded outside the job variables' defaults"
+
+
+def _documented_series() -> dict[str, set[str]]:
+    """Series names per section of docs/reference/prometheus-metrics.md (generated from the
+    code): 'worker' (domain and Faust message-flow metrics) and 'lookup'."""
+    text = (ROOT / "docs" / "reference" / "prometheus-metrics.md").read_text()
+    out: dict[str, set[str]] = {"worker": set(), "lookup": set()}
+    section = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = "lookup" if "lookup" in line.lower() else "worker"
+            continue
+        m = re.match(r"\| `(loyalty_\w+)` \| (counter|gauge|histogram) \|", line)
+        if m and section:
+            name, kind = m.groups()
+            out[section] |= ({f"{name}_total"} if kind == "counter" else
+                             {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram"
+                             else {name})
+    assert out["worker"] and out["lookup"], "metrics reference not parsed"
+    return out
+
+
+def test_every_loyalty_metric_exists(dashboard: dict[str, Any]) -> None:
+    """Worker panels use metrics of the worker's reference (domain + Faust message flow);
+    lookup panels use the lookup server's (app/lookup/stats.py, as documented)."""
+    documented = _documented_series()
+    lookup = _lookup_series()
+    assert documented["lookup"] <= lookup, "metrics reference out of date: python -m app.reference"
+    for title, expr in _exprs(dashboard):
+        used = {n for n in promql_metric_names(expr) if n.startswith("loyalty_")}
+        if "$lookup_job" in expr:
+            assert used <= documented["lookup"] & lookup, f"{title}: {sorted(used - lookup)}"
+        else:
+            assert used <= documented["worker"], f"{title}: {sorted(used - documented['worker'])}"
+
+
+def _occurrences(expr: str, metric: str) -> list[str]:
+    """The text before each selector of ``metric`` in ``expr``."""
+    return [expr[: m.start()] for m in re.finditer(rf"\b{metric}\b", expr)]
+
+
+def test_global_gauge_is_never_summed_over_instances(dashboard: dict[str, Any]) -> None:
+    """loyalty_segment_clients is cluster-wide and exported by one worker (two during a
+    rebalance): only max per (dimension, segment), never sum/avg/count, never by instance."""
+    seen = 0
+    for title, expr in _exprs(dashboard):
+        before = _occurrences(expr, "loyalty_segment_clients")
+        for prefix in before:
+            seen += 1
+            assert prefix.endswith("max by (dimension, segment) ("), f"{title}: {expr!r}"
+        if before:
+            assert not re.search(r"\b(sum|avg|count|increase|rate)\b", expr), f"{title}: {expr!r}"
+            assert "$instance" not in expr, f"{title}: the exporting worker may be any instance"
+    assert seen >= 2
+
+
+def test_partition_gauges_count_each_partition_once(dashboard: dict[str, Any]) -> None:
+    """The old and the new owner of a partition may both export its lag or stall flag for a
+    moment: a partition's value is the max over workers, and only then summed."""
+    for metric in ("loyalty_consumer_lag", "loyalty_partition_stalled"):
+        for title, expr in _exprs(dashboard):
+            for prefix in _occurrences(expr, metric):
+                assert prefix.endswith("max by (topic, partition) ("), f"{title}: {expr!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,19 +158,53 @@ def test_compose_mounts_config_and_rules_where_rule_files_resolves() -> None:
     assert "--config.file=/etc/prometheus/prometheus.yml" in command
 
 
+RUNBOOK = ROOT / "docs" / "how-to" / "runbook.md"
+RUNBOOK_PARTS = ("**Means.**", "**Check.**", "**Likely causes.**", "**Fix.**", "**Escalate**")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _runbook_sections() -> dict[str, str]:
+    """Anchor -> text of every `##` section of the runbook."""
+    parts = re.split(r"^## (.+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    return {_slug(title): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
 def test_every_alert_links_its_runbook_section() -> None:
-    import re
-    from pathlib import Path
-
-    import yaml
-
-    root = Path(__file__).resolve().parents[2]
-    rules = [r for g in yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text())["groups"]
-             for r in g["rules"]]
-    headings = {h.strip().lower() for h in re.findall(r"^## (.+)$", (root / "docs/how-to/runbook.md").read_text(),
-                                                      re.MULTILINE)}
-    for rule in rules:
-        url = rule["annotations"]["runbook_url"]
+    sections = _runbook_sections()
+    for rule in _rules():
+        url = rule["annotations"].get("runbook_url", "")
         path, _, anchor = url.partition("#")
-        assert path == "docs/how-to/runbook.md" and anchor == rule["alert"].lower(), url
-        assert anchor in headings, f"no section '## {rule['alert']}' in the runbook"
+        assert path == "docs/how-to/runbook.md", f"{rule['alert']}: runbook_url {url!r}"
+        assert (ROOT / path).is_file()
+        assert anchor == _slug(rule["alert"]), f"{rule['alert']}: anchor {anchor!r}"
+        assert anchor in sections, f"{rule['alert']}: no section '## {rule['alert']}' in the runbook"
+        body = sections[anchor]
+        missing = [part for part in RUNBOOK_PARTS if part not in body]
+        assert not missing, f"runbook section {rule['alert']} lacks {missing}"
+
+
+def test_runbook_has_no_section_for_an_unknown_alert() -> None:
+    alerts = {_slug(r["alert"]) for r in _rules()}
+    for anchor, body in _runbook_sections().items():
+        if "**Means.**" in body:
+            assert anchor in alerts, f"runbook section #{anchor} names no alert of alerts.yml"
+
+
+def test_runbook_links_resolve() -> None:
+    """Relative links of the runbook point at existing files and, with a #fragment, at an
+    existing heading of that file."""
+    text = RUNBOOK.read_text()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://")):
+            continue
+        path, _, fragment = target.partition("#")
+        file = (RUNBOOK.parent / path).resolve() if path else RUNBOOK
+        assert file.exists(), f"runbook links to a missing {target}"
+        if fragment and file.suffix == ".md":
+            headings = {_slug(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), re.MULTILINE)}
+            assert fragment in headings, f"runbook links to a missing heading {target}"
