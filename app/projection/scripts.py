@@ -27,13 +27,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# Both writers of a client's revenue: set it and move its contribution to the revenue of the
+# segment it holds in each dimension.
+_SET_REVENUE = """
+local function set_revenue(p, ck, r)
+  redis.call('HSET', ck, 'revenue', r)
+  for _, d in ipairs(redis.call('SMEMBERS', p .. 'dims')) do
+    local s = redis.call('HMGET', ck, d, d .. ':rev')
+    if s[1] then
+      local c = tonumber(s[2]) or 0
+      if c ~= r then
+        redis.call('HINCRBY', p .. 'rev:' .. d, s[1], r - c)
+        redis.call('HSET', ck, d .. ':rev', r)
+      end
+    end
+  end
+end
+"""
+
 # KEYS[1] NS:gen. ARGV: [1] generation to check ("" none) [2] prefix P [3] client [4] dimension
 # [5] to [6] from [7] t (epoch s) [8] month of t [9] month before [10] day of t [11] rule
 # [12] event metrics JSON [13] "1" count the transition [14] summary metrics JSON ("" none)
 # [15] metrics_at [16] revenue cents ("" none) [17] score of the day [18] t as RFC 3339
 # [19] metrics_at as RFC 3339. Returns 1 applied, 0 stale or duplicate, -1 generation switched.
 # An empty dimension updates the summary metrics and revenue only (no segment, no counting).
-APPLY = """
+APPLY = _SET_REVENUE + """
 if ARGV[1] ~= '' then
   local g = redis.call('GET', KEYS[1]) or '0'
   if g ~= ARGV[1] then return -1 end
@@ -89,20 +107,7 @@ if ARGV[14] ~= '' or ARGV[16] ~= '' then
   if nat >= (tonumber(redis.call('HGET', ck, 'metrics_at')) or -1) then
     redis.call('HSET', ck, 'metrics_at', nat, 'metrics_ati', ARGV[19])
     if ARGV[14] ~= '' then redis.call('HSET', ck, 'metrics', ARGV[14]) end
-    if ARGV[16] ~= '' then
-      local r = tonumber(ARGV[16])
-      redis.call('HSET', ck, 'revenue', r)
-      for _, d in ipairs(redis.call('SMEMBERS', p .. 'dims')) do
-        local s = redis.call('HMGET', ck, d, d .. ':rev')
-        if s[1] then
-          local c = tonumber(s[2]) or 0
-          if c ~= r then
-            redis.call('HINCRBY', p .. 'rev:' .. d, s[1], r - c)
-            redis.call('HSET', ck, d .. ':rev', r)
-          end
-        end
-      end
-    end
+    if ARGV[16] ~= '' then set_revenue(p, ck, tonumber(ARGV[16])) end
   end
 end
 return applied
@@ -114,7 +119,7 @@ return applied
 # moves the revenue per segment; replaces the tail of the rendered ``doc`` in place (only
 # identifiers and timestamps come before its fourth ``|``), so no RENDER is needed.
 # Returns 1 applied, 0 older, -1 generation switched.
-METRICS = """
+METRICS = _SET_REVENUE + """
 if ARGV[1] ~= '' then
   local g = redis.call('GET', KEYS[1]) or '0'
   if g ~= ARGV[1] then return -1 end
@@ -123,20 +128,7 @@ local p, ck = ARGV[2], ARGV[2] .. 'c:' .. ARGV[3]
 local nat = tonumber(ARGV[5])
 if nat < (tonumber(redis.call('HGET', ck, 'metrics_at')) or -1) then return 0 end
 redis.call('HSET', ck, 'metrics_at', nat, 'metrics_ati', ARGV[6], 'metrics', ARGV[4])
-if ARGV[7] ~= '' then
-  local r = tonumber(ARGV[7])
-  redis.call('HSET', ck, 'revenue', r)
-  for _, d in ipairs(redis.call('SMEMBERS', p .. 'dims')) do
-    local s = redis.call('HMGET', ck, d, d .. ':rev')
-    if s[1] then
-      local c = tonumber(s[2]) or 0
-      if c ~= r then
-        redis.call('HINCRBY', p .. 'rev:' .. d, s[1], r - c)
-        redis.call('HSET', ck, d .. ':rev', r)
-      end
-    end
-  end
-end
+if ARGV[7] ~= '' then set_revenue(p, ck, tonumber(ARGV[7])) end
 local doc = redis.call('HGET', ck, 'doc')
 if doc then
   local at = 0
