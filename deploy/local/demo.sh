@@ -17,48 +17,86 @@ mkdir -p "$STATE"
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-$(deploy/local/kafka.sh status 2>/dev/null || echo 127.0.0.1:9092)}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 
-# A pid is a kept demo process if it is alive and runs `app` (loyalty) from this checkout.
-ours() { kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'loyalty\|-m app'; }
+# A pid is a kept demo process if it is alive and runs this checkout's `loyalty worker|lookup`
+# (a recorded pid may have been reused by something else since).
+ours() { kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "$BIN/loyalty \(worker\|lookup\)"; }
+
+alive() { local p; for p in "$@"; do ours "$p" && return 0; done; return 1; }  # (a zombie is not ours)
 
 clean() {
-  local f pid n=0
+  local f pid i n=0 files=0 pids=()
   for f in "$STATE"/demo*.env; do
     [[ -f "$f" ]] || continue
     for pid in $(sed -n 's/^PIDS=//p' "$f"); do
-      if ours "$pid"; then kill "$pid" && n=$((n + 1)); fi
+      if ours "$pid"; then kill "$pid" && pids+=("$pid") && n=$((n + 1)); fi
     done
     rm -f "$f"
   done
-  "$BIN/python" - "$KAFKA_BOOTSTRAP_SERVERS" "$REDIS_URL" "$n" <<'PY'
+  # wait for them to exit (up to 20 s, then SIGKILL): a worker still shutting down would
+  # re-create topics (the broker auto-creates them) or write keys after they are deleted
+  for ((i = 0; i < 40; i++)); do
+    alive ${pids[@]+"${pids[@]}"} || break
+    sleep 0.5
+  done
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    if ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  for f in "$ROOT"/.local/demo[0-9]*; do
+    if [[ -e "$f" ]]; then files=$((files + 1)); fi
+  done
+  rm -rf "$ROOT"/.local/demo[0-9]*
+  "$BIN/python" - "$KAFKA_BOOTSTRAP_SERVERS" "$REDIS_URL" "$n" "$files" <<'PY'
 import asyncio, re, sys
 from aiokafka.admin import AIOKafkaAdminClient
 import redis.asyncio as aioredis
 
-RUN = re.compile(r"^demo\d+[.-]")
+RUN = re.compile(r"^demo\d+[.-]")  # a run's topics and Faust's (prefixed by the app id)
 
-async def main(boot: str, url: str, stopped: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=boot)
+
+async def topics(boot: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=boot, request_timeout_ms=15000)
     await admin.start()
     try:
-        topics = [t for t in await admin.list_topics() if RUN.match(t)]
-        if topics:
-            await admin.delete_topics(topics)
+        names = sorted(t for t in await admin.list_topics() if RUN.match(t))
+        if names:
+            await admin.delete_topics(names)
+        return names
     finally:
         await admin.close()
-    r = aioredis.Redis.from_url(url)
-    keys = 0
-    async for key in r.scan_iter(match="loyalty:demo*", count=1000):
-        if re.match(rb"^loyalty:demo\d+:", key):
-            keys += await r.unlink(key)
-    await r.aclose()
-    if stopped or topics or keys:
-        print(f"demo clean: stopped {stopped} process(es), deleted {len(topics)} topic(s) and {keys} Redis key(s)")
-    else:
-        print("demo clean: nothing to clean")
 
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+
+async def keys(url: str) -> int:
+    r = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+    n = 0
+    try:
+        async for key in r.scan_iter(match="loyalty:demo*", count=1000):
+            if re.match(rb"^loyalty:demo\d+:", key):
+                n += await r.unlink(key)
+    finally:
+        await r.aclose()
+    return n
+
+
+async def main(boot: str, url: str, stopped: int, files: int) -> None:
+    notes = []
+    try:
+        t = len(await asyncio.wait_for(topics(boot), 30))
+    except Exception as e:  # no broker: nothing of ours to delete there now
+        t, _ = 0, notes.append(f"Kafka {boot} not reachable, topics not checked ({type(e).__name__})")
+    try:
+        k = await asyncio.wait_for(keys(url), 120)
+    except Exception as e:
+        k, _ = 0, notes.append(f"Redis not reachable, keys not checked ({type(e).__name__})")
+    note = "; " + "; ".join(notes) if notes else ""
+    if stopped or t or k or files:
+        print(f"demo clean: stopped {stopped} process(es), deleted {t} topic(s), {k} Redis key(s), "
+              f"{files} .local/demo* dir(s)/log(s){note}")
+    else:
+        print(f"demo clean: nothing to clean{note}")
+
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
 PY
-  rm -rf "$ROOT"/.local/demo[0-9]*
 }
 
 if [[ "${1:-}" == "clean" ]]; then clean; exit 0; fi
@@ -71,6 +109,7 @@ export LOYALTY_TOPIC_RECEIPTS="$RUN.pos.receipts" LOYALTY_TOPIC_PROFILES="$RUN.c
 export LOYALTY_TOPIC_CHANGES="$RUN.loyalty.segment-changes" LOYALTY_TOPIC_DLQ="$RUN.loyalty.receipts.dlq"
 export LOYALTY_TOPIC_CLIENT_EVENTS="$RUN.loyalty.client-events"
 export LOYALTY_TOPIC_ACTIONS="$RUN.loyalty.scenario-actions" LOYALTY_TOPIC_ACTIONS_DLQ="$RUN.loyalty.scenario-actions.dlq"
+export LOYALTY_TOPIC_COMMUNICATIONS="$RUN.loyalty.communications"  # for when the service has it
 export LOYALTY_DATA_DIR="$ROOT/.local/$RUN" LOYALTY_PARTITIONS=4 LOYALTY_DUE_INTERVAL=2
 export LOYALTY_WEB_PORT="${LOYALTY_WEB_PORT:-6066}" LOYALTY_LOOKUP_PORT="${LOYALTY_LOOKUP_PORT:-6068}"
 export LOYALTY_LOG_LEVEL=warning
@@ -92,7 +131,9 @@ WORKER=$!
 "$BIN/loyalty" lookup >"$LLOG" 2>&1 &
 LOOKUP=$!
 if [[ -n "${DEMO_KEEP:-}" ]]; then
-  echo "PIDS=$WORKER $LOOKUP" >"$STATE/$RUN.env"
+  # what `demo.sh clean` reads (PIDS) and the operator may want
+  printf 'RUN=%s\nPIDS=%s %s\nWORKER_LOG=%s\nLOOKUP_LOG=%s\n' "$RUN" "$WORKER" "$LOOKUP" "$WLOG" "$LLOG" >"$STATE/$RUN.env"
+  trap '[[ $? == 0 ]] || echo "demo: failed; worker $WORKER and lookup $LOOKUP still run (DEMO_KEEP): make demo-clean" >&2' EXIT
 else
   trap 'kill $WORKER $LOOKUP 2>/dev/null || true; wait $WORKER $LOOKUP 2>/dev/null || true' EXIT
 fi
@@ -101,11 +142,17 @@ for _ in $(seq 1 120); do
   kill -0 $WORKER 2>/dev/null || { tail -30 "$WLOG"; exit 1; }
   sleep 0.5
 done
+curl -sf "http://127.0.0.1:$LOYALTY_WEB_PORT/health" >/dev/null 2>&1 \
+  || { tail -30 "$WLOG"; echo "demo: the worker is not healthy after 60 s (log $WLOG)" >&2; exit 1; }
 API="http://127.0.0.1:$LOYALTY_WEB_PORT"
 echo "== worker up (pid $WORKER)"
-echo "   dashboard  $API/dashboard${LOYALTY_API_TOKEN:+  (enter the token in its box; it stays out of the URL)}"
+echo "   dashboard  $API/dashboard"
 echo "   API        $API/openapi.json, $API/segments, $API/reports/sizes"
-echo "   metrics    $API/metrics    POS lookup http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/{id}"
+echo "   metrics    $API/metrics    POS lookup http://127.0.0.1:$LOYALTY_LOOKUP_PORT/clients/<id>"
+if [[ -n "${LOYALTY_API_TOKEN:-}" ]]; then  # never in a URL
+  echo "   token      paste \$LOYALTY_API_TOKEN into the dashboard's token box; API and lookup:" \
+    "curl -H \"Authorization: Bearer \$LOYALTY_API_TOKEN\" ..."
+fi
 echo "== POS history: $CLIENTS clients, 60 days up to now"
 "$BIN/loyalty" produce --clients "$CLIENTS" --days 60 --end now --seed 7 --quiet
 echo "== live POS traffic: $RATE receipts/s for $LIVE_SECONDS s"
