@@ -93,14 +93,11 @@ class Projector:
         self._last_warning = 0.0
         self._value_dims = {d.id for _, d in self.engine.dims if d.value is not None}
 
-    def changelog_topic(self) -> str:
-        return f"{self.settings.app_id}-clients-changelog"
-
     def topics(self) -> list[str]:
         """What the projector consumes: changes, the clients changelog (every metrics change),
         and the scenario actions (cluster-wide scenario results) when scenarios run."""
         s = self.settings
-        out = [s.topic_changes, self.changelog_topic()]
+        out = [s.topic_changes, s.clients_changelog]
         if self.pipeline.scenarios is not None:
             out.append(s.topic_actions)
         return out
@@ -110,7 +107,7 @@ class Projector:
         topic = records[0].topic
         if topic == self.settings.topic_changes:
             return await self.apply_records(records)
-        if topic == self.changelog_topic():
+        if topic == self.settings.clients_changelog:
             return await self.apply_metrics(records)
         rows = scenario_counts.counted(r.value for r in records)
         await self._retry(lambda: self._count_scenarios(rows), 0.0)
@@ -347,7 +344,7 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
 
         ends = await read_topic(settings, settings.topic_changes, changes)
         say(f"changes topic: {stats['changes']} changes, {stats['changes_applied']} applied")
-        await read_topic(settings, f"{settings.app_id}-clients-changelog", changelog)
+        await read_topic(settings, settings.clients_changelog, changelog)
         say(f"clients changelog: {stats['clients']} records")
         copied = await _copy_history(proj, old, new)
         await redis.set(proj.gen_key, new)

@@ -219,6 +219,11 @@ class Settings(BaseSettings):
         return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
 
     @property
+    def clients_changelog(self) -> str:
+        """Faust's changelog topic of the clients table (``<app id>-clients-changelog``)."""
+        return f"{self.app_id}-clients-changelog"
+
+    @property
     def kafka_tls(self) -> bool:
         return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 

@@ -137,18 +137,15 @@ class Update:
                    metrics_at=at, revenue=cents(metrics.get(REVENUE_METRIC)))
 
     @classmethod
-    def from_event(cls, event: dict[str, Any], metrics: dict[str, Any] | None = None,
-                   metrics_at: int = 0) -> Update:
+    def from_event(cls, event: dict[str, Any]) -> Update:
+        """A change event's segment move; its summary metrics and revenue come from the
+        clients changelog (:meth:`metrics_only`), not from the event."""
         data = event["data"]
-        at = int(datetime.fromisoformat(event["time"]).timestamp())
-        ev_metrics = data.get("metrics") or {}
-        revenue = cents(metrics.get(REVENUE_METRIC)) if metrics is not None else None
         return cls(
             client_id=str(data["client_id"]), dimension=str(data["dimension"]),
-            to=str(data["to"]), from_=str(data.get("from") or ""), at=at,
-            rule=str(data.get("rule") or ""), event_metrics=orjson.dumps(ev_metrics),
-            metrics=orjson.dumps(metrics) if metrics is not None else None,
-            metrics_at=metrics_at if metrics is not None else at, revenue=revenue,
+            to=str(data["to"]), from_=str(data.get("from") or ""),
+            at=int(datetime.fromisoformat(event["time"]).timestamp()),
+            rule=str(data.get("rule") or ""), event_metrics=orjson.dumps(data.get("metrics") or {}),
         )
 
 

@@ -12,7 +12,7 @@ or the request fails with 503 (``rebalancing`` or ``unavailable``): never a part
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +35,11 @@ class Peers:
     timeout: float = 60.0
 
     @classmethod
-    def of(cls, app: Any, own_url: str, partitions: int, token: str) -> Peers:
+    def of(cls, app: Any, table_topic: str, own_url: str, partitions: int, token: str) -> Peers:
         def distribution() -> dict[str, list[int]]:
             out: dict[str, list[int]] = {}
             for url, topics in app.assignor.tables_metadata().items():
-                parts = sorted({p for name, ps in topics.items() if name.endswith("-clients-changelog")
-                                for p in ps})
+                parts = sorted(topics.get(table_topic, ()))
                 if parts:
                     out[str(url).rstrip("/")] = parts
             return out
@@ -58,9 +57,7 @@ async def gather(peers: Peers, path: str, query: Mapping[str, str], body: bytes,
     """Every worker's part of ``path`` (this worker's from ``local()``), checked to cover
     each partition once. Raises :class:`ApiError` 503 otherwise."""
     dist = peers.distribution()
-    covered = sorted(p for parts in dist.values() for p in parts)
-    if covered != list(range(peers.partitions)):
-        raise ApiError(503, "rebalancing", "the workers are being reassigned partitions; retry shortly")
+    _check_cover(peers, dist.values())
     headers = {"Authorization": f"Bearer {peers.token}"} if peers.token else {}
     timeout = aiohttp.ClientTimeout(total=peers.timeout)
 
@@ -81,10 +78,14 @@ async def gather(peers: Peers, path: str, query: Mapping[str, str], body: bytes,
 
     async with aiohttp.ClientSession(timeout=timeout) as session:
         parts = await asyncio.gather(*(part(url, session) for url in sorted(dist)))
-    seen = sorted(p for doc in parts for p in doc.get("partitions", []))
-    if seen != list(range(peers.partitions)):  # reassigned while we asked
-        raise ApiError(503, "rebalancing", "the workers are being reassigned partitions; retry shortly")
+    _check_cover(peers, [doc.get("partitions", []) for doc in parts])  # reassigned while we asked?
     return list(parts)
+
+
+def _check_cover(peers: Peers, parts: Iterable[Iterable[int]]) -> None:
+    """Every partition exactly once, or 503 ``rebalancing``."""
+    if sorted(p for part in parts for p in part) != list(range(peers.partitions)):
+        raise ApiError(503, "rebalancing", "the workers are being reassigned partitions; retry shortly")
 
 
 def merge_preview(parts: list[dict[str, Any]]) -> dict[str, Any]:

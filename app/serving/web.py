@@ -61,8 +61,8 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
                                      settings.timezone)
     api = Api(projection, pipeline.engine, pipeline.clock)
     web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]
-    table_topic = f"{settings.app_id}-clients-changelog"
-    peers = Peers.of(app, settings.canonical_url, settings.partitions, settings.api_token)
+    table_topic = settings.clients_changelog
+    peers = Peers.of(app, table_topic, settings.canonical_url, settings.partitions, settings.api_token)
     mount(web_app, api, settings.api_token, lambda: pipeline.clients.data.items(),
           Cluster(peers, lambda: local_partitions(app, table_topic)))
     mount_scenario_report(web_app, projection)

@@ -108,11 +108,10 @@ async def wait_for_kafka(settings: Settings, timeout: float | None = None) -> An
     limit = settings.connect_timeout if timeout is None else timeout
     deadline = time.monotonic() + limit
     where = f"{settings.kafka_bootstrap} ({settings.kafka_security_protocol})"
-    said = False
     quiet = _Quiet()  # aiokafka logs every failed attempt: this check says it once
     logging.getLogger("aiokafka").addFilter(quiet)
     try:
-        return await _connect(settings, limit, deadline, where, said, quiet)
+        return await _connect(settings, limit, deadline, where, quiet)
     finally:
         logging.getLogger("aiokafka").removeFilter(quiet)
 
@@ -139,10 +138,10 @@ class _Quiet(logging.Filter):
         return record.levelno >= logging.CRITICAL
 
 
-async def _connect(settings: Settings, limit: float, deadline: float, where: str, said: bool,
-                   quiet: _Quiet) -> Any:
+async def _connect(settings: Settings, limit: float, deadline: float, where: str, quiet: _Quiet) -> Any:
     from aiokafka.admin import AIOKafkaAdminClient
 
+    said = False
     while True:
         admin = AIOKafkaAdminClient(**options(settings), request_timeout_ms=max(1000, int(limit * 1000)))
         try:
