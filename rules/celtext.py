@@ -8,6 +8,7 @@ appears in so ``next_due`` can compute the exact step at which the comparison fl
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,12 @@ class LexError(ValueError):
 
 
 def tokenize(source: str) -> list[Token]:
+    return list(_tokens(source))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tokens(source: str) -> tuple[Token, ...]:
+    """Tokens of a source text (memoized: a population snapshot recompiles the same rules)."""
     out: list[Token] = []
     pos = 0
     while pos < len(source):
@@ -56,6 +63,29 @@ def tokenize(source: str) -> list[Token]:
         if kind != "ws":
             out.append(Token(kind, m.group(), pos))
         pos = m.end()
+    return tuple(out)
+
+
+POPULATION = "population"
+
+
+def join_population(tokens: list[Token]) -> list[Token]:
+    """``population . name`` as one identifier token ``population.name`` (a value of the
+    population snapshot, substituted like a parameter)."""
+    if not any(t.text == POPULATION for t in tokens):
+        return tokens
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if (tok.kind == "ident" and tok.text == POPULATION and i + 2 < len(tokens)
+                and tokens[i + 1].text == "." and tokens[i + 2].kind == "ident"
+                and (i == 0 or tokens[i - 1].text != ".")):
+            out.append(Token("ident", f"{POPULATION}.{tokens[i + 2].text}", tok.pos))
+            i += 3
+            continue
+        out.append(tok)
+        i += 1
     return out
 
 

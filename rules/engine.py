@@ -11,6 +11,7 @@ take effect at their due instant, which is the event's ``time``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,9 @@ from rules.errors import RuleSetError
 from rules.evaluate import Plan, Verdict, effective
 from rules.events import DEFAULT_SOURCE, segment_changed
 from rules.metrics import MetricView
+from rules.population import Snapshot, Spec, Stat
 from rules.receipts import Profile, Receipt
-from rules.ruleset import Dimension, RuleSet
+from rules.ruleset import Dimension, RuleSet, bind
 from rules.state import (
     Archived,
     ClientState,
@@ -64,7 +66,11 @@ class Engine:
         self.dims = [(rs, d) for rs in rulesets for d in rs.dimensions]
         self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
                                          | set(SUMMARY_METRICS)))
-        self.plan = Plan(rulesets)
+        self.spec = Spec(_population_stats(rulesets))
+        self.population: Snapshot | None = None  # the snapshot rules read (set_population)
+        self._plans: dict[tuple[Any, ...], Plan] = {}
+        self.plan = Plan(_without_population(rulesets))
+        self._previous = self.plan  # the plan before the current snapshot (catch_up)
         # what a stored client was evaluated by: the rule sets' versions and the time zone
         self.fingerprint = hashlib.sha256(
             "\x1f".join([tz, *(f"{rs.name}={rs.version}" for rs in rulesets)]).encode()).digest()[:8]
@@ -72,7 +78,43 @@ class Engine:
     @property
     def errors(self) -> int:
         """Rule runtime errors so far (each counted as "no match")."""
-        return self.plan.errors
+        return self.plan.errors + sum(p.errors for p in self._plans.values() if p is not self.plan)
+
+    # -- the population ---------------------------------------------------------------
+
+    def set_population(self, snapshot: Snapshot) -> None:
+        """Rules read ``snapshot`` from now on; clients catch up with :meth:`catch_up`.
+        Before the first snapshot, dimensions that read the population are not evaluated."""
+        self.population = snapshot
+        self._previous = self.plan
+        if not self.spec.stats:
+            return
+        key = tuple(sorted(snapshot.values.items()))
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= 8:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[key] = Plan([bind(rs, snapshot.values) for rs in self.rulesets])
+        self.plan = plan
+
+    def catch_up(self, state: ClientState) -> list[dict[str, Any]]:
+        """Evaluate a client last evaluated before the current snapshot at the snapshot's
+        instant (time-based changes due before it first): change events with cause
+        ``population``. A client whose clock is past the instant is evaluated at its clock."""
+        snap = self.population
+        if snap is None or state.pop >= snap.instant:
+            return []
+        state.pop = snap.instant
+        current, self.plan = self.plan, self._previous  # time passes under the old values
+        try:
+            events = self._advance(state, snap.instant)
+        finally:
+            self.plan = current
+        at = max(snap.instant, state.clock)
+        events += self._evaluate(state, at, "population", None)
+        if state.has_purchase:
+            state.clock = at
+        return events
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -95,11 +137,11 @@ class Engine:
 
     def profile(self, state: ClientState | None, profile: Profile) -> Result:
         state = state or initialize(profile.client_id)
+        events = self.catch_up(state)
         at = state.clock
-        events: list[dict[str, Any]] = []
         if profile.updated_at is not None:
             at = max(at, to_epoch(profile.updated_at))
-            events = self.advance(state, at)
+            events += self.advance(state, at)
         apply_profile(state, profile)
         if state.has_purchase:
             events += self._evaluate(state, at, "profile", None)
@@ -108,6 +150,10 @@ class Engine:
 
     def advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
         """Fire every time-based change due in (clock, until], each at its due instant."""
+        events = self.catch_up(state) if state.pop < self._pop_instant else []
+        return events + self._advance(state, until)
+
+    def _advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         while state.segments and until > state.clock:
             changed = False
@@ -139,8 +185,15 @@ class Engine:
             state.clock = at
         return events
 
+    @property
+    def _pop_instant(self) -> int:
+        return self.population.instant if self.population is not None else 0
+
     def next_due(self, state: ClientState) -> int | None:
-        """Earliest instant at which some segment changes with no new input (None: never)."""
+        """Earliest instant at which some segment changes with no new input (None: never).
+        A client behind the current population snapshot is due at the snapshot's instant."""
+        if state.pop < self._pop_instant and state.has_purchase:
+            return self._pop_instant
         if not state.segments:
             return None
         after = state.clock
@@ -201,3 +254,26 @@ class Engine:
             metrics={m: view.out(m) for m in dim.metrics}, receipt_id=receipt_id,
             source=self.source,
         )
+
+
+def _population_stats(rulesets: list[RuleSet]) -> dict[str, Stat]:
+    """Every statistic the rule sets read; one name, one definition."""
+    out: dict[str, Stat] = {}
+    owner: dict[str, str] = {}
+    for rs in rulesets:
+        for name, stat in rs.population.items():
+            if name in out and out[name] != stat:
+                raise RuleSetError(f"population statistic {name!r} is defined differently by "
+                                   f"{owner[name]} too", rs.path, None, f"population.{name}")
+            out[name], owner[name] = stat, rs.path
+    return out
+
+
+def _without_population(rulesets: list[RuleSet]) -> list[RuleSet]:
+    """The rule sets without the dimensions that read the population (no snapshot yet)."""
+    out = []
+    for rs in rulesets:
+        dims = [d for d in rs.dimensions if not d.population]
+        if dims:
+            out.append(rs if len(dims) == len(rs.dimensions) else dataclasses.replace(rs, dimensions=dims))
+    return out

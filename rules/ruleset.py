@@ -29,12 +29,15 @@ from typing import Any
 
 import cel
 
+from rules import population as pop
 from rules import yamlines
 from rules.celtext import (
+    POPULATION,
     LexError,
     Threshold,
     Token,
     free_identifiers,
+    join_population,
     substitute,
     thresholds,
     tokenize,
@@ -58,6 +61,7 @@ class Expr:
     line: int
     thresholds: tuple[tuple[Threshold, Any, tuple[str, ...]], ...] = ()  # (th, rhs program, rhs names)
     map_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # category_share['x'] keys
+    population: tuple[str, ...] = ()  # population statistics read (``population.<name>``)
 
 
 @dataclass(slots=True)
@@ -85,6 +89,7 @@ class Dimension:
     thresholds: tuple[tuple[Threshold, Any, tuple[str, ...]], ...] = ()
     daily_windows: tuple[int, ...] = ()
     monthly_window: int = 0
+    population: tuple[str, ...] = ()  # population statistics read, through lets too
 
     def exprs(self) -> list[Expr]:
         out = [s.when for s in self.segments if s.when is not None]
@@ -101,6 +106,13 @@ class RuleSet:
     lets: dict[str, Expr]
     dimensions: list[Dimension]
     map_keys: dict[str, tuple[str, ...]]
+    # population statistics the rule set reads, and how to compile it again with a
+    # snapshot's values (:func:`bind`); ``bound``: compiled with real values
+    population: dict[str, pop.Stat] = field(default_factory=dict)
+    text: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    bound: bool = False
+    doc: Any = field(default=None, repr=False, compare=False)  # the parsed YAML (bind reuses it)
 
 
 def preset_path(name: str) -> Path:
@@ -131,14 +143,30 @@ def load(spec: str, overrides: dict[str, Any] | None = None) -> RuleSet:
     return loads(text, str(path), overrides)
 
 
-def loads(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None) -> RuleSet:
+def loads(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None,
+          values: dict[str, Any] | None = None) -> RuleSet:
+    """``values``: a population snapshot's values to compile ``population.<name>`` with."""
     doc = yamlines.load_mapping(text, file, "rule set")
-    return _Compiler(file, doc, text, overrides or {}).build()
+    return _Compiler(file, doc, text, overrides or {}, values).build()
+
+
+def bind(rs: RuleSet, values: dict[str, Any]) -> RuleSet:
+    """The rule set compiled with a population snapshot's values (same version)."""
+    if not rs.population:
+        return rs
+    doc = rs.doc if rs.doc is not None else yamlines.load_mapping(rs.text, rs.path, "rule set")
+    return _Compiler(rs.path, doc, rs.text, rs.overrides,
+                     {n: values.get(n, 0) for n in rs.population}).build()
 
 
 class _Compiler:
-    def __init__(self, file: str, doc: yamlines.LineDict, text: str, overrides: dict[str, Any]):
-        self.file, self.doc = file, doc
+    def __init__(self, file: str, doc: yamlines.LineDict, text: str, overrides: dict[str, Any],
+                 values: dict[str, Any] | None = None):
+        self.file, self.doc, self.text = file, doc, text
+        self.values = values
+        self.declared: dict[str, pop.Stat] = {}
+        self.fixed: dict[str, Any] = {}  # statistics a parameter fixes (``fixed:``)
+        self.read: dict[str, pop.Stat] = {}  # statistics the expressions read
         digest = hashlib.sha256(text.encode())
         for key in sorted(overrides):
             digest.update(f"\0{key}={overrides[key]!r}".encode())
@@ -153,7 +181,7 @@ class _Compiler:
 
     def build(self) -> RuleSet:
         doc = self.doc
-        unknown = set(doc) - {"ruleset", "description", "source", "params", "let", "dimensions"}
+        unknown = set(doc) - {"ruleset", "description", "source", "params", "let", "dimensions", POPULATION}
         if unknown:
             key = sorted(unknown)[0]
             raise self.fail(f"unknown key {key!r}", doc.line_of(key))
@@ -170,6 +198,7 @@ class _Compiler:
                 params[key] = _coerce(key, params[key], value, self.fail)
             elif key not in local_names:
                 raise self.fail(f"override of unknown parameter {key!r}", None)
+        self._declare(doc.get(POPULATION), doc.line_of(POPULATION), params)
         lets = doc.get("let") or {}
         if not isinstance(lets, dict):
             raise self.fail("'let' must be a mapping of name: expression", doc.line_of("let"))
@@ -195,7 +224,51 @@ class _Compiler:
             for metric, keys in expr.map_keys.items():
                 map_keys.setdefault(metric, set()).update(keys)
         return RuleSet(name, self.version, self.file, str(doc.get("description", "")), params,
-                       self.lets, dims, {k: tuple(sorted(v)) for k, v in map_keys.items()})
+                       self.lets, dims, {k: tuple(sorted(v)) for k, v in map_keys.items()},
+                       dict(sorted(self.read.items())), self.text, self.overrides,
+                       self.values is not None, doc if self.read else None)
+
+    def _declare(self, raw: Any, line: int, params: dict[str, Any]) -> None:
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            raise self.fail("'population' must be a mapping of name: statistic", line)
+        for name, spec in raw.items():
+            key_line = raw.line_of(name) if isinstance(raw, yamlines.LineDict) else line
+            if not _ID.match(name) or name in pop.BUILTINS:
+                raise self.fail(f"population statistic name {name!r} is invalid or built in", key_line)
+            try:
+                self.declared[name] = pop.declare(name, spec, params)
+            except pop.PopulationError as exc:
+                raise self.fail(str(exc), key_line, f"population.{name}") from None
+            fixed = spec.get("fixed")
+            if fixed is not None:
+                value = params.get(fixed) if isinstance(fixed, str) else None
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise self.fail(f"'fixed' must name a number parameter, got {fixed!r}", key_line,
+                                    f"population.{name}")
+                if value > 0:  # a positive parameter replaces the statistic
+                    self.fixed[name] = value
+
+    def _population_values(self, tokens: list[Token], line: int | None, rule: str) -> dict[str, Any]:
+        """``population.<name>`` identifiers -> the values they compile with."""
+        out: dict[str, Any] = {}
+        for _, tok in free_identifiers(tokens):
+            if not tok.text.startswith(POPULATION + "."):
+                continue
+            name = tok.text[len(POPULATION) + 1:]
+            stat = self.declared.get(name) or pop.BUILTINS.get(name)
+            if stat is None:
+                known = sorted({*self.declared, *pop.BUILTINS})
+                raise self.fail(f"unknown population statistic {name!r} (declare it under "
+                                f"'population:'; known: {', '.join(known)})", line, rule)
+            if name in self.fixed:
+                value = self.fixed[name]
+            else:
+                self.read[name] = stat
+                value = pop.sample(stat) if self.values is None else self.values.get(name, 0)
+            out[tok.text] = float(value) if stat.cel_type == "double" else int(value)
+        return out
 
     def _params(self, raw: Any, line: int, rule: str | None) -> dict[str, Any]:
         if raw is None:
@@ -233,9 +306,11 @@ class _Compiler:
         if not isinstance(source, str) or not source.strip():
             raise self.fail("an expression must be a non-empty string", line, rule)
         try:
-            tokens = tokenize(source)
+            tokens = join_population(tokenize(source))
         except LexError as exc:
             raise self.fail(f"syntax error: {exc}", line, rule) from None
+        reads = self._population_values(tokens, line, rule)
+        params = {**params, **reads} if reads else params
         names: list[str] = []
         for _, tok in free_identifiers(tokens):
             if tok.text in params:
@@ -257,7 +332,7 @@ class _Compiler:
             raise self.fail(str(exc), line, rule) from None
         compiled_th = []
         for th in found:
-            rhs_tokens = tokenize(th.rhs)
+            rhs_tokens = join_population(tokenize(th.rhs))
             rhs_names = tuple(dict.fromkeys(
                 t.text for _, t in free_identifiers(rhs_tokens) if t.text not in params
             ))
@@ -277,7 +352,8 @@ class _Compiler:
                 except Exception as exc:
                     raise self.fail(f"error in {th.rhs!r}: {exc}", line, rule) from None
             compiled_th.append((th, rhs_program, rhs_names))
-        expr = Expr(source, text, program, tuple(names), line or 0, tuple(compiled_th), _map_keys(tokens))
+        read = tuple(n for n in (r[len(POPULATION) + 1:] for r in reads) if n not in self.fixed)
+        expr = Expr(source, text, program, tuple(names), line or 0, tuple(compiled_th), _map_keys(tokens), read)
         sample = self._typecheck(expr, line, rule, want)
         return expr, sample
 
@@ -382,12 +458,16 @@ class _Compiler:
 
     def _finalize(self, dim: Dimension) -> None:
         metrics: set[str] = set()
+        reads: set[str] = set()
         ths: list[tuple[Threshold, Any, tuple[str, ...]]] = []
         for expr in dim.exprs():
             metrics |= self._metrics_of(expr)
+            reads.update(expr.population)
             ths.extend(expr.thresholds)
             for n in self._lets_used(expr):
                 ths.extend(self.lets[n].thresholds)
+                reads.update(self.lets[n].population)
+        dim.population = tuple(sorted(reads))
         dim.metrics = tuple(sorted(metrics))
         dim.thresholds = tuple(dict.fromkeys(ths))
         dim.daily_windows = tuple(sorted({CATALOGUE[m].window for m in metrics if CATALOGUE[m].kind == "daily"}))

@@ -91,6 +91,7 @@ class ClientState:
     clock: int = 0  # instant of the last evaluation (epoch s)
     streak: int = 0  # receipts in a row applied in order (rows are pruned from HORIZON_DAYS on)
     pruned_to: int = -1  # the last business day whose rows were dropped (archived), -1: none
+    pop: int = 0  # instant of the population snapshot the client was last evaluated with
     # rows dropped by this update, for the caller to archive: not serialized (see
     # Engine.receipt / archive_add)
     dropped: list[Any] = field(default_factory=list, compare=False, repr=False)
@@ -371,6 +372,8 @@ def dumps(state: ClientState) -> bytes:
         doc["q"] = min(state.streak, HORIZON_DAYS)  # beyond it, the count changes nothing
     if state.pruned_to >= 0:
         doc["a"] = state.pruned_to
+    if state.pop:
+        doc["o"] = state.pop
     if state.max_seen is not None:
         doc["t"] = [state.first_purchase, state.last_purchase, state.max_seen]
         doc["n"] = [state.visits, state.revenue, state.returns, state.return_amount]
@@ -395,7 +398,7 @@ def loads(raw: bytes) -> ClientState:
     if doc.get("v") != STATE_VERSION:
         raise ValueError(f"unsupported client state version {doc.get('v')!r}")
     state = ClientState(doc["id"], clock=doc.get("k", 0), streak=doc.get("q", 0),
-                        pruned_to=doc.get("a", -1))
+                        pruned_to=doc.get("a", -1), pop=doc.get("o", 0))
     if "t" in doc:
         state.first_purchase, state.last_purchase, state.max_seen = doc["t"]
         state.visits, state.revenue, state.returns, state.return_amount = doc["n"]
@@ -416,5 +419,5 @@ def canonical(state: ClientState) -> bytes:
     """Serialization without the segments, clock and in-order streak: the aggregates only
     (for tests)."""
     copy = loads(dumps(state))
-    copy.segments, copy.clock, copy.streak, copy.pruned_to = {}, 0, 0, -1
+    copy.segments, copy.clock, copy.streak, copy.pruned_to, copy.pop = {}, 0, 0, -1, 0
     return dumps(copy)

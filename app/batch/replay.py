@@ -6,6 +6,12 @@ at once, in file order), then the valid ones are applied in event-time order
 segments and summary. Order ``input``: lines are applied as they come, profiles first
 (what a stream sees). Then each client's time-based transitions up to ``as_of`` are fired
 and the results are written.
+
+Population snapshots (rule sets that read ``population.<name>``): the first at the first
+cadence instant after the first purchase, then at every cadence instant an input reaches
+(before the input is applied), plus one at ``as_of``. Each is computed from every client's
+metrics at its instant, then every client is evaluated against it (cause ``population``),
+in client id order.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import orjson
 from app.batch.order import NO_TIME, PROFILE, RECEIPT, ExternalSort, sort_key
 from app.wire.codecs import dlq_copy
 from rules import ClientState, Engine, RejectedInput, loads, parse_profile, parse_receipt
+from rules import population as pop
 from rules.calendar import to_epoch
+from rules.metrics import MetricView
 from rules.receipts import known_profile_fields
 from rules.state import MemoryArchive, Outcome
 
@@ -36,6 +44,7 @@ class ReplayStats:
     rejected: dict[str, int] = field(default_factory=dict)
     changes: int = 0
     clients: int = 0
+    snapshots: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -54,6 +63,30 @@ class Replay:
     stats: ReplayStats = field(default_factory=ReplayStats)
     earliest: int | None = None  # lower bound on event times (epoch s; None: the contract's)
     archive: MemoryArchive = field(default_factory=MemoryArchive)  # rows left the records
+    cadence: str = "day"  # population snapshots (rules.population.CADENCES)
+    next_snapshot: int | None = None  # epoch s; None: no purchase yet (or no population rules)
+    snapshot: pop.Snapshot | None = None  # the last one taken
+
+    def population_until(self, t: int) -> None:
+        """Take the snapshots due at or before ``t`` (before an input at ``t`` is applied)."""
+        while self.next_snapshot is not None and self.next_snapshot <= t:
+            self.take_snapshot(self.next_snapshot)
+            self.next_snapshot = pop.next_instant(self.next_snapshot, self.cadence, self.engine.cal)
+
+    def take_snapshot(self, instant: int) -> None:
+        engine = self.engine
+        spec = engine.spec
+        agg = pop.initialize(spec)
+        for state in self.states.values():
+            pop.update(spec, agg, MetricView(state, instant, engine.cal))
+        snap = pop.snapshot(spec, instant, agg)
+        if snap is None:
+            return
+        engine.set_population(snap)
+        self.snapshot = snap
+        self.stats.snapshots += 1
+        for cid in sorted(self.states):
+            self._emit(engine.catch_up(self.states[cid]))
 
     def _reject(self, source: str, line_no: int, raw: bytes, exc: RejectedInput) -> None:
         self.stats.rejected[exc.reason] = self.stats.rejected.get(exc.reason, 0) + 1
@@ -88,6 +121,8 @@ class Replay:
         except RejectedInput as exc:
             self._reject(source, line_no, known_profile_fields(raw), exc)
             return
+        if profile.updated_at is not None:
+            self.population_until(to_epoch(profile.updated_at))
         result = self.engine.profile(self.states.get(profile.client_id), profile)
         assert result.state is not None
         self.states[profile.client_id] = result.state
@@ -99,6 +134,7 @@ class Replay:
         try:
             receipt = parse_receipt(loads(raw), self.as_of, self.earliest)
             cid = receipt.client_id
+            self.population_until(receipt.at)
             result = self.engine.receipt(self.states.get(cid) if cid else None, receipt,
                                          self.archive.reader(cid) if cid else None)
             if result.archive:
@@ -112,6 +148,8 @@ class Replay:
             return
         assert result.state is not None and cid is not None
         self.states[cid] = result.state
+        if self.next_snapshot is None and self.engine.spec.stats and result.state.has_purchase:
+            self.next_snapshot = pop.next_instant(receipt.at, self.cadence, self.engine.cal)
         if result.outcome is Outcome.DUPLICATE:
             self.stats.duplicates += 1
         else:
@@ -127,6 +165,8 @@ class Replay:
         """Fire transitions up to as_of, client by client in id order (``before`` is told
         each id first); return one summary row per segmented client."""
         until = to_epoch(self.as_of)
+        if self.next_snapshot is not None and (self.snapshot is None or self.snapshot.instant < until):
+            self.take_snapshot(until)
         rows = []
         for cid in sorted(self.states):
             if before is not None:

@@ -71,6 +71,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from app.batch.replay import Replay, progress, time_order, write_jsonl
 
     engine = build_engine(args.rules, args.param, args.tz)
+    if engine.spec.stats and args.jobs > 1:
+        raise SystemExit("loyalty replay: rules that read the population (population.*) run in one "
+                         "process: drop --jobs")
     earliest = _earliest(args)
     inputs = _replay_inputs(args)
     show = sys.stderr.isatty() and not args.quiet
@@ -91,7 +94,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             st, rule_errors = _replay_jobs(args, inputs, earliest, memory // args.jobs,
                                            {"changes": changes, "rejects": rejects, "segments": segments})
         else:
-            replay = Replay(engine, args.as_of, on_change, on_reject, earliest=earliest)
+            replay = Replay(engine, args.as_of, on_change, on_reject, earliest=earliest,
+                            cadence=args.population_cadence)
             if args.order == "time":
                 time_order(replay, inputs, memory)
             else:
@@ -101,12 +105,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             rows = replay.finish()
             if segments is not None:
                 write_jsonl(segments, rows)
+            if args.population_out:
+                _write_population(args.population_out, engine, replay.snapshot)
             st, rule_errors = replay.stats, engine.errors
     elapsed = time.perf_counter() - started
     summary = {"lines": st.lines, "applied": st.applied, "duplicates": st.duplicates,
                "anonymous": st.anonymous, "profiles": st.profiles, "rejected": dict(sorted(st.rejected.items())),
                "clients": st.clients, "changes": st.changes, "rule_errors": rule_errors,
                "order": args.order}
+    if engine.spec.stats:
+        summary["snapshots"] = st.snapshots
     if args.summary_out:
         with _open_out(args.summary_out) as out:
             assert out is not None
@@ -120,6 +128,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.stderr.write(f"loyalty replay: {st.rejected_total} rejected line(s) (--strict)\n")
         return 3
     return 0
+
+
+def _write_population(path: str, engine: Any, snapshot: Any) -> None:
+    from app.batch.population import snapshot_json
+
+    with _open_out(path) as out:
+        assert out is not None
+        out.write(orjson.dumps(snapshot_json(engine, snapshot), option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _replay_jobs(args: argparse.Namespace, inputs: list[tuple[str, Iterator[tuple[int, bytes]]]],
@@ -219,6 +235,11 @@ def parser() -> argparse.ArgumentParser:
                    help="earliest event time accepted (LOYALTY_EARLIEST_EVENT)")
     r.add_argument("--sort-memory", type=_positive, default=256, metavar="MIB",
                    help="memory for sorting lines by event time; beyond it, sorted runs go to temporary files")
+    r.add_argument("--population-cadence", choices=("day", "week", "month"),
+                   default=os.environ.get("LOYALTY_POPULATION_CADENCE") or "day",
+                   help="population snapshots at every business midnight, Monday or first of the month "
+                   "(LOYALTY_POPULATION_CADENCE)")
+    r.add_argument("--population-out", help="the last population snapshot as JSON (rules that read population.*)")
     r.add_argument("--segments-out", help="one line per client")
     r.add_argument("--changes-out", help="CloudEvents of every segment change")
     r.add_argument("--rejects-out", help="rejected lines with reasons")

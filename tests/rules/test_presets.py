@@ -13,8 +13,9 @@ from rules.events import EVENT_TYPE
 
 
 def test_every_preset_has_examples_here() -> None:
-    assert preset_names() == ["basket", "boostfeel", "check_bands", "demographics", "manzana",
-                              "netix", "profsalon", "rfm"]
+    # abc, rfm_quantiles and profsalon's own average check: tests/rules/test_population.py
+    assert preset_names() == ["abc", "basket", "boostfeel", "check_bands", "demographics", "manzana",
+                              "netix", "profsalon", "rfm", "rfm_quantiles"]
 
 
 # -- boostfeel --------------------------------------------------------------------------------
@@ -132,8 +133,13 @@ def test_boostfeel_next_due_in_moscow() -> None:
 # -- profsalon -------------------------------------------------------------------------------
 
 
+def _profsalon(tz: str = "UTC") -> Engine:
+    """A fixed average check of 2000 (the default reads the salon's own: test_population)."""
+    return Engine([load_ruleset("profsalon", {"salon_avg_check": 2000.0})], tz=tz)
+
+
 def test_profsalon_vip_after_three_months_of_three_average_checks() -> None:
-    eng = engine("profsalon", tz=MSK)
+    eng = _profsalon(tz=MSK)
     s, ev = feed(eng, [
         rcpt("jan", "2026-01-15T12:00:00+03:00", "6000.00"),
         rcpt("feb1", "2026-02-10T12:00:00+03:00", "3500.00"),
@@ -153,7 +159,7 @@ def test_profsalon_vip_after_three_months_of_three_average_checks() -> None:
 
 
 def test_profsalon_one_month_short_is_not_vip() -> None:
-    eng = engine("profsalon")
+    eng = _profsalon()
     s, _ = feed(eng, [rcpt("jan", "2026-01-15T12:00:00Z", "6000.00"),
                       rcpt("feb", "2026-02-10T12:00:00Z", "5999.99"),
                       rcpt("mar", "2026-03-05T12:00:00Z", "9000.00")])

@@ -20,7 +20,9 @@ class Shop:
     """One client, one engine, one scenario runner; plain loops, no Kafka."""
 
     def __init__(self, ruleset: str, scenario: str, client: str = "c-1") -> None:
-        self.engine = Engine([load_ruleset(ruleset)], tz=MSK)
+        # profsalon with a fixed average check (its own needs population snapshots)
+        fixed = {"salon_avg_check": 2000.0} if ruleset == "profsalon" else None
+        self.engine = Engine([load_ruleset(ruleset, fixed)], tz=MSK)
         self.runner = ScenarioRunner([preset(scenario)], tz=MSK)
         self.client = client
         self.state: ClientState | None = None

@@ -13,6 +13,7 @@ import pytest
 from rules_testkit import DAY, MSK, engine, feed, rcpt, ts
 
 from rules import RejectedInput, parse_profile, preset_names
+from rules import population
 from rules.calendar import BusinessCalendar
 from rules.metrics import MetricView
 from rules.receipts import Receipt
@@ -285,7 +286,14 @@ def test_three_years_of_daily_visits_fit_in_2kib() -> None:
 def test_three_years_with_every_preset_segment_fit_in_2kib() -> None:
     eng = engine(*preset_names(), tz=MSK)
     s, _ = feed(eng, _three_years_daily())
-    assert len(s.segments) == 11
+    # dimensions that read the population (abc, rfm_quantiles, profsalon) wait for a snapshot
+    agg = population.initialize(eng.spec)
+    population.update(eng.spec, agg, MetricView(s, s.clock, eng.cal))
+    snap = population.snapshot(eng.spec, s.clock + 3600, agg)
+    assert snap is not None
+    eng.set_population(snap)
+    eng.catch_up(s)
+    assert len(s.segments) == 14
     assert len(dumps(s)) <= 2048
 
 
