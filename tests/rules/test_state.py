@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from rules_testkit import DAY, MSK, engine, feed, rcpt, ts
 
-from rules import RejectedInput, parse_profile, preset_names
-from rules import population
+from rules import RejectedInput, parse_profile, population, preset_names
 from rules.calendar import BusinessCalendar
 from rules.metrics import MetricView
 from rules.receipts import Receipt
