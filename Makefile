@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra infra-stop tools test test-unit lint docs demo demo-clean bench-core bench-stream bench-ceiling bench-api clean
+.PHONY: install infra infra-stop tools test test-unit lint docs demo demo-clean bench-core bench-population bench-stream bench-ceiling bench-api clean
 
 install: $(STAMP)
 
@@ -48,6 +48,9 @@ demo-clean: install
 
 bench-core: install
 	$(BIN)/python bench/bench_core.py
+
+bench-population: install
+	$(BIN)/python bench/bench_population.py
 
 bench-stream: install infra
 	$(BIN)/python bench/bench_stream.py

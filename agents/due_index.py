@@ -23,8 +23,10 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.wire.codecs import table_due, table_rules
-from rules.state import is_archive_key
+import orjson
+
+from app.wire.codecs import split_table_value, table_due, table_rules
+from rules.state import is_aux_key
 
 _FAUST_KEYS = b"__faust"  # Faust's own bookkeeping keys in a partition's RocksDB
 SWEEP = 1  # the due instant of a client written under other rules: before any real one
@@ -105,13 +107,17 @@ def partitioned(table: Any) -> bool:
     return hasattr(table.data, "_db_for_partition")
 
 
-def stored_dues(table: Any, partition: int, rules: bytes | None = None) -> Iterator[tuple[bytes, int]]:
+def stored_dues(table: Any, partition: int, rules: bytes | None = None,
+                behind: int | None = None) -> Iterator[tuple[bytes, int]]:
     """(client key, due instant) of every client of ``partition`` that has one, read from
     the table's store (the memory store: every key, for partition 0 only).
 
     ``rules``: the current rules fingerprint. A client written under other rules is due
     at once (:data:`SWEEP`): its tick re-evaluates it under these rules, with or without
     a due instant of its own.
+
+    ``behind``: the instant of the current population round (agents.population). A client
+    last evaluated before it is due at it at the latest: its tick catches it up.
     """
     store = table.data
     if partitioned(table):
@@ -121,7 +127,7 @@ def stored_dues(table: Any, partition: int, rules: bytes | None = None) -> Itera
     else:
         return
     for key, value in items:
-        if key[:7] == _FAUST_KEYS or len(value) < 8 or is_archive_key(key):  # not a client's value
+        if key[:7] == _FAUST_KEYS or len(value) < 8 or is_aux_key(key):  # not a client's value
             continue
         if rules is not None:
             written = table_rules(value)
@@ -129,5 +135,16 @@ def stored_dues(table: Any, partition: int, rules: bytes | None = None) -> Itera
                 yield key, SWEEP
                 continue
         due = table_due(value)
+        if behind is not None and _population_of(value) < behind:
+            due = min(due, behind) if due else behind
         if due:
             yield key, due
+
+
+def _population_of(value: bytes) -> int:
+    """The ``pop`` of a stored client record (rules.state serializes it as ``"o"``)."""
+    try:
+        pop = orjson.loads(split_table_value(value)[1]).get("o", 0)
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    return int(pop)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agents.population import Rounds, held_key, held_pack, held_unpack
 from agents.watermark import WATERMARK
 from app.wire import codecs
 from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
@@ -19,7 +20,7 @@ from rules.receipts import Receipt, known_profile_fields
 from rules.scenario_state import ScenarioRunner, Step
 from rules.scenario_state import dumps as dump_scenarios
 from rules.scenario_state import loads as load_scenarios
-from rules.state import archive_add, archive_key
+from rules.state import archive_add, archive_key, initialize
 from rules.state import dumps as dump_state
 from rules.state import loads as load_state
 
@@ -68,14 +69,72 @@ class ClientHandler:
     """
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime],
-                 scenarios: ScenarioRunner | None = None) -> None:
+                 scenarios: ScenarioRunner | None = None, rounds: Rounds | None = None) -> None:
         self.engine = engine
         self.clock = clock
         self.scenarios = scenarios
+        self.rounds = rounds  # population rounds (agents.population): inputs may be held
 
     def handle(self, client_id: str, message: bytes, stored: bytes | None,
                read: Callable[[bytes], bytes | None] | None = None) -> Handled:
-        """``read``: the table's value of another key (the client's archive, rules.state)."""
+        """``read``: the table's value of another key (the client's archive, rules.state;
+        its held inputs, agents.population)."""
+        if self.rounds is None or message[:1] in (codecs.PROBE, WATERMARK):
+            return self._one(client_id, message, stored, read)
+        return self._with_held(client_id, message, stored, read)
+
+    def _with_held(self, client_id: str, message: bytes, stored: bytes | None,
+                   read: Callable[[bytes], bytes | None] | None) -> Handled:
+        """Hold an input dated at or after the open population round; apply the held inputs
+        the last round released (in event-time order) before this message."""
+        assert self.rounds is not None
+        key = held_key(client_id.encode())
+        local: dict[bytes, bytes] = {}
+
+        def overlay(k: bytes) -> bytes | None:
+            return local[k] if k in local else (read(k) if read is not None else None)
+
+        held = held_unpack(overlay(key))
+        bound = self.rounds.hold_from
+        at = _event_time(message)
+        hold = at is not None and at >= bound
+        ready = sorted((h for h in held if h[0] < bound), key=lambda h: h[0])
+        keep = [h for h in held if h[0] >= bound] + ([(at, message)] if hold and at is not None else [])
+        if not ready and not hold and not held:
+            return self._one(client_id, message, stored, read)
+        done: list[Handled] = []
+        value = stored
+        for _, m in ready:
+            out = self._one(client_id, m, value, overlay)
+            local.update(out.archive)
+            value = out.value if out.value is not None else value
+            done.append(out)
+        if hold:
+            main = Handled("receipt" if message[:1] == codecs.RECEIPT else "profile", "held")
+            if value is None:  # a record to sweep when the round is over
+                value = codecs.table_value(None, dump_state(initialize(client_id)), None,
+                                           self.engine.fingerprint)
+            main.value = value
+            main.due_new = codecs.table_due(value)
+        else:
+            main = self._one(client_id, message, value, overlay)
+            if main.value is None and value is not stored:
+                main.value, main.due_new = value, codecs.table_due(value) if value is not None else None
+        main.events = [e for out in done for e in out.events] + main.events
+        steps = [out.scenarios for out in done] + [main.scenarios]
+        main.scenarios.actions = [a for st in steps for a in st.actions]
+        main.scenarios.conversions = [c for st in steps for c in st.conversions]
+        main.scenarios.skipped = [k for st in steps for k in st.skipped]
+        archive: dict[bytes, bytes] = {}
+        for out in [*done, main]:
+            archive.update(out.archive)
+        main.archive = archive
+        main.archive[key] = held_pack(keep)
+        main.due_old = codecs.table_due(stored) if stored is not None else None
+        return main
+
+    def _one(self, client_id: str, message: bytes, stored: bytes | None,
+             read: Callable[[bytes], bytes | None] | None = None) -> Handled:
         if message[:1] in (codecs.PROBE, WATERMARK):
             return Handled("probe", "probe")  # its only job: be a later record (agents.monitor)
         due_old, state = None, None
@@ -84,6 +143,12 @@ class ClientHandler:
             state = load_state(raw_state)
         kind = message[:1]
         receipt: Receipt | None = None
+        # a client behind a population snapshot dated before its input catches up first, so
+        # scenarios see the snapshot's changes before the receipt (as in replay)
+        pre: list[dict[str, Any]] = []
+        if state is not None and self.engine.snapshots and kind in (codecs.RECEIPT, codecs.PROFILE):
+            at = _event_time(message)
+            pre = self.engine.catch_up(state, state.clock if at is None else at)
         if kind == codecs.RECEIPT:
             receipt = parse_receipt(loads(message[1:]), None)  # validated when routed
             archived = None
@@ -115,12 +180,12 @@ class ClientHandler:
             raise RejectedInput("bad_envelope", f"unknown message kind {kind!r}")
         if result is not None:
             state = result.state
-            out.events = result.events
+            out.events = pre + result.events
         assert state is not None
         due_new = self.engine.next_due(state)
         scenarios = codecs.scenario_part(stored) if stored is not None else None
         if self.scenarios is not None:
-            scenarios = self._scenarios(scenarios, receipt, out)
+            scenarios = self._scenarios(scenarios, receipt, out, len(pre))
         out.value = codecs.table_value(due_new, dump_state(state), scenarios, self.engine.fingerprint)
         out.due_old, out.due_new = due_old, due_new
         return out
@@ -131,21 +196,26 @@ class ClientHandler:
         rules = codecs.table_rules(stored)
         return rules is not None and rules != self.engine.fingerprint
 
-    def _scenarios(self, stored: bytes | None, receipt: Receipt | None, out: Handled) -> bytes | None:
-        """Feed the scenario runner; return the new scenario state (bytes) of the client."""
+    def _scenarios(self, stored: bytes | None, receipt: Receipt | None, out: Handled,
+                   first: int = 0) -> bytes | None:
+        """Feed the scenario runner (the first ``first`` changes, then the receipt, then the
+        other changes); return the new scenario state (bytes) of the client."""
         runner = self.scenarios
         assert runner is not None
-        matching = [e for e in out.events if runner.matching(e["data"])]
+        matching = [(n, e) for n, e in enumerate(out.events) if runner.matching(e["data"])]
         if receipt is None and not matching:
             return stored
         state = load_scenarios(stored) if stored is not None else None
         total, changed = out.scenarios, False
-        if receipt is not None:
-            state, step = runner.receipt(state, receipt)
-            total.conversions += step.conversions
-            changed = step.changed
         now = to_epoch(self.clock())
-        for event in matching:
+        for _, event in [*[m for m in matching if m[0] < first], (first, None),
+                         *[m for m in matching if m[0] >= first]]:
+            if event is None:  # the receipt's place
+                if receipt is not None:
+                    state, step = runner.receipt(state, receipt)
+                    total.conversions += step.conversions
+                    changed = changed or step.changed
+                continue
             state, step = runner.change(state, event, now)
             total.actions += step.actions
             total.conversions += step.conversions
@@ -154,3 +224,14 @@ class ClientHandler:
         if state is None or not changed:
             return stored
         return dump_scenarios(state)
+
+
+def _event_time(message: bytes) -> int | None:
+    """Event time of a receipt or a profile with ``updated_at`` (None: other messages)."""
+    kind = message[:1]
+    if kind == codecs.RECEIPT:
+        return parse_receipt(loads(message[1:]), None).at
+    if kind == codecs.PROFILE:
+        profile = parse_profile(loads(message[1:]), None)
+        return None if profile.updated_at is None else to_epoch(profile.updated_at)
+    return None

@@ -30,6 +30,7 @@ from agents.batching import ClientTable, in_event, send
 from agents.due_index import DueIndex, partitioned, stored_dues
 from agents.handler import ClientHandler, route
 from agents.offsets import register_filler
+from agents.population_io import population_step
 from agents.watermark import BEACON_S, KEY, WATERMARK, Sink, Source
 from agents.watermark import encode as encode_watermark
 from app.metrics import Metrics
@@ -73,6 +74,9 @@ class Pipeline:
     partitions: int = 1  # of the client-events topic
     sources: Source = field(default_factory=Source)  # agents.watermark, routers' side
     sink: Sink = field(default_factory=Sink)  # agents.watermark, clients agent's side
+    rounds: Any = None  # agents.population.Rounds (rules that read the population), or None
+    population_topic: str = ""  # LOYALTY_TOPIC_POPULATION
+    swept: dict[int, int] = field(default_factory=dict)  # partition -> round instant swept
 
 
 async def _to_dlq(p: Pipeline, event: Any, raw: bytes, exc: RejectedInput, source: str,
@@ -107,7 +111,7 @@ def _poison(p: Pipeline, agent: str, exc: Exception) -> RejectedInput:
 def register(p: Pipeline, due_interval: float) -> None:
     app = p.app
     guard = _guard(p)
-    handler = ClientHandler(p.engine, p.clock, p.scenarios)
+    handler = ClientHandler(p.engine, p.clock, p.scenarios, p.rounds)
     table = ClientTable(app, p.clients, p.direct_sends)
     value_dims = {d.id for _, d in p.engine.dims if d.value is not None}
 
@@ -172,6 +176,8 @@ def register(p: Pipeline, due_interval: float) -> None:
         # then the batch's table writes follow (one broker round trip per batch, not per
         # receipt). Later messages of a client in the same batch see its pending state.
         gaps = register_filler(app, "clients", p.kafka, p.metrics)
+        if p.rounds is not None:  # the current population round first (agents.population_io)
+            await p.rounds.ready.wait()
         async for batch in stream.take_events(p.batch_max, within=p.batch_within):
             try:
                 items = []  # (record, the Faust event whose context it runs in)
@@ -259,13 +265,19 @@ def register(p: Pipeline, due_interval: float) -> None:
         for partition in owned:
             if not p.due_index.built(partition, generation):
                 started = time.perf_counter()
+                behind = p.rounds.last if p.rounds is not None else None
                 n = p.due_index.build(partition, generation,
-                                      stored_dues(p.clients, partition, p.engine.fingerprint))
+                                      stored_dues(p.clients, partition, p.engine.fingerprint, behind))
+                if behind is not None:
+                    p.swept[partition] = behind
                 log.info("due index of partition %d: %d clients, built in %.2f s",
                          partition, n, time.perf_counter() - started)
             until = p.sink.until(partition, now, p.lateness) if rocksdb else _until_all(p, now)
             if until is None:  # an input partition not heard of yet: hold the ticks
                 continue
+            if p.rounds is not None and rocksdb:  # population rounds (agents.population_io)
+                await population_step(p, partition, until, generation)
+                until = min(until, p.rounds.pending)
             for due, key in p.due_index.due(partition, until, MAX_TICKS):
                 backlog += 1
                 sent = p.inflight.get((due, key))

@@ -56,7 +56,7 @@ from app.settings import Settings
 from app.wire import codecs
 from app.wire.kafka_conn import options
 from rules import Engine
-from rules.state import is_archive_key
+from rules.state import is_aux_key
 from rules.state import loads as load_state
 
 log = logging.getLogger("loyalty.projector")
@@ -125,7 +125,7 @@ class Projector:
         for n, (key, value) in enumerate(latest.items()):
             if n % 100 == 99:
                 await asyncio.sleep(0)  # let the agents run: ~30 us of decoding per record
-            if value is None or is_archive_key(key):
+            if value is None or is_aux_key(key):
                 continue
             try:
                 state = load_state(codecs.split_table_value(value)[1])
@@ -337,7 +337,7 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
             latest = {r.key: r.value for r in records if r.key is not None}  # last write wins
             updates: list[Update] = []
             for key, value in latest.items():
-                if value is not None and not is_archive_key(key):  # None: a tombstone
+                if value is not None and not is_aux_key(key):  # None: a tombstone
                     updates += state_updates(engine, key.decode(), value)
                     stats["clients"] += 1
             await proj.apply(updates, gen=new)

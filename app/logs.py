@@ -81,7 +81,7 @@ class LogGuard(logging.Filter):
             return False
         message = record.getMessage()
         if _CONTROL.search(message):
-            record.msg, record.args = _CONTROL.sub(lambda m: repr(m.group())[1:-1], message), None
+            record.msg, record.args = _CONTROL.sub(lambda m: repr(m.group())[1:-1], message), ()
         return True
 
     def _first(self, kind: tuple[str, str], record: logging.LogRecord) -> bool:
@@ -92,7 +92,7 @@ class LogGuard(logging.Filter):
             return False
         if seen is not None and seen[1]:
             record.msg = f"{record.getMessage()} (and {int(seen[1])} more like it in the last {self.window:.0f} s)"
-            record.args = None
+            record.args = ()  # not None: mode's formatter wraps it as (None,) and formatting fails
         if len(self._seen) > 1000:
             self._seen.clear()
         self._seen[kind] = [now, 0]

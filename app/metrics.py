@@ -56,6 +56,11 @@ SPECS: tuple[Spec, ...] = (
          "Records sent to the DLQ because processing them raised (reason processing_error)", ("agent",)),
     Spec("offset_gaps", Counter, "loyalty_offset_gaps", "Records of an internal topic skipped (never delivered)",
          ("topic",)),
+    Spec("population_round", Gauge, "loyalty_population_round_seconds",
+         "Event-time instant (epoch s) of the last population round this worker applied (rules that read "
+         "population.*)"),
+    Spec("population_pending", Gauge, "loyalty_population_pending_seconds",
+         "Event-time instant (epoch s) of the open population round: inputs dated from it on are held"),
 )
 
 
@@ -81,6 +86,8 @@ class Metrics:
     blocked: Gauge
     processing_errors: Counter
     offset_gaps: Counter
+    population_round: Gauge
+    population_pending: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:

@@ -150,9 +150,13 @@ def presets_page() -> str:
         if rs.params:
             lines.append("Parameters: " + ", ".join(f"`{k}` = `{v}`" for k, v in rs.params.items()) + ".")
             lines.append("")
+        if rs.population:
+            lines.append("Reads the population ([population-relative segments](../explanation/population.md)): "
+                         + ", ".join(f"`population.{n}`" for n in rs.population) + ".")
+            lines.append("")
         for dim in rs.dimensions:
             kind = "value dimension" if dim.value is not None else "segments: " + ", ".join(
-                f"`{s.id}`" for s in dim.segments)
+                f"`{s.id}`" + (f" (min_days {s.min_days})" if s.min_days else "") for s in dim.segments)
             default = f"; default `{dim.default}`" if dim.default else ""
             lines.append(f"- dimension `{dim.id}` ({kind}{default})")
         lines.append("")

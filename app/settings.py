@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     topic_dlq: str = _env("LOYALTY_TOPIC_DLQ", "loyalty.receipts.dlq", "rejected input, with the reason")
     topic_client_events: str = _env("LOYALTY_TOPIC_CLIENT_EVENTS", "loyalty.client-events",
                                     "internal: inputs repartitioned by client id, and due ticks")
+    topic_population: str = _env("LOYALTY_TOPIC_POPULATION", "loyalty.population",
+                                 "internal: population snapshots (partial aggregates and rounds; compacted, "
+                                 "one partition)")
+    population_cadence: Literal["day", "week", "month"] = _env(
+        "LOYALTY_POPULATION_CADENCE", "day",
+        "population snapshots at every business midnight (`day`), Monday midnight (`week`) or first of the "
+        "month (`month`); only for rule sets that read population.*")
     due_interval: float = _env("LOYALTY_DUE_INTERVAL", 5.0, "seconds between due-index scans", gt=0)
     due_max_delay: float = _env("LOYALTY_DUE_MAX_DELAY", 60.0,
                                 "the bound (seconds) the tests hold the lateness of a time-based change to; the "

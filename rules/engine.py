@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +68,13 @@ class Engine:
         self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
                                          | set(SUMMARY_METRICS)))
         self.spec = Spec(_population_stats(rulesets))
-        self.population: Snapshot | None = None  # the snapshot rules read (set_population)
-        self._plans: dict[tuple[Any, ...], Plan] = {}
-        self.plan = Plan(_without_population(rulesets))
-        self._previous = self.plan  # the plan before the current snapshot (catch_up)
+        # population snapshots so far, by instant: an input dated t is evaluated against the
+        # latest one at or before t, whenever it is processed (a redelivery gives the same)
+        self.snapshots: list[Snapshot] = []
+        self._instants: list[int] = []
+        self._base = Plan(_without_population(rulesets))  # before the first snapshot
+        self._plans: dict[int, Plan] = {}  # snapshot index -> its plan (the last few)
+        self.plan = self._base
         # what a stored client was evaluated by: the rule sets' versions and the time zone
         self.fingerprint = hashlib.sha256(
             "\x1f".join([tz, *(f"{rs.name}={rs.version}" for rs in rulesets)]).encode()).digest()[:8]
@@ -78,42 +82,62 @@ class Engine:
     @property
     def errors(self) -> int:
         """Rule runtime errors so far (each counted as "no match")."""
-        return self.plan.errors + sum(p.errors for p in self._plans.values() if p is not self.plan)
+        return self._base.errors + sum(p.errors for p in self._plans.values())
 
     # -- the population ---------------------------------------------------------------
 
+    @property
+    def population(self) -> Snapshot | None:
+        """The latest snapshot (None: none yet)."""
+        return self.snapshots[-1] if self.snapshots else None
+
     def set_population(self, snapshot: Snapshot) -> None:
-        """Rules read ``snapshot`` from now on; clients catch up with :meth:`catch_up`.
-        Before the first snapshot, dimensions that read the population are not evaluated."""
-        self.population = snapshot
-        self._previous = self.plan
-        if not self.spec.stats:
+        """Add the next snapshot (one at or before the latest is ignored). Clients catch up
+        with it in :meth:`advance` (every input does) or :meth:`catch_up`. Before the first
+        snapshot, dimensions that read the population are not evaluated."""
+        if self._instants and snapshot.instant <= self._instants[-1]:
             return
-        key = tuple(sorted(snapshot.values.items()))
-        plan = self._plans.get(key)
+        self.snapshots.append(snapshot)
+        self._instants.append(snapshot.instant)
+
+    def _plan(self, i: int) -> Plan:
+        """The plan of snapshot ``i`` (-1: before the first)."""
+        if i < 0 or not self.spec.stats:
+            return self._base
+        plan = self._plans.get(i)
         if plan is None:
             if len(self._plans) >= 8:
                 self._plans.pop(next(iter(self._plans)))
-            plan = self._plans[key] = Plan([bind(rs, snapshot.values) for rs in self.rulesets])
-        self.plan = plan
+            plan = self._plans[i] = Plan([bind(rs, self.snapshots[i].values) for rs in self.rulesets])
+        return plan
 
-    def catch_up(self, state: ClientState) -> list[dict[str, Any]]:
-        """Evaluate a client last evaluated before the current snapshot at the snapshot's
-        instant (time-based changes due before it first): change events with cause
-        ``population``. A client whose clock is past the instant is evaluated at its clock."""
-        snap = self.population
-        if snap is None or state.pop >= snap.instant:
-            return []
-        state.pop = snap.instant
-        current, self.plan = self.plan, self._previous  # time passes under the old values
-        try:
-            events = self._advance(state, snap.instant)
-        finally:
-            self.plan = current
-        at = max(snap.instant, state.clock)
-        events += self._evaluate(state, at, "population", None)
-        if state.has_purchase:
-            state.clock = at
+    def _use_at(self, t: int) -> None:
+        """Evaluate with the latest snapshot at or before ``t``."""
+        if self._instants:
+            self.plan = self._plan(bisect_right(self._instants, t) - 1)
+
+    def catch_up(self, state: ClientState, until: int | None = None) -> list[dict[str, Any]]:
+        """Evaluate a client at each snapshot instant in (its last one, ``until``] (default:
+        the latest snapshot), time-based changes due before each instant first, under the
+        values before it: change events with cause ``population`` at the instant (at the
+        client's clock if that is later)."""
+        events: list[dict[str, Any]] = []
+        instants = self._instants
+        if not instants:
+            return events
+        until = instants[-1] if until is None else until
+        i = bisect_right(instants, state.pop)
+        while i < len(instants) and instants[i] <= until:
+            at = instants[i]
+            self.plan = self._plan(i - 1)
+            events += self._advance(state, at)
+            self.plan = self._plan(i)
+            at = max(at, state.clock)
+            events += self._evaluate(state, at, "population", None)
+            if state.has_purchase:
+                state.clock = at
+            state.pop = instants[i]
+            i += 1
         return events
 
     # -- inputs -------------------------------------------------------------------------
@@ -137,11 +161,10 @@ class Engine:
 
     def profile(self, state: ClientState | None, profile: Profile) -> Result:
         state = state or initialize(profile.client_id)
-        events = self.catch_up(state)
         at = state.clock
         if profile.updated_at is not None:
             at = max(at, to_epoch(profile.updated_at))
-            events += self.advance(state, at)
+        events = self.advance(state, at)
         apply_profile(state, profile)
         if state.has_purchase:
             events += self._evaluate(state, at, "profile", None)
@@ -149,8 +172,10 @@ class Engine:
         return Result(state, events)
 
     def advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
-        """Fire every time-based change due in (clock, until], each at its due instant."""
-        events = self.catch_up(state) if state.pop < self._pop_instant else []
+        """Fire every time-based change due in (clock, until], each at its due instant, and
+        the population snapshots up to ``until`` (:meth:`catch_up`)."""
+        events = self.catch_up(state, until) if self._instants else []
+        self._use_at(max(until, state.clock))
         return events + self._advance(state, until)
 
     def _advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
@@ -180,29 +205,32 @@ class Engine:
         for dim_id in [d for d in state.segments if d not in known]:
             del state.segments[dim_id]
         at = max(at, state.clock)
-        events = self._evaluate(state, at, "rules", None)
+        events = self.catch_up(state, at) if self._instants else []
+        self._use_at(at)
+        events += self._evaluate(state, at, "rules", None)
         if state.has_purchase:
             state.clock = at
         return events
 
-    @property
-    def _pop_instant(self) -> int:
-        return self.population.instant if self.population is not None else 0
-
     def next_due(self, state: ClientState) -> int | None:
         """Earliest instant at which some segment changes with no new input (None: never).
-        A client behind the current population snapshot is due at the snapshot's instant."""
-        if state.pop < self._pop_instant and state.has_purchase:
-            return self._pop_instant
+        A client behind a population snapshot is due at its instant at the latest."""
+        behind = None
+        if self._instants and state.has_purchase:
+            i = bisect_right(self._instants, state.pop)
+            behind = self._instants[i] if i < len(self._instants) else None
         if not state.segments:
-            return None
+            return behind
+        self._use_at(state.clock)
         after = state.clock
         for until in (after + NEAR_S, FOREVER):  # most changes are near: list those first
             for c in self.plan.candidates(state, after, until, self.cal):
+                if behind is not None and c >= behind:
+                    return behind
                 if self._changes(state, c):
                     return c
             after = until
-        return None
+        return behind
 
     # -- views ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from rules.calendar import DAY_S, BusinessCalendar
 from rules.receipts import CURRENCY_EXPONENT
-from rules.state import CATEGORY_MONTHS, ClientState, cancels
+from rules.state import CATEGORY_MONTHS, ClientState, cancels, purchase_day_bits
 
 Fn = Callable[["MetricView"], Any]
 
@@ -215,11 +215,21 @@ def _top_category(v: MetricView) -> str:
     return min(totals, key=lambda c: (-totals[c], c)) if totals else ""
 
 
+def _purchase_days(v: MetricView) -> int:
+    bits = v.s.pdays
+    if bits < 0:  # a record written before purchase days were kept
+        bits = purchase_day_bits(v.s, v.cal)[0]
+    return bits.bit_count()
+
+
 def _mean_interval(v: MetricView) -> float:
-    s = v.s
-    if s.visits < 2 or s.first_purchase is None or s.last_purchase is None:
-        return 0.0
-    return (s.last_purchase - s.first_purchase) / DAY_S / (s.visits - 1)
+    """(last purchase day - first purchase day) / (purchase days - 1): bit 0 of the bitmap
+    is the first day, its highest bit the last."""
+    bits = v.s.pdays
+    if bits < 0:
+        bits = purchase_day_bits(v.s, v.cal)[0]
+    n = bits.bit_count()
+    return (bits.bit_length() - 1) / (n - 1) if n > 1 else 0.0
 
 
 def _avg(revenue: int, visits: int) -> float:
@@ -241,8 +251,12 @@ _add("lifetime_returns", "int", "static", lambda v: v.s.returns, "return receipt
 _add("lifetime_return_amount", "double", "static", lambda v: v.s.return_amount, "refunded ever", money=True)
 _add("avg_check", "double", "static", lambda v: _avg(v.s.revenue, v.s.visits),
      "lifetime net revenue / lifetime visits", money=True)
+_add("purchase_days", "int", "static", _purchase_days,
+     "business days with a visit ever (several receipts of one day count once; a day whose "
+     "every sale was fully refunded, none)")
 _add("mean_interval_days", "double", "static", _mean_interval,
-     "client's mean days between purchases ((last-first)/(visits-1)); 0.0 under 2 visits")
+     "client's mean days between purchase days: (last purchase day - first purchase day) / "
+     "(purchase_days - 1); 0.0 under 2 purchase days")
 _add("has_purchase", "bool", "static", lambda v: v.s.last_purchase is not None, "at least one sale")
 _add("last_store", "string", "static", lambda v: v.s.last_store or "", "store of the latest receipt")
 _add("gender", "string", "static", lambda v: v.s.profile.get("gender", ""), "f, m, x or '' (profile)")

@@ -40,6 +40,7 @@ import orjson
 from ddsketch.mapping import LogarithmicMapping
 
 from rules.celtext import free_identifiers, tokenize
+from rules.errors import LoyaltyError
 from rules.metrics import CATALOGUE, MetricView
 
 RELATIVE_ACCURACY = 0.005
@@ -92,7 +93,7 @@ BUILTINS: dict[str, Stat] = {
 }
 
 
-class PopulationError(ValueError):
+class PopulationError(LoyaltyError, ValueError):
     """A statistic declaration is invalid (the rule set compiler reports it with its line)."""
 
 

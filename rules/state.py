@@ -28,6 +28,24 @@ and the record stays small (three years of daily visits: under 2 KB).
 A full return cancels its sale's visit when it is dated at most ``HORIZON_DAYS - 1`` business
 days after the sale (in any arrival order).
 
+*Purchase days* (``purchase_days``, ``mean_interval_days``): the business days with at least
+one visit, i.e. a sale not cancelled by a full return as above; several receipts of one day
+are one purchase day, a day whose every sale was fully returned is none. The record keeps
+them all, for the client's lifetime, as a bitmap: bit ``i`` is business day ``pday0 + i``
+(bit 0 always set), serialized with ``pday0`` (2 bytes, like a row's day) under ``"d"``. A
+sale sets its day's bit, a full return that cancels a sale clears it when no other visit is
+left that day: that day's rows are all in the record then (kept, or brought back from the
+archive like every row a late receipt may relate to), so any arrival order gives the same
+bitmap. Bytes it adds per client: ``,"d":"..."``, 7 + the base64 of 2 + ceil(span / 8)
+bytes (span: last - first purchase day + 1), deflated beyond 24 bytes when shorter: 11
+bytes for spans up to 8 days, 15 up to 32, 39 up to 176; three years: 20 for daily visits,
+152 for a visit every 0.6-1.4 days, 164 every 2-4 days; ten years of a visit every 1-4
+months: 132. Measured: 18.8 on average (p99 27) for the simulator's 1,000 clients of 90
+days (records of 713 bytes), 19.4 (p99 56, max 100) for CDNOW's 23,570 customers over 18
+months. A record written before purchase days were kept has no ``"d"``: its bitmap is
+rebuilt from what the record still holds (the days of its rows' visits, of its first and
+of its latest sale), a lower bound until the history is replayed.
+
 ``apply_*`` update the record passed in and return it with an :class:`Outcome`.
 """
 
@@ -36,6 +54,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -55,6 +74,7 @@ MONTHS_KEPT = 14  # current month + 13 previous
 CATEGORY_MONTHS = 3  # category shares cover the current and two previous months
 _SALE = struct.Struct("<QHq")  # receipt hash, business day, amount (minor units)
 _RET = struct.Struct("<QHqQ")  # receipt hash, business day, amount, original receipt hash
+_DAY = struct.Struct("<H")  # the first purchase day of the purchase-day bitmap
 _Row = TypeVar("_Row", tuple[int, int, int], tuple[int, int, int, int])  # a sale or a return
 
 
@@ -91,6 +111,8 @@ class ClientState:
     clock: int = 0  # instant of the last evaluation (epoch s)
     streak: int = 0  # receipts in a row applied in order (rows are pruned from HORIZON_DAYS on)
     pruned_to: int = -1  # the last business day whose rows were dropped (archived), -1: none
+    pdays: int = 0  # purchase days, a bitmap: bit i is business day pday0 + i; -1: not known yet
+    pday0: int = 0  # (a record written before purchase days: see purchase_day_bits)
     pop: int = 0  # instant of the population snapshot the client was last evaluated with
     # rows dropped by this update, for the caller to archive: not serialized (see
     # Engine.receipt / archive_add)
@@ -128,6 +150,58 @@ def _month_add(state: ClientState, month: int, visits: int, revenue: int) -> Non
     bucket[1] += revenue
 
 
+# -- purchase days: a bitmap of business days from the first (see the module's docstring) ---
+
+
+def _day_on(state: ClientState, day: int) -> None:
+    bits, base = state.pdays, state.pday0
+    if not bits:
+        state.pdays, state.pday0 = 1, day
+    elif day < base:
+        state.pdays, state.pday0 = (bits << (base - day)) | 1, day
+    else:
+        state.pdays = bits | (1 << (day - base))
+
+
+def _day_off(state: ClientState, day: int) -> None:
+    i = day - state.pday0
+    if i < 0 or not state.pdays >> i & 1:
+        return
+    bits = state.pdays & ~(1 << i)
+    if not bits:
+        state.pdays = state.pday0 = 0
+        return
+    if i == 0:  # the first purchase day went: bit 0 is the next one
+        shift = (bits & -bits).bit_length() - 1
+        bits >>= shift
+        state.pday0 += shift
+    state.pdays = bits
+
+
+def _other_visit(state: ClientState, day: int, sale_hash: int) -> bool:
+    """Whether a sale of ``day`` other than ``sale_hash`` is a visit (not fully returned)."""
+    return any(s[1] == day and s[0] != sale_hash and not _cancelled_by(state, s[0], s[2], day)
+               for s in state.sales)
+
+
+def purchase_day_bits(state: ClientState, cal: BusinessCalendar) -> tuple[int, int]:
+    """(bitmap, first day) of the client's purchase days. For a record written before they
+    were kept (``pdays == -1``): the days of the visits among its rows, of its first and of
+    its latest sale (a lower bound of the true count)."""
+    if state.pdays >= 0:
+        return state.pdays, state.pday0
+    days = {s[1] for s in state.sales if not _cancelled_by(state, s[0], s[2], s[1])}
+    if state.visits > 0:
+        days.update(cal.day(t) for t in (state.first_purchase, state.last_purchase) if t is not None)
+    if not days:
+        return 0, 0
+    base = min(days)
+    bits = 0
+    for d in days:
+        bits |= 1 << (d - base)
+    return bits, base
+
+
 Archived = Callable[[int], "bytes | None"]  # month -> the client's archive of it (archive_add)
 
 
@@ -159,6 +233,8 @@ def apply_receipt(
     if day < 0:
         raise RejectedInput("too_old_timestamp", "occurred_at is before 1970-01-01 in the "
                             "business time zone", "occurred_at")
+    if state.pdays < 0:  # a record written before purchase days
+        state.pdays, state.pday0 = purchase_day_bits(state, cal)
     newest_day = -1 if state.max_seen is None else cal.day(state.max_seen)
     month = cal.month_of_day(day)
     newest_month = month if day >= newest_day else cal.month_of_day(newest_day)
@@ -169,6 +245,12 @@ def apply_receipt(
         state.sales.append((h, day, total))
         seen.add(h)
         state.visits += visit
+        if visit:  # its day is a purchase day
+            i = day - state.pday0
+            if state.pdays and i >= 0:
+                state.pdays |= 1 << i
+            else:
+                _day_on(state, day)
         if in_months:
             _month_add(state, month, visit, total)
         if state.first_purchase is None or t < state.first_purchase:
@@ -189,6 +271,8 @@ def apply_receipt(
                 if s[0] == orig and s[2] == total:
                     if cancels(day, s[1]) and not _cancelled_by(state, orig, total, s[1]):
                         state.visits -= 1
+                        if not _other_visit(state, s[1], orig):
+                            _day_off(state, s[1])
                         sale_month = cal.month_of_day(s[1])
                         if sale_month > newest_month - MONTHS_KEPT:
                             _month_add(state, sale_month, -1, 0)
@@ -273,6 +357,12 @@ def archive_key(client_id: str, month: int) -> bytes:
 
 def is_archive_key(key: bytes) -> bool:
     return key[:2] == b"\x00a"
+
+
+def is_aux_key(key: bytes) -> bool:
+    """A clients-table key that is not a client's record (an archive, held inputs...): it
+    starts with a NUL byte."""
+    return key[:1] == b"\x00"
 
 
 def archive_rows(packed: bytes | None) -> tuple[list[Any], list[Any]]:
@@ -365,6 +455,28 @@ def _unpack(text: str, st: struct.Struct) -> list[Any]:
     return list(st.iter_unpack(base64.b64decode(text))) if text else []
 
 
+def _pack_days(bits: int, base: int) -> str:
+    """Purchase days: the first day (2 bytes) then the bitmap, little-endian, in base64; ""
+    for none. Over 24 bytes, deflated when that is shorter (after "~"): years of a regular's
+    days, or of a rare client's empty ones."""
+    if not bits:
+        return ""
+    raw = _DAY.pack(base) + bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+    if len(raw) > 24:
+        z = zlib.compressobj(9, zlib.DEFLATED, -9, 1)  # a 512-byte window: ~3 µs
+        packed = z.compress(raw) + z.flush()
+        if len(packed) < len(raw):
+            return "~" + base64.b64encode(packed).decode()
+    return base64.b64encode(raw).decode()
+
+
+def _unpack_days(text: str) -> tuple[int, int]:
+    if not text:
+        return 0, 0
+    raw = zlib.decompress(base64.b64decode(text[1:]), -15) if text[0] == "~" else base64.b64decode(text)
+    return int.from_bytes(raw[_DAY.size:], "little"), _DAY.unpack_from(raw)[0]
+
+
 def dumps(state: ClientState) -> bytes:
     """Compact, versioned bytes of a record (the table value)."""
     doc: dict[str, Any] = {"v": STATE_VERSION, "id": state.client_id, "k": state.clock}
@@ -381,6 +493,8 @@ def dumps(state: ClientState) -> bytes:
         doc["s"] = _pack(state.sales, _SALE)
         if state.rets:
             doc["r"] = _pack(state.rets, _RET)
+        if state.pdays >= 0:  # else a record written before purchase days, not updated since
+            doc["d"] = _pack_days(state.pdays, state.pday0)
         doc["m"] = [[m, *b] for m, b in sorted(state.months.items())]
         if state.cats:
             doc["g"] = {str(m): c for m, c in sorted(state.cats.items())}
@@ -405,6 +519,7 @@ def loads(raw: bytes) -> ClientState:
         state.currency = doc["c"]
         state.sales = _unpack(doc["s"], _SALE)
         state.rets = _unpack(doc.get("r", ""), _RET)
+        state.pdays, state.pday0 = _unpack_days(doc["d"]) if "d" in doc else (-1, 0)
         state.months = {row[0]: [row[1], row[2]] for row in doc["m"]}
         state.cats = {int(m): c for m, c in doc.get("g", {}).items()}
         if "l" in doc:

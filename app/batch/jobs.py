@@ -133,12 +133,15 @@ def _merged(paths: list[Path]) -> Iterator[bytes]:
 
 def _sum(stats: list[ReplayStats]) -> ReplayStats:
     total = ReplayStats()
-    counts = [f.name for f in fields(ReplayStats) if f.name != "rejected"]
     for st in stats:
-        for name in counts:
-            setattr(total, name, getattr(total, name) + getattr(st, name))
-        for reason, n in st.rejected.items():
-            total.rejected[reason] = total.rejected.get(reason, 0) + n
+        for f in fields(ReplayStats):
+            value = getattr(st, f.name)
+            if isinstance(value, dict):  # rejected, flips...: counts by key
+                acc = getattr(total, f.name)
+                for key, n in value.items():
+                    acc[key] = acc.get(key, 0) + n
+            else:
+                setattr(total, f.name, getattr(total, f.name) + value)
     return total
 
 

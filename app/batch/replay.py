@@ -8,8 +8,8 @@ segments and summary. Order ``input``: lines are applied as they come, profiles 
 and the results are written.
 
 Population snapshots (rule sets that read ``population.<name>``): the first at the first
-cadence instant after the first purchase, then at every cadence instant an input reaches
-(before the input is applied), plus one at ``as_of``. Each is computed from every client's
+cadence instant after the first purchase, then at every cadence instant up to ``as_of``
+(before the inputs dated at or after it), plus one at ``as_of`` itself. Each is computed from every client's
 metrics at its instant, then every client is evaluated against it (cause ``population``),
 in client id order.
 """
@@ -33,6 +33,8 @@ from rules.metrics import MetricView
 from rules.receipts import known_profile_fields
 from rules.state import MemoryArchive, Outcome
 
+MONTH_S = 2_629_746  # a mean Gregorian month (365.2425 / 12 days), for flip rates
+
 
 @dataclass
 class ReplayStats:
@@ -44,11 +46,21 @@ class ReplayStats:
     rejected: dict[str, int] = field(default_factory=dict)
     changes: int = 0
     clients: int = 0
+    # per dimension: changes from a segment to another (flips), and the seconds its clients
+    # were segmented (each from its first segment to as_of); see flip_rates
+    flips: dict[str, int] = field(default_factory=dict)
+    segmented_seconds: dict[str, int] = field(default_factory=dict)
     snapshots: int = 0
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+    def flip_rates(self) -> dict[str, float]:
+        """Per dimension: flips per segmented client per month of event time, i.e. flips /
+        the client-months its clients were segmented (months of 30.436875 days)."""
+        return {dim: round(self.flips.get(dim, 0) * MONTH_S / seconds, 4)
+                for dim, seconds in sorted(self.segmented_seconds.items()) if seconds > 0}
 
 
 @dataclass
@@ -157,14 +169,23 @@ class Replay:
         self._emit(result.events)
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
-        self.stats.changes += len(events)
+        stats = self.stats
+        stats.changes += len(events)
         for event in events:
+            data = event["data"]
+            dim = data["dimension"]
+            if data["from"] is None:  # the client's first segment: segmented from now to as_of
+                held = to_epoch(self.as_of) - to_epoch(datetime.fromisoformat(event["time"]))
+                stats.segmented_seconds[dim] = stats.segmented_seconds.get(dim, 0) + max(0, held)
+            else:
+                stats.flips[dim] = stats.flips.get(dim, 0) + 1
             self.on_change(event)
 
     def finish(self, before: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
         """Fire transitions up to as_of, client by client in id order (``before`` is told
         each id first); return one summary row per segmented client."""
         until = to_epoch(self.as_of)
+        self.population_until(until)  # as the stream's watermark follows the clock when idle
         if self.next_snapshot is not None and (self.snapshot is None or self.snapshot.instant < until):
             self.take_snapshot(until)
         rows = []

@@ -18,7 +18,7 @@ from app.cli.args import Parser, zone
 from app.cli.args import instant as _instant
 from app.cli.args import positive as _positive
 from app.errors import AppError
-from rules import RuleSetError, load_ruleset, preset_names
+from rules import Engine, LoyaltyError, RuleSetError, load_ruleset, preset_names
 
 
 @contextlib.contextmanager
@@ -111,8 +111,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     summary = {"lines": st.lines, "applied": st.applied, "duplicates": st.duplicates,
                "anonymous": st.anonymous, "profiles": st.profiles, "rejected": dict(sorted(st.rejected.items())),
-               "clients": st.clients, "changes": st.changes, "rule_errors": rule_errors,
-               "order": args.order}
+               "clients": st.clients, "changes": st.changes,
+               "flips": dict(sorted(st.flips.items())), "flips_per_client_month": st.flip_rates(),
+               "rule_errors": rule_errors, "order": args.order}
     if engine.spec.stats:
         summary["snapshots"] = st.snapshots
     if args.summary_out:
@@ -176,8 +177,15 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
             continue
+        try:
+            Engine([rs])  # also checks the population statistics' 'where' conditions
+        except LoyaltyError as exc:
+            failed += 1
+            print(f"error: {rs.path}: {exc}", file=sys.stderr)
+            continue
         dims = ", ".join(f"{d.id}({len(d.segments) or 'value'})" for d in rs.dimensions)
-        print(f"ok: {rs.path}: ruleset {rs.name} version {rs.version}: {dims}")
+        reads = f"; reads population.{{{', '.join(rs.population)}}}" if rs.population else ""
+        print(f"ok: {rs.path}: ruleset {rs.name} version {rs.version}: {dims}{reads}")
     return 1 if failed else 0
 
 

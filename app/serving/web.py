@@ -31,6 +31,7 @@ from app.settings import Settings
 from app.wire import codecs
 from rules import Engine, LoyaltyError
 from rules.calendar import iso, to_epoch
+from rules.population import Snapshot
 from rules.ruleset import loads as load_ruleset_text
 from rules.state import loads as load_state
 
@@ -184,16 +185,35 @@ async def rules_preview(request: web.Request, api: Api, table_items: TableItems,
         except ValueError:
             raise bad("as_of", "epoch seconds") from None
     rs = engine.rulesets[0]
+    population = _preview_population(engine, api.engine)
 
     async def local() -> dict[str, Any]:
         parts = cluster.partitions() if cluster is not None else []
         result = await preview_counts(engine, table_items(), now)
-        return {"ruleset": rs.name, "version": rs.version, "as_of": iso(now), **result, "partitions": parts}
+        return {"ruleset": rs.name, "version": rs.version, "as_of": iso(now), **result, "partitions": parts,
+                **population}
 
     if cluster is None or request.query.get("scope") == "worker":
         return json_response({**await local(), "scope": "worker"})
     parts = await gather(cluster.peers, "/rules/preview", {"as_of": str(now)}, text.encode(), local)
     return json_response({**merge_preview(parts), "scope": "cluster"})
+
+
+def _preview_population(engine: Engine, worker: Engine) -> dict[str, Any]:
+    """A previewed rule set that reads the population reads the worker's current snapshot:
+    every statistic it reads must be one the loaded rules define the same way. Otherwise its
+    population dimensions are left out (``population`` says why)."""
+    if not engine.spec.stats:
+        return {}
+    snap = worker.population
+    if snap is None:
+        return {"population": "no snapshot yet: dimensions that read population.* are left out"}
+    missing = sorted(n for n, st in engine.spec.stats.items() if worker.spec.stats.get(n) != st)
+    if missing:
+        return {"population": "not in the current snapshot: " + ", ".join(missing)
+                + "; dimensions that read them are left out"}
+    engine.set_population(Snapshot(snap.instant, {n: snap.values[n] for n in engine.spec.stats}, snap.clients))
+    return {"population": f"snapshot of {iso(snap.instant)} ({snap.version})"}
 
 
 async def preview_counts(engine: Engine, items: Iterable[tuple[bytes, bytes]],

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.transport.producer import ProducerBuffer
 
+from app.errors import SettingsError
 from app.metrics import Metrics
 from app.settings import Settings
 from app.stream import faust_patches, sensors
@@ -34,6 +35,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     """Return (app, pipeline). Registers agents, timer, tables and web views."""
     from agents.due_index import DueIndex
     from agents.pipeline import Pipeline, register
+    from agents.population import Rounds
+    from agents.population_io import register_population
     from agents.scenarios import build_runner, register_actions
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     n = settings.partitions
     configs = topic_configs(settings)
     engine = build_engine(settings)
+    if engine.spec.stats and not settings.store.startswith("rocksdb"):
+        raise SettingsError("LOYALTY_STORE", "rules that read population.* need the rocksdb:// store "
+                            "(population rounds scan each partition's database)")
     runner = build_runner(settings, engine.rulesets)
     pipeline = Pipeline(
         app=app,
@@ -106,8 +112,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         lateness=round(settings.allowed_lateness),
         idle_s=settings.watermark_idle,
         partitions=n,
+        rounds=Rounds.create(engine, settings.population_cadence, n, settings.earliest),
+        population_topic=settings.topic_population,
     )
     register(pipeline, settings.due_interval)
+    register_population(app, pipeline, options(settings))
     from agents.monitor import register_monitor
 
     register_monitor(app, pipeline, settings)

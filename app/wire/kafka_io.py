@@ -22,7 +22,8 @@ log = logging.getLogger("loyalty.kafka")
 
 def service_topics(settings: Settings) -> list[str]:
     return [settings.topic_receipts, settings.topic_profiles, settings.topic_changes,
-            settings.topic_dlq, settings.topic_client_events, settings.topic_actions, settings.topic_actions_dlq]
+            settings.topic_dlq, settings.topic_client_events, settings.topic_actions, settings.topic_actions_dlq,
+            settings.topic_population]
 
 
 def topic_configs(settings: Settings) -> dict[str, str]:
@@ -43,12 +44,22 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None,
         wanted = [n for n in names if n not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
-                await admin.create_topics([NewTopic(n, settings.partitions, settings.replication_factor,
-                                                    topic_configs=topic_configs(settings)) for n in wanted])
+                await admin.create_topics([_new_topic(settings, n) for n in wanted])
         if settings.replication_factor > 1:
             await _report_replicas(admin, settings, [n for n in names if n in existing])
     finally:
         await admin.close()
+
+
+def _new_topic(settings: Settings, name: str) -> NewTopic:
+    """The population topic has one partition (one order for every worker) and is compacted
+    (the latest partial of each partition and the latest round); the others have
+    LOYALTY_PARTITIONS."""
+    configs = topic_configs(settings)
+    if name == settings.topic_population:
+        return NewTopic(name, 1, settings.replication_factor,
+                        topic_configs={**configs, "cleanup.policy": "compact"})
+    return NewTopic(name, settings.partitions, settings.replication_factor, topic_configs=configs)
 
 
 async def _report_replicas(admin: Any, settings: Settings, names: list[str]) -> None:

@@ -92,6 +92,11 @@ def test_log_guard_one_line_per_record_and_quiet_outages() -> None:
     now[0] = 61.0
     later = _record("aiokafka.conn", logging.ERROR, "Unable connect to %s", "n")
     assert guard.filter(later) and "and 999 more like it" in later.getMessage()
+    # Faust's log formatter (mode) wraps non-tuple args: a None there broke the line
+    from mode.utils.logging import ExtensionFormatter
+
+    assert "and 999 more like it" in ExtensionFormatter().format(later)
+    assert "\\n[ERROR]" in ExtensionFormatter().format(forged)
     assert guard.filter(_record("loyalty.failsafe", logging.ERROR, "same")) and \
         guard.filter(_record("loyalty.failsafe", logging.ERROR, "same"))  # our own: never dropped
 

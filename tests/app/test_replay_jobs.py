@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -69,3 +70,39 @@ def test_a_failing_worker_stops_the_run(tmp_path: Path) -> None:
     lines = [(n, b'{"client_id": "c-%d"}' % n) for n in range(1, 100)]
     with pytest.raises(WorkerFailed, match="worker 0"):
         run(job, 2, [("receipts", iter(lines))], {})
+
+
+def test_flips_per_client_month_count_changes_from_a_segment(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Two clients, one receipt each: "other" (their first segment, no flip), then
+    potentially loyal after 7 days and at risk after 20 (two flips each). Segmented 35 and
+    20 days up to --as-of: 4 flips / 55 days = 2.2136 flips per client per month."""
+    src = tmp_path / "r.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(
+        {"receipt_id": f"r-{cid}", "client_id": cid, "occurred_at": at, "type": "sale",
+         "total": "300.00", "currency": "RUB"}) + b"\n"
+        for cid, at in (("a", "2026-03-01T10:00:00Z"), ("b", "2026-03-16T10:00:00Z"))))
+    changes = tmp_path / "changes.jsonl"
+    assert cli_main(["replay", "--rules", "boostfeel", "--input", str(src), "--quiet",
+                     "--as-of", "2026-04-05T10:00:00Z", "--changes-out", str(changes)]) == 0
+    summary = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    events = sorted(map(orjson.loads, changes.read_bytes().splitlines()), key=lambda e: (e["subject"], e["time"]))
+    tos = [(e["data"]["from"], e["data"]["to"]) for e in events]
+    assert tos == [(None, "other"), ("other", "potentially_loyal"), ("potentially_loyal", "at_risk")] * 2
+    assert summary["flips"] == {"boostfeel": 4}
+    assert summary["flips_per_client_month"] == {"boostfeel": 2.2136}
+
+
+def test_flips_summed_over_jobs_match_the_change_events(inputs: tuple[Path, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    receipts, prof = inputs
+    summary = _replay(tmp_path / "three", receipts, prof, 3, capsys)
+    events = [orjson.loads(x) for x in (tmp_path / "three" / "changes.jsonl").read_bytes().splitlines()]
+    flips = Counter(e["data"]["dimension"] for e in events if e["data"]["from"] is not None)
+    as_of = datetime.fromisoformat("2026-06-15T00:00:00+00:00").timestamp()
+    held: Counter[str] = Counter()
+    for e in events:
+        if e["data"]["from"] is None:
+            held[e["data"]["dimension"]] += int(as_of - datetime.fromisoformat(e["time"]).timestamp())
+    assert summary["flips"] == dict(sorted(flips.items())) and set(flips) == {"boostfeel", "rfm", "rfm_score", "basket"}
+    assert summary["flips_per_client_month"] == {d: round(flips[d] * 2_629_746 / s, 4) for d, s in sorted(held.items())}

@@ -68,6 +68,8 @@ def expected_events(lines: list[bytes], rules: list[str], as_of: str, tz: str = 
         except RejectedInput:
             receipt = None
         if receipt is not None and receipt.client_id is not None:
+            # population snapshots due before the receipt come first (their changes too)
+            replay.population_until(receipt.at)
             state, step = runner.receipt(states.get(receipt.client_id), receipt)
             states[receipt.client_id] = state
             for e in step.conversions:

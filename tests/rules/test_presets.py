@@ -69,9 +69,13 @@ def test_boostfeel_vip_decays_at_moscow_midnight_then_at_risk_and_lost_to_the_se
     assert changes(ev)[-1] == (iso(last), "vip")
     # 1 March (MSK) leaves the 30-day window when 31 March begins in Moscow
     leave = ts("2026-03-31T00:00:00+03:00")
-    assert eng.advance(s, leave - 1) == []
-    ev = eng.advance(s, leave)
-    assert changes(ev) == [("2026-03-30T21:00:00Z", "loyal")]
+    assert eng.metrics(s, leave - 1)["visits_30d"] == 25 and eng.metrics(s, leave)["visits_30d"] == 24
+    # but a vip stays vip at least 10 days (min_days): loyal when the stay ends, to the second
+    assert eng.advance(s, leave) == [] and eng.next_due(s) == last + 10 * DAY
+    assert eng.advance(s, last + 10 * DAY - 1) == []
+    ev = eng.advance(s, last + 10 * DAY)
+    assert changes(ev) == [("2026-04-09T09:34:56Z", "loyal")]
+    # the 10 days loyal end with the 20th day of silence: at risk on time
     ev = eng.advance(s, last + 20 * DAY - 1)
     assert all(to != "at_risk" for _, to in changes(ev))
     ev = eng.advance(s, last + 20 * DAY)
@@ -199,6 +203,23 @@ def test_netix_rare_and_one_time_clients_wait_half_a_year() -> None:
     # a comeback resets to ok
     back = eng.receipt(s, rcpt("back", t + 401 * DAY))
     assert changes(back.events) == [(iso(t + 401 * DAY), "ok")]
+
+
+def test_netix_one_visit_paid_in_two_receipts_is_one_purchase_day() -> None:
+    """The rhythm counts purchase days, not receipts: two receipts of one visit are a
+    one-time client (losing after half a year), not a rhythm of 0 days (losing after 7)."""
+    eng = engine("netix")
+    t = ts("2025-01-10T10:00:00Z")
+    s, _ = feed(eng, [rcpt("part-1", t), rcpt("part-2", t + 600)])
+    m = eng.metrics(s, t + DAY)
+    assert m["lifetime_visits"] == 2 and m["mean_interval_days"] == 0.0
+    last = t + 600  # the second receipt
+    assert changes(eng.advance(s, last + 182 * DAY - 1)) == []
+    assert changes(eng.advance(s, last + 182 * DAY)) == [(iso(last + 182 * DAY), "losing")]
+    # a second purchase day 30 days later: a rhythm of 30 days, losing after 46 days
+    s, _ = feed(eng, [rcpt("part-1", t), rcpt("part-2", last), rcpt("next", t + 30 * DAY)])
+    assert eng.metrics(s, t + 30 * DAY)["mean_interval_days"] == 30.0
+    assert eng.next_due(s) == t + 76 * DAY
 
 
 # -- rfm --------------------------------------------------------------------------------------

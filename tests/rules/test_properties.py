@@ -25,6 +25,7 @@ from rules.state import (
     MemoryArchive,
     Outcome,
     apply_receipt,
+    cancels,
     canonical,
     dumps,
     initialize,
@@ -157,6 +158,67 @@ def test_a_second_currency_is_rejected_not_mixed() -> None:
         apply_receipt(state, b, cal)
     assert info.value.reason == "currency_mismatch"
     assert state.currency == "RUB" and state.revenue == 10_000
+
+
+@st.composite
+def purchase_histories(draw: Any, max_n: int = 70) -> list[Receipt]:
+    """Sales on few distinct days (several receipts a day), over up to three years, and full
+    returns naming them 0-50 days later (cancelling or, from 35 days on, not)."""
+    span = draw(st.sampled_from([3, 40, 400, 1100]))
+    days = draw(st.lists(st.integers(0, span), min_size=1, max_size=12))
+    n = draw(st.integers(1, max_n))
+    out: list[Receipt] = []
+    sales: list[tuple[str, int, int]] = []
+    for i in range(n):
+        if sales and draw(st.integers(0, 2)) == 0:
+            rid, t, amount = draw(st.sampled_from(sales))
+            later = draw(st.integers(0, 50)) * DAY + draw(st.integers(0, 3600))
+            full = draw(st.integers(0, 3)) > 0
+            out.append(rcpt(f"ret-{i}", t + later, money(amount if full else amount // 2 + 1),
+                            kind="return", original=rid))
+            continue
+        t = BASE + draw(st.sampled_from(days)) * DAY + draw(st.integers(0, DAY - 1))
+        amount = draw(st.integers(100, 90_000))
+        sales.append((f"s-{i}", t, amount))
+        out.append(rcpt(f"s-{i}", t, money(amount)))
+    return out
+
+
+def brute_purchase_days(receipts: list[Receipt], cal: BusinessCalendar) -> tuple[int, float]:
+    """(purchase_days, mean_interval_days) counted over the receipts themselves: the business
+    days of sales that no full return (same amount, dated 0-34 days after) cancels."""
+    days = set()
+    for s in receipts:
+        if s.type != "sale":
+            continue
+        d = cal.day(s.at)
+        if not any(r.type == "return" and r.original_receipt_id == s.receipt_id and r.total == s.total
+                   and cancels(cal.day(r.at), d) for r in receipts):
+            days.add(d)
+    return len(days), (max(days) - min(days)) / (len(days) - 1) if len(days) > 1 else 0.0
+
+
+@SLOW
+@given(data=st.data(), receipts=purchase_histories(), tz=st.sampled_from(sorted(CALENDARS)))
+def test_purchase_days_in_any_order_equal_a_brute_force_count(data: Any, receipts: list[Receipt],
+                                                               tz: str) -> None:
+    """Any permutation of the receipts, with copies of some, late and early ones, returns
+    before their sales: the purchase days and mean interval of a count over the receipts,
+    also after the record is stored and read back."""
+    cal = CALENDARS[tz]
+    want = brute_purchase_days(receipts, cal)
+    copies = data.draw(st.lists(st.sampled_from(receipts), max_size=10))
+    ordered = sorted(receipts, key=lambda r: r.at)
+    late = data.draw(st.lists(st.sampled_from(ordered), max_size=8, unique_by=id))
+    backfill = [r for r in ordered if all(r is not x for x in late)] + late + copies  # pruned, then
+    orders = [ordered, backfill, data.draw(st.permutations(receipts + copies))]  # late ones
+    for order in orders:
+        state, outcomes = fold_archived(order, cal)
+        assert outcomes.count(Outcome.DUPLICATE) == len(order) - len(receipts)
+        for s in (state, loads(dumps(state))):
+            view = MetricView(s, (s.max_seen or BASE) + DAY, cal)
+            assert (view.raw("purchase_days"), view.raw("mean_interval_days")) == want
+            assert view.raw("purchase_days") <= view.raw("lifetime_visits")
 
 
 # -- (b) duplicates ----------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_core_does_not_import_the_streaming_stack(probe: dict[str, list[str]]) -
 ALLOWED_IMPORTS = {
     "__future__", "base64", "bisect", "collections", "dataclasses", "datetime", "decimal",
     "enum", "functools", "hashlib", "heapq", "itertools", "math", "operator", "re", "struct",
-    "typing", "zoneinfo", "cel", "orjson", "yaml", "ddsketch", "rules",
+    "typing", "zlib", "zoneinfo", "cel", "orjson", "yaml", "ddsketch", "rules",
 }
 FILE_ACCESS_ALLOWED = {
     "ruleset.py": {"pathlib"},

@@ -259,6 +259,64 @@ def test_dumps_loads_round_trip() -> None:
     assert eng.next_due(back) == eng.next_due(s)
 
 
+def _days(state: ClientState, cal: BusinessCalendar = UTC_CAL) -> tuple[int, float]:
+    view = MetricView(state, (state.max_seen or T0) + DAY, cal)
+    return view.raw("purchase_days"), view.raw("mean_interval_days")
+
+
+def test_purchase_days_count_days_with_a_visit() -> None:
+    two_receipts = [rcpt("a", T0, "100.00"), rcpt("b", T0 + 3600, "50.00")]
+    s, _ = run(two_receipts)
+    assert s.visits == 2 and _days(s) == (1, 0.0)
+    s, _ = run([*two_receipts, rcpt("c", T0 + 10 * DAY), rcpt("d", T0 + 30 * DAY)])
+    assert _days(s) == (3, 15.0)
+    # the full return of one of the day's two sales leaves the day; of both, the day goes
+    one_back = rcpt("ra", T0 + DAY, "100.00", kind="return", original="a")
+    s, _ = run([*two_receipts, rcpt("c", T0 + 10 * DAY), one_back])
+    assert s.visits == 2 and _days(s) == (2, 10.0)
+    both_back = [one_back, rcpt("rb", T0 + DAY, "50.00", kind="return", original="b")]
+    s, _ = run([*two_receipts, rcpt("c", T0 + 10 * DAY), *both_back])
+    assert s.visits == 1 and _days(s) == (1, 0.0) and s.pday0 == UTC_CAL.day(T0 + 10 * DAY)
+    # a partial return or one 35 days later cancels nothing
+    s, _ = run([*two_receipts, rcpt("rp", T0 + DAY, "99.99", kind="return", original="a"),
+                rcpt("rl", T0 + 35 * DAY, "50.00", kind="return", original="b")])
+    assert _days(s) == (1, 0.0) and s.visits == 2
+
+
+def test_purchase_days_are_business_days() -> None:
+    # 23:30 and 00:30 UTC: two days in UTC, one in Moscow (02:30 and 03:30)
+    receipts = [rcpt("a", ts("2026-03-02T23:30:00Z")), rcpt("b", ts("2026-03-03T00:30:00Z"))]
+    assert _days(run(receipts)[0]) == (2, 1.0)
+    assert _days(run(receipts, MSK_CAL)[0], MSK_CAL) == (1, 0.0)
+
+
+def test_purchase_days_stored_compactly() -> None:
+    one, _ = run([rcpt("a", T0)])
+    assert b',"d":"' in dumps(one) and len(dumps(one)) - len(dumps(_without_days(one))) == 11
+    # three years of daily visits: deflated to a few bytes
+    s, _ = run(_three_years_daily(), MSK_CAL, initialize("c-0000001"))
+    assert _days(s, MSK_CAL) == (3 * 365, 1.0)
+    assert len(dumps(s)) - len(dumps(_without_days(s))) <= 24
+    for state in (one, s):
+        back = loads(dumps(state))
+        assert (back.pdays, back.pday0) == (state.pdays, state.pday0)
+
+
+def _without_days(state: ClientState) -> ClientState:
+    copy = loads(dumps(state))
+    copy.pdays = -1
+    return copy
+
+
+def test_a_record_written_before_purchase_days_gets_them_from_its_rows() -> None:
+    s, _ = run([rcpt("a", T0), rcpt("b", T0 + 3600), rcpt("c", T0 + 4 * DAY)])
+    old = _without_days(s)
+    assert b'"d"' not in dumps(old) and loads(dumps(old)).pdays == -1
+    assert _days(old) == _days(s) == (2, 4.0)
+    after, _ = run([rcpt("d", T0 + 6 * DAY)], state=loads(dumps(old)))
+    assert b'"d"' in dumps(after) and _days(after) == (3, 3.0)
+
+
 def test_loads_rejects_other_versions() -> None:
     with pytest.raises(ValueError, match="version"):
         loads(b'{"v": 99, "id": "c-1"}')
