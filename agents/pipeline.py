@@ -41,6 +41,7 @@ from rules.receipts import known_profile_fields
 
 log = logging.getLogger("loyalty.agents")
 MAX_TICKS = 5_000  # ticks per partition per scan (a sweep after a rules change is all due)
+ROUND_SCAN_S = 0.25  # seconds between due scans while a population round is in the past
 
 
 @dataclass
@@ -252,6 +253,17 @@ def register(p: Pipeline, due_interval: float) -> None:
             if not failsafe.is_infrastructure(exc):
                 raise
             log.warning("due scan stopped by %s; the next scan retries", failsafe.describe(exc))
+
+    if p.rounds is not None and rocksdb:
+        @app.timer(ROUND_SCAN_S, name="population_scanner")  # type: ignore[untyped-decorator]
+        async def population_scanner() -> None:
+            """While the open population round is in the past (history being loaded, or a
+            round just due), scan every ROUND_SCAN_S: a round takes a few scans (partial,
+            merge, sweep ticks), and at LOYALTY_DUE_INTERVAL each a year of daily rounds took
+            hours to load."""
+            if app.rebalancing or p.rounds.pending > to_epoch(p.clock()):
+                return
+            await due_scanner()
 
     async def scan() -> None:
         now = to_epoch(p.clock())

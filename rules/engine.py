@@ -127,6 +127,11 @@ class Engine:
             return events
         until = instants[-1] if until is None else until
         i = bisect_right(instants, state.pop)
+        if not state.has_purchase:  # nothing to evaluate: skip to the last snapshot due
+            last = bisect_right(instants, until) - 1
+            if last >= i:
+                state.pop = instants[last]
+            return events
         while i < len(instants) and instants[i] <= until:
             at = instants[i]
             self.plan = self._plan(i - 1)

@@ -92,9 +92,9 @@ def _client(line: bytes) -> str:
     return cid if isinstance(cid, str) else ""
 
 
-def wait_until_quiet(settings: Settings, least_changes: int,
-                     timeout: float = 150.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Read the changes and actions topics until neither grows over two polls."""
+def wait_until_quiet(settings: Settings, least_changes: int, timeout: float = 150.0,
+                     polls: int = 2) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read the changes and actions topics until neither grows over ``polls`` polls."""
     deadline = time.monotonic() + timeout
     last: tuple[int, int] = (-1, -1)
     stable = 0
@@ -102,8 +102,9 @@ def wait_until_quiet(settings: Settings, least_changes: int,
         changes = [orjson.loads(r.value) for r in _read(settings, settings.topic_changes)]
         actions = [orjson.loads(r.value) for r in _read(settings, settings.topic_actions)]
         counts = (len(changes), len(actions))
-        stable = stable + 1 if counts == last and len(changes) >= least_changes else 0
-        if stable >= 2:
+        distinct = len({c["id"] for c in changes})  # a restart republishes some (same ids)
+        stable = stable + 1 if counts == last and distinct >= least_changes else 0
+        if stable >= polls:
             break
         last = counts
         time.sleep(1.5)
@@ -136,7 +137,11 @@ def test_actions_survive_sigkill_with_the_same_ids(tmp_path: Path, kafka_bootstr
         assert before and len({e["id"] for e in before}) < len(replayed)
         produce_lines(settings, second)
         worker.start()
-        changes, events = wait_until_quiet(settings, int(n_changes * 0.95))
+        # quiet for 9 s: a pause between population rounds (inputs held until the round
+        # merges) looks quiet for a few seconds (the CI run of 2026-12-04 stopped there with 4
+        # conversions of held receipts still to come). Not every replay change: the second
+        # batch comes after the rounds of its dates (late), so profsalon differs from replay
+        changes, events = wait_until_quiet(settings, int(n_changes * 0.95), timeout=240.0, polls=6)
     finally:
         worker.stop()
     # the pure scenario logic over the change events the pipeline published (a change lost
