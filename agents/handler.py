@@ -16,7 +16,7 @@ from agents.watermark import WATERMARK
 from app.wire import codecs
 from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
-from rules.receipts import Receipt, known_profile_fields
+from rules.receipts import Profile, Receipt, known_profile_fields
 from rules.scenario_state import ScenarioRunner, Step
 from rules.scenario_state import dumps as dump_scenarios
 from rules.scenario_state import loads as load_scenarios
@@ -118,8 +118,8 @@ class ClientHandler:
             main.due_new = codecs.table_due(value)
         else:
             main = self._one(client_id, message, value, overlay)
-            if main.value is None and value is not stored:
-                main.value, main.due_new = value, codecs.table_due(value) if value is not None else None
+            if main.value is None and value is not None and value is not stored:  # only released ones wrote
+                main.value, main.due_new = value, codecs.table_due(value)
         main.events = [e for out in done for e in out.events] + main.events
         steps = [out.scenarios for out in done] + [main.scenarios]
         main.scenarios.actions = [a for st in steps for a in st.actions]
@@ -143,14 +143,20 @@ class ClientHandler:
             state = load_state(raw_state)
         kind = message[:1]
         receipt: Receipt | None = None
+        profile: Profile | None = None
+        if kind == codecs.RECEIPT:
+            receipt = parse_receipt(loads(message[1:]), None)  # validated when routed
+        elif kind == codecs.PROFILE:
+            profile = parse_profile(loads(message[1:]), None)
         # a client behind a population snapshot dated before its input catches up first, so
         # scenarios see the snapshot's changes before the receipt (as in replay)
         pre: list[dict[str, Any]] = []
-        if state is not None and self.engine.snapshots and kind in (codecs.RECEIPT, codecs.PROFILE):
-            at = _event_time(message)
-            pre = self.engine.catch_up(state, state.clock if at is None else at)
-        if kind == codecs.RECEIPT:
-            receipt = parse_receipt(loads(message[1:]), None)  # validated when routed
+        if state is not None and self.engine.snapshots and (receipt or profile) is not None:
+            at = receipt.at if receipt is not None else state.clock
+            if profile is not None and profile.updated_at is not None:
+                at = to_epoch(profile.updated_at)
+            pre = self.engine.catch_up(state, at)
+        if receipt is not None:
             archived = None
             if read is not None:
                 def archived(month: int) -> bytes | None:
@@ -162,8 +168,8 @@ class ClientHandler:
                 out.archive[key] = archive_add(read(key) if read is not None else None, sales, rets)
             if result.outcome is Outcome.DUPLICATE:
                 return out
-        elif kind == codecs.PROFILE:
-            result = self.engine.profile(state, parse_profile(loads(message[1:]), None))
+        elif profile is not None:
+            result = self.engine.profile(state, profile)
             out = Handled("profile", "profile")
         elif kind == codecs.TICK:
             if state is None:

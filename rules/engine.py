@@ -139,8 +139,7 @@ class Engine:
             self.plan = self._plan(i)
             at = max(at, state.clock)
             events += self._evaluate(state, at, "population", None)
-            if state.has_purchase:
-                state.clock = at
+            state.clock = at  # a client with a purchase (the others returned above)
             state.pop = instants[i]
             i += 1
         return events

@@ -77,7 +77,6 @@ class Replay:
     archive: MemoryArchive = field(default_factory=MemoryArchive)  # rows left the records
     cadence: str = "day"  # population snapshots (rules.population.CADENCES)
     next_snapshot: int | None = None  # epoch s; None: no purchase yet (or no population rules)
-    snapshot: pop.Snapshot | None = None  # the last one taken
 
     def population_until(self, t: int) -> None:
         """Take the snapshots due at or before ``t`` (before an input at ``t`` is applied)."""
@@ -95,7 +94,6 @@ class Replay:
         if snap is None:
             return
         engine.set_population(snap)
-        self.snapshot = snap
         self.stats.snapshots += 1
         for cid in sorted(self.states):
             self._emit(engine.catch_up(self.states[cid]))
@@ -186,7 +184,8 @@ class Replay:
         each id first); return one summary row per segmented client."""
         until = to_epoch(self.as_of)
         self.population_until(until)  # as the stream's watermark follows the clock when idle
-        if self.next_snapshot is not None and (self.snapshot is None or self.snapshot.instant < until):
+        last = self.engine.population
+        if self.next_snapshot is not None and (last is None or last.instant < until):
             self.take_snapshot(until)
         rows = []
         for cid in sorted(self.states):

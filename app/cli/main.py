@@ -106,7 +106,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if segments is not None:
                 write_jsonl(segments, rows)
             if args.population_out:
-                _write_population(args.population_out, engine, replay.snapshot)
+                _write_population(args.population_out, engine, engine.population)
             st, rule_errors = replay.stats, engine.errors
     elapsed = time.perf_counter() - started
     summary = {"lines": st.lines, "applied": st.applied, "duplicates": st.duplicates,

@@ -39,7 +39,7 @@ def _replay(lines: list[bytes]) -> dict[str, Any]:
     rp = Replay(engine, datetime.fromisoformat(AS_OF), events.append, lambda _: None, cadence="week")
     time_order(rp, [("receipts", enumerate(lines, 1))], DEFAULT_MEMORY)
     rp.finish()
-    return {"events": events, "snapshots": rp.stats.snapshots, "last": rp.snapshot}
+    return {"events": events, "snapshots": rp.stats.snapshots, "last": engine.population}
 
 
 def _workers(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> list[Worker]:
