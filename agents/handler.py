@@ -16,6 +16,7 @@ from agents.watermark import WATERMARK
 from app.wire import codecs
 from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
+from rules.communications import Communication, parse_communication
 from rules.receipts import Profile, Receipt, known_profile_fields
 from rules.scenario_state import ScenarioRunner, Step
 from rules.scenario_state import dumps as dump_scenarios
@@ -27,8 +28,8 @@ from rules.state import loads as load_state
 
 @dataclass
 class Handled:
-    kind: str  # receipt | profile | tick
-    outcome: str  # applied | duplicate | anonymous | profile | tick
+    kind: str  # receipt | profile | communication | tick
+    outcome: str  # applied | duplicate | anonymous | profile | communication | tick
     value: bytes | None = None  # new table value (None: leave the table alone)
     due_old: int | None = None
     due_new: int | None = None
@@ -54,6 +55,9 @@ def route(raw: bytes, kind: bytes, now: datetime,
     if kind == codecs.RECEIPT:
         receipt = parse_receipt(doc, now, earliest)
         return receipt.client_id, codecs.envelope(kind, raw), receipt.at
+    if kind == codecs.COMMUNICATION:
+        comm = parse_communication(doc, now, earliest)
+        return comm.client_id, codecs.envelope(kind, raw), comm.at
     profile = parse_profile(doc, now, earliest)
     at = None if profile.updated_at is None else to_epoch(profile.updated_at)
     return profile.client_id, codecs.envelope(kind, known_profile_fields(raw)), at
@@ -110,7 +114,7 @@ class ClientHandler:
             value = out.value if out.value is not None else value
             done.append(out)
         if hold:
-            main = Handled("receipt" if message[:1] == codecs.RECEIPT else "profile", "held")
+            main = Handled(_KINDS.get(message[:1], "profile"), "held")
             if value is None:  # a record to sweep when the round is over
                 value = codecs.table_value(None, dump_state(initialize(client_id)), None,
                                            self.engine.fingerprint)
@@ -144,15 +148,18 @@ class ClientHandler:
         kind = message[:1]
         receipt: Receipt | None = None
         profile: Profile | None = None
+        comm: Communication | None = None
         if kind == codecs.RECEIPT:
             receipt = parse_receipt(loads(message[1:]), None)  # validated when routed
         elif kind == codecs.PROFILE:
             profile = parse_profile(loads(message[1:]), None)
+        elif kind == codecs.COMMUNICATION:
+            comm = parse_communication(loads(message[1:]), None)
         # a client behind a population snapshot dated before its input catches up first, so
         # scenarios see the snapshot's changes before the receipt (as in replay)
         pre: list[dict[str, Any]] = []
-        if state is not None and self.engine.snapshots and (receipt or profile) is not None:
-            at = receipt.at if receipt is not None else state.clock
+        if state is not None and self.engine.snapshots and (receipt or profile or comm) is not None:
+            at = receipt.at if receipt is not None else comm.at if comm is not None else state.clock
             if profile is not None and profile.updated_at is not None:
                 at = to_epoch(profile.updated_at)
             pre = self.engine.catch_up(state, at)
@@ -171,6 +178,11 @@ class ClientHandler:
         elif profile is not None:
             result = self.engine.profile(state, profile)
             out = Handled("profile", "profile")
+        elif comm is not None:
+            result = self.engine.communication(state, comm)
+            out = Handled("communication", result.outcome.value, occurred_at=comm.occurred_at)
+            if result.outcome is Outcome.DUPLICATE:
+                return out
         elif kind == codecs.TICK:
             if state is None:
                 return Handled("tick", "tick")
@@ -232,11 +244,17 @@ class ClientHandler:
         return dump_scenarios(state)
 
 
+_KINDS = {codecs.RECEIPT: "receipt", codecs.PROFILE: "profile", codecs.COMMUNICATION: "communication"}
+
+
 def _event_time(message: bytes) -> int | None:
-    """Event time of a receipt or a profile with ``updated_at`` (None: other messages)."""
+    """Event time of a receipt, a communication or a profile with ``updated_at`` (None:
+    other messages)."""
     kind = message[:1]
     if kind == codecs.RECEIPT:
         return parse_receipt(loads(message[1:]), None).at
+    if kind == codecs.COMMUNICATION:
+        return parse_communication(loads(message[1:]), None).at
     if kind == codecs.PROFILE:
         profile = parse_profile(loads(message[1:]), None)
         return None if profile.updated_at is None else to_epoch(profile.updated_at)

@@ -92,6 +92,7 @@ def register_monitor(app: Any, pipeline: Any, settings: Any) -> StallDetector[An
     pipeline.detector = detector
     metrics = pipeline.metrics
     topics = {pipeline.receipts.get_topic_name(), pipeline.profiles.get_topic_name(),
+              pipeline.communications.get_topic_name(),
               pipeline.client_events.get_topic_name()}
     interval = max(1.0, min(10.0, settings.stall_timeout / 4))
     from redis.asyncio import Redis

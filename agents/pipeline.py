@@ -4,7 +4,8 @@ Flow::
 
     pos.receipts ─┐ route_receipts ─┐                      ┌─> loyalty.segment-changes
                   └─> DLQ           ├─> client-events ─> clients ─┤   (CloudEvents, key = client)
-    crm.client-profiles ─ route_profiles ┘      ^                  ├─> loyalty.scenario-actions
+    crm.client-profiles ─ route_profiles ┤      ^                  ├─> loyalty.scenario-actions
+    crm.communications ─ route_communications ┘ │                  │
                                                 │                  │   (if scenarios are loaded)
                                                 │                  └─> clients table (+ due index
                                                 │                      in memory: agents.due_index)
@@ -52,6 +53,7 @@ class Pipeline:
     clock: Callable[[], datetime]
     receipts: Any
     profiles: Any
+    communications: Any
     client_events: Any
     changes: Any
     dlq: Any
@@ -171,6 +173,10 @@ def register(p: Pipeline, due_interval: float) -> None:
     async def route_profiles(stream: Any) -> None:
         await _route(stream, codecs.PROFILE, "profiles")
 
+    @app.agent(p.communications, name="route_communications")
+    async def route_communications(stream: Any) -> None:
+        await _route(stream, codecs.COMMUNICATION, "communications")
+
     @app.agent(p.client_events, name="clients")
     async def process(stream: Any) -> None:
         # Batches: the change events of a whole batch are published and acked together,
@@ -202,7 +208,8 @@ def register(p: Pipeline, due_interval: float) -> None:
                 failsafe.hold(batch)
                 raise
 
-    input_topics = (p.receipts.get_topic_name(), p.profiles.get_topic_name())
+    input_topics = (p.receipts.get_topic_name(), p.profiles.get_topic_name(),
+                    p.communications.get_topic_name())
 
     def caught_up(tp: Any) -> bool:
         """Routed up to the partition's end (as far as this worker knows)."""
@@ -400,6 +407,8 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
             pending[key] = out.value
         pending.update(out.archive)
         done.append(_Done(ctx, key, message, out))
+        if out.kind == "communication":
+            p.metrics.communications.labels(out.outcome).inc()
         if out.kind == "receipt":
             p.metrics.receipts.labels(out.outcome).inc()
             if out.occurred_at is not None:

@@ -28,6 +28,8 @@ class Spec(NamedTuple):
 
 SPECS: tuple[Spec, ...] = (
     Spec("receipts", Counter, "loyalty_receipts", "Receipts handled", ("outcome",)),
+    Spec("communications", Counter, "loyalty_communications", "Communication events handled",
+         ("outcome",)),
     Spec("rejected", Counter, "loyalty_receipts_rejected", "Rejected input by reason", ("reason",)),
     Spec("dlq_writes", Counter, "loyalty_dlq_writes", "Messages written to the DLQ", ("source",)),
     Spec("transitions", Counter, "loyalty_segment_transitions", "Segment changes",
@@ -68,6 +70,7 @@ SPECS: tuple[Spec, ...] = (
 class Metrics:
     registry: CollectorRegistry
     receipts: Counter
+    communications: Counter
     rejected: Counter
     dlq_writes: Counter
     transitions: Counter

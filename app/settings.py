@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     partitions: int = _env("LOYALTY_PARTITIONS", 8, "partitions of the topics this service creates", ge=1)
     topic_receipts: str = _env("LOYALTY_TOPIC_RECEIPTS", "pos.receipts", "input: POS receipts")
     topic_profiles: str = _env("LOYALTY_TOPIC_PROFILES", "crm.client-profiles", "input: CRM client profiles")
+    topic_communications: str = _env("LOYALTY_TOPIC_COMMUNICATIONS", "crm.communications",
+                                     "input: communication events (messages sent, opened, answered...)")
     topic_changes: str = _env("LOYALTY_TOPIC_CHANGES", "loyalty.segment-changes",
                               "output: segment-changed CloudEvents")
     topic_dlq: str = _env("LOYALTY_TOPIC_DLQ", "loyalty.receipts.dlq", "rejected input, with the reason")

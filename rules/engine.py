@@ -17,7 +17,9 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
+from rules import comm_state
 from rules.calendar import DAY_S, BusinessCalendar, to_epoch
+from rules.communications import Communication
 from rules.errors import RuleSetError
 from rules.evaluate import Plan, Verdict, effective
 from rules.events import DEFAULT_SOURCE, segment_changed
@@ -32,6 +34,7 @@ from rules.state import (
     apply_profile,
     apply_receipt,
     initialize,
+    receipt_hash,
     take_dropped,
 )
 
@@ -65,6 +68,8 @@ class Engine:
                                        rs.path, dim.line, dim.id)
                 seen[dim.id] = rs.path
         self.dims = [(rs, d) for rs in rulesets for d in rs.dimensions]
+        # some rule set evaluates clients with no purchase yet (``clients: all``)
+        self.all_clients = any(rs.clients == "all" for rs in rulesets)
         self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
                                          | set(SUMMARY_METRICS)))
         self.spec = Spec(_population_stats(rulesets))
@@ -127,7 +132,7 @@ class Engine:
             return events
         until = instants[-1] if until is None else until
         i = bisect_right(instants, state.pop)
-        if not state.has_purchase:  # nothing to evaluate: skip to the last snapshot due
+        if not self.evaluated(state):  # nothing to evaluate: skip to the last snapshot due
             last = bisect_right(instants, until) - 1
             if last >= i:
                 state.pop = instants[last]
@@ -139,7 +144,7 @@ class Engine:
             self.plan = self._plan(i)
             at = max(at, state.clock)
             events += self._evaluate(state, at, "population", None)
-            state.clock = at  # a client with a purchase (the others returned above)
+            state.clock = at  # an evaluated client (the others returned above)
             state.pop = instants[i]
             i += 1
         return events
@@ -170,10 +175,31 @@ class Engine:
             at = max(at, to_epoch(profile.updated_at))
         events = self.advance(state, at)
         apply_profile(state, profile)
-        if state.has_purchase:
+        if self.evaluated(state) and (at or state.has_purchase):  # a time to evaluate at
             events += self._evaluate(state, at, "profile", None)
             state.clock = at
         return Result(state, events)
+
+    def communication(self, state: ClientState | None, comm: Communication) -> Result:
+        """Apply one validated communication event (:mod:`rules.comm_state`), evaluated at
+        ``max(clock, occurred_at)`` like a receipt. Raises RejectedInput
+        ``conflicting_duplicate`` for an event id seen with another instant or kind."""
+        state = state or initialize(comm.client_id)
+        t = comm.at
+        events = self.advance(state, t)
+        state.comm, applied = comm_state.apply(state.comm, comm, receipt_hash(comm.event_id), self.cal)
+        if not applied:
+            return Result(state, events, Outcome.DUPLICATE)
+        if self.evaluated(state):
+            at = max(state.clock, t)
+            events += self._evaluate(state, at, "communication", None)
+            state.clock = at
+        return Result(state, events)
+
+    def evaluated(self, state: ClientState) -> bool:
+        """Whether the rules evaluate this client: one with a purchase, or, when a rule set
+        says ``clients: all``, one known from a profile or communications."""
+        return state.has_purchase or (self.all_clients and bool(state.profile or state.comm))
 
     def advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
         """Fire every time-based change due in (clock, until], each at its due instant, and
@@ -212,7 +238,7 @@ class Engine:
         events = self.catch_up(state, at) if self._instants else []
         self._use_at(at)
         events += self._evaluate(state, at, "rules", None)
-        if state.has_purchase:
+        if self.evaluated(state):
             state.clock = at
         return events
 
@@ -220,7 +246,7 @@ class Engine:
         """Earliest instant at which some segment changes with no new input (None: never).
         A client behind a population snapshot is due at its instant at the latest."""
         behind = None
-        if self._instants and state.has_purchase:
+        if self._instants and self.evaluated(state):
             i = bisect_right(self._instants, state.pop)
             behind = self._instants[i] if i < len(self._instants) else None
         if not state.segments:
@@ -252,7 +278,10 @@ class Engine:
         out = []
         segments = state.segments
         verdicts = self.plan.verdicts(state, at, self.cal, view)
+        buyer = state.has_purchase
         for (rs, dim), verdict, hold in zip(self.plan.dims, verdicts, self.plan.holds, strict=True):
+            if not buyer and rs.clients != "all":
+                continue
             current = segments.get(dim.id)
             if current is None:
                 out.append((rs, dim, verdict))
@@ -266,7 +295,7 @@ class Engine:
 
     def _evaluate(self, state: ClientState, at: int, cause: str,
                   receipt_id: str | None) -> list[dict[str, Any]]:
-        if not state.has_purchase:
+        if not self.evaluated(state):
             return []
         view = MetricView(state, at, self.cal)
         return [self._change(state, rs, dim, at, v, cause, receipt_id, view)

@@ -351,6 +351,15 @@ class Plan:
                             c = cal.day_start(d + n)
                             if after < c <= until:
                                 out.add(c)
+        if self.daily_windows and state.comm is not None and state.comm.rows:
+            lo_day, hi_day = cal.day(after), cal.day(min(until, FAR))
+            for n in self.daily_windows:  # a communication leaves a window like a receipt
+                for row in state.comm.rows:
+                    d = cal.day(row[1])
+                    if lo_day - n <= d <= hi_day - n:
+                        c = cal.day_start(d + n)
+                        if after < c <= until:
+                            out.add(c)
         if self.monthly_window and state.months:
             first = cal.month(after) + 1
             last = min(max(state.months) + self.monthly_window + 1, cal.month(min(until, FAR)))

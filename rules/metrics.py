@@ -342,3 +342,7 @@ def catalogue_markdown() -> str:
     for m in CATALOGUE.values():
         lines.append(f"| `{m.name}` | {m.type} | {m.kind} | {m.doc} |")
     return "\n".join(lines)
+
+
+# the catalogue's other rooms register their metrics on import (after CATALOGUE exists)
+from rules import metrics_comm, metrics_profile  # noqa: E402, F401

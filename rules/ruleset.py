@@ -4,6 +4,8 @@ Shape (see ``rules/presets/*.yaml`` and the README)::
 
     ruleset: boostfeel
     description: ...
+    clients: buyers                  # or all: clients known only from a profile or
+                                     # communications are evaluated too (default buyers)
     params: {lost_days: 40}          # the "client matrix" a business tunes
     let: {r: "days_since_last_purchase <= 30 ? 5 : 1"}   # derived values, optional
     dimensions:
@@ -48,6 +50,7 @@ from rules.metrics import CATALOGUE, SAMPLES
 PRESETS_DIR = Path(__file__).parent / "presets"
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 TIMED_KINDS = ("days", "years")
+CLIENTS = ("buyers", "all")
 
 
 @dataclass(slots=True)
@@ -113,6 +116,9 @@ class RuleSet:
     overrides: dict[str, Any] = field(default_factory=dict)
     bound: bool = False
     doc: Any = field(default=None, repr=False, compare=False)  # the parsed YAML (bind reuses it)
+    # who is evaluated: "buyers" (a client with a sale) or "all" (also a client known only
+    # from a profile or communications: a welcome chain before the first purchase)
+    clients: str = "buyers"
 
 
 def preset_path(name: str) -> Path:
@@ -181,13 +187,17 @@ class _Compiler:
 
     def build(self) -> RuleSet:
         doc = self.doc
-        unknown = set(doc) - {"ruleset", "description", "source", "params", "let", "dimensions", POPULATION}
+        unknown = set(doc) - {"ruleset", "description", "source", "params", "let", "dimensions", POPULATION,
+                              "clients"}
         if unknown:
             key = sorted(unknown)[0]
             raise self.fail(f"unknown key {key!r}", doc.line_of(key))
         name = doc.get("ruleset")
         if not isinstance(name, str) or not _ID.match(name):
             raise self.fail("'ruleset' must be an id like my_rules", doc.line_of("ruleset"))
+        clients = doc.get("clients", "buyers")
+        if clients not in CLIENTS:
+            raise self.fail(f"'clients' must be one of {CLIENTS}", doc.line_of("clients"))
         params = self._params(doc.get("params"), doc.line_of("params"), None)
         local_names: set[str] = set()
         for dim in doc.get("dimensions") or []:
@@ -226,7 +236,7 @@ class _Compiler:
         return RuleSet(name, self.version, self.file, str(doc.get("description", "")), params,
                        self.lets, dims, {k: tuple(sorted(v)) for k, v in map_keys.items()},
                        dict(sorted(self.read.items())), self.text, self.overrides,
-                       self.values is not None, doc if self.read else None)
+                       self.values is not None, doc if self.read else None, clients)
 
     def _declare(self, raw: Any, line: int, params: dict[str, Any]) -> None:
         if raw is None:

@@ -63,6 +63,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from rules import comm_state
 from rules.calendar import BusinessCalendar, to_epoch
 from rules.errors import RejectedInput
 from rules.receipts import Profile, Receipt
@@ -114,6 +115,7 @@ class ClientState:
     pdays: int = 0  # purchase days, a bitmap: bit i is business day pday0 + i; -1: not known yet
     pday0: int = 0  # (a record written before purchase days: see purchase_day_bits)
     pop: int = 0  # instant of the population snapshot the client was last evaluated with
+    comm: comm_state.CommState | None = None  # communications (rules.comm_state)
     # rows dropped by this update, for the caller to archive: not serialized (see
     # Engine.receipt / archive_add)
     dropped: list[Any] = field(default_factory=list, compare=False, repr=False)
@@ -502,6 +504,8 @@ def dumps(state: ClientState) -> bytes:
             doc["l"] = [state.last_store, state.last_store_at]
     if state.profile:
         doc["p"] = [state.profile, state.profile_at]
+    if state.comm is not None:
+        doc["x"] = comm_state.pack(state.comm)
     if state.segments:
         doc["z"] = state.segments
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
@@ -526,6 +530,8 @@ def loads(raw: bytes) -> ClientState:
             state.last_store, state.last_store_at = doc["l"]
     if "p" in doc:
         state.profile, state.profile_at = doc["p"]
+    if "x" in doc:
+        state.comm = comm_state.unpack(doc["x"])
     state.segments = doc.get("z", {})
     return state
 

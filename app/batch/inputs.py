@@ -36,8 +36,10 @@ _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": 
 RECEIPT_COLUMNS = ("receipt_id", "client_id", "store_id", "type", "total", "currency", "occurred_at",
                    "original_receipt_id")
 ITEM_COLUMNS = ("sku", "category", "qty", "amount")
-REQUIRED = {"receipts": ("receipt_id", "occurred_at", "total"), "profiles": ("client_id",)}
-_KNOWN = frozenset(RECEIPT_COLUMNS + ITEM_COLUMNS + PROFILE_KEYS)
+COMMUNICATION_COLUMNS = ("event_id", "client_id", "occurred_at", "channel", "event", "campaign", "action_id")
+REQUIRED = {"receipts": ("receipt_id", "occurred_at", "total"), "profiles": ("client_id",),
+            "communications": ("event_id", "client_id", "occurred_at", "channel", "event")}
+_KNOWN = frozenset(RECEIPT_COLUMNS + ITEM_COLUMNS + PROFILE_KEYS + COMMUNICATION_COLUMNS)
 _BATCH_ROWS = 65_536
 _HEADER_FIELD = re.compile(r'\s*"?[\w .\-/()#%]{1,64}"?\s*\Z')
 
@@ -75,7 +77,7 @@ def parse_columns(spec: str | None) -> dict[str, str]:
 def records(path: str, kind: str, fmt: str | None = None,
             columns: Mapping[str, str] | None = None) -> Iterator[tuple[int, bytes]]:
     """The records of one input file as ``(row number, JSON bytes)``; ``kind`` is
-    ``receipts`` or ``profiles``. Fails with :class:`InputError` on the first ``next()``
+    ``receipts``, ``profiles`` or ``communications``. Fails with :class:`InputError` on the first ``next()``
     when the file cannot be read at all."""
     fmt = detect_format(path, fmt)
     if path != "-" and not os.path.isfile(path):
@@ -210,7 +212,8 @@ def _shape(rows: Iterator[tuple[int, Row]], kind: str, columns: dict[str, str],
     if first is None:
         return
     found = list(first[1])
-    fields = RECEIPT_COLUMNS + ITEM_COLUMNS if kind == "receipts" else PROFILE_KEYS
+    fields = {"receipts": RECEIPT_COLUMNS + ITEM_COLUMNS, "profiles": PROFILE_KEYS,
+              "communications": COMMUNICATION_COLUMNS}[kind]
     source = {name: columns.get(name, name) for name in fields if columns.get(name, name) in found}
     missing = [name for name in REQUIRED[kind] if name not in source]
     if missing:
@@ -221,6 +224,9 @@ def _shape(rows: Iterator[tuple[int, Row]], kind: str, columns: dict[str, str],
     if kind == "profiles":
         for n, row in every:
             yield n, orjson.dumps(_profile(row, source))
+    elif kind == "communications":
+        for n, row in every:
+            yield n, orjson.dumps({name: row[col] for name, col in source.items() if row[col] is not None})
     else:
         yield from _receipts(every, source)
 

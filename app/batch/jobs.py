@@ -35,7 +35,7 @@ from app.batch.order import DEFAULT_MEMORY
 from app.batch.replay import Replay, ReplayStats, time_order
 
 BATCH = 2000  # lines per message to a worker
-_PHASE = {"profiles": b"0", "receipts": b"1"}
+_PHASE = {"profiles": b"0", "receipts": b"1", "communications": b"1"}
 _FINISH = b"2"
 _OUTPUTS = ("changes", "rejects", "segments")
 

@@ -7,7 +7,8 @@ whatever the order of the lines. The key of a record is
 
 as 17 bytes that sort as the tuple does: the event time (``occurred_at`` of a receipt,
 ``updated_at`` of a profile; a profile without ``updated_at`` sorts before everything), then
-profiles before receipts at the same second, then the content, so records of the same
+profiles before receipts before
+communication events at the same second, then the content, so records of the same
 second have one order for every permutation of the lines. Identical lines have identical
 keys (their order does not matter: the second is a duplicate).
 
@@ -31,6 +32,7 @@ from typing import IO
 
 PROFILE = b"\x00"
 RECEIPT = b"\x01"
+COMMUNICATION = b"\x02"
 NO_TIME = -(2**62)  # a profile without updated_at: before any instant
 _OFFSET = 2**63
 _HEAD = struct.Struct(">17sQI")  # key, line number, length of the record

@@ -24,11 +24,12 @@ from typing import IO, Any
 
 import orjson
 
-from app.batch.order import NO_TIME, PROFILE, RECEIPT, ExternalSort, sort_key
+from app.batch.order import COMMUNICATION, NO_TIME, PROFILE, RECEIPT, ExternalSort, sort_key
 from app.wire.codecs import dlq_copy
 from rules import ClientState, Engine, RejectedInput, loads, parse_profile, parse_receipt
 from rules import population as pop
 from rules.calendar import to_epoch
+from rules.communications import parse_communication
 from rules.metrics import MetricView
 from rules.receipts import known_profile_fields
 from rules.state import MemoryArchive, Outcome
@@ -43,6 +44,8 @@ class ReplayStats:
     duplicates: int = 0
     anonymous: int = 0
     profiles: int = 0
+    communications: int = 0  # communication events applied
+    communication_duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     changes: int = 0
     clients: int = 0
@@ -112,18 +115,42 @@ class Replay:
                 profile = parse_profile(loads(raw), self.as_of, self.earliest)
                 at = NO_TIME if profile.updated_at is None else to_epoch(profile.updated_at)
                 return sort_key(at, PROFILE, raw)
+            if source == "communications":
+                return sort_key(parse_communication(loads(raw), self.as_of, self.earliest).at,
+                                COMMUNICATION, raw)
             receipt = parse_receipt(loads(raw), self.as_of, self.earliest)
             return sort_key(receipt.at, RECEIPT, raw)
         except RejectedInput as exc:
             if source == "profiles":
                 self._reject(source, line_no, known_profile_fields(raw), exc)
+            elif source == "communications":
+                self._reject(source, line_no, raw, exc)
             else:
                 self.stats.lines += 1
                 self._reject(source, line_no, raw, exc)
             return None
 
     def line(self, raw: bytes, line_no: int, source: str) -> None:
-        (self.profile_line if source == "profiles" else self.receipt_line)(raw, line_no, source)
+        if source == "communications":
+            self.communication_line(raw, line_no, source)
+        else:
+            (self.profile_line if source == "profiles" else self.receipt_line)(raw, line_no, source)
+
+    def communication_line(self, raw: bytes, line_no: int, source: str = "communications") -> None:
+        try:
+            comm = parse_communication(loads(raw), self.as_of, self.earliest)
+            self.population_until(comm.at)
+            result = self.engine.communication(self.states.get(comm.client_id), comm)
+        except RejectedInput as exc:
+            self._reject(source, line_no, raw, exc)
+            return
+        assert result.state is not None
+        self.states[comm.client_id] = result.state
+        if result.outcome is Outcome.DUPLICATE:
+            self.stats.communication_duplicates += 1
+        else:
+            self.stats.communications += 1
+        self._emit(result.events)
 
     def profile_line(self, raw: bytes, line_no: int, source: str = "profiles") -> None:
         try:
@@ -219,10 +246,13 @@ def time_order(replay: Replay, inputs: Iterable[tuple[str, Iterable[tuple[int, b
         for key, line_no, raw in sorter:
             if on_apply is not None:
                 on_apply(key)
-            replay.line(raw, line_no, "profiles" if key[8:9] == PROFILE else "receipts")
+            replay.line(raw, line_no, SOURCES[key[8:9]])
     finally:
         sorter.close()
     return sorter
+
+
+SOURCES = {PROFILE: "profiles", RECEIPT: "receipts", COMMUNICATION: "communications"}
 
 
 def read_lines(stream: IO[bytes]) -> Iterable[tuple[int, bytes]]:

@@ -126,7 +126,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from app.wire.kafka_io import ensure_topics, produce
 
     settings = Settings.from_env()
-    topic = args.topic or (settings.topic_profiles if args.profiles else settings.topic_receipts)
+    kind = "communications" if args.communications else "profiles" if args.profiles else "receipts"
+    topic = args.topic or {"communications": settings.topic_communications,
+                           "profiles": settings.topic_profiles}.get(kind, settings.topic_receipts)
     lines: Any
     if args.live:
         from datetime import UTC, datetime
@@ -138,7 +140,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         if not args.rate:
             raise SystemExit("--live needs --rate")
     elif args.input or args.file:
-        lines = _history(args, "profiles" if args.profiles else "receipts")
+        lines = _history(args, kind)
     else:
         end = args.end if args.end is not None else DEFAULT_END
         cfg = SimConfig(clients=args.clients, days=args.days, seed=args.seed, end=end)
@@ -158,10 +160,11 @@ def _history(args: argparse.Namespace, kind: str) -> Iterator[bytes]:
     from tqdm import tqdm
 
     from app.batch.inputs import parse_columns, records
-    from app.batch.order import NO_TIME, PROFILE, RECEIPT, ExternalSort, sort_key
+    from app.batch.order import COMMUNICATION, NO_TIME, PROFILE, RECEIPT, ExternalSort, sort_key
     from app.settings import earliest_epoch
     from rules import RejectedInput, loads, parse_profile, parse_receipt
     from rules.calendar import to_epoch
+    from rules.communications import parse_communication
 
     path = args.file or args.input
     rows = records(path, kind, args.format, parse_columns(args.columns))
@@ -171,12 +174,14 @@ def _history(args: argparse.Namespace, kind: str) -> Iterator[bytes]:
         return
     earliest = earliest_epoch(args.earliest)
     sorter = ExternalSort(args.sort_memory * 1024 * 1024)
-    flag = PROFILE if kind == "profiles" else RECEIPT
+    flag = {"profiles": PROFILE, "communications": COMMUNICATION}.get(kind, RECEIPT)
     for line_no, raw in rows:
         try:
             if kind == "profiles":
                 updated = parse_profile(loads(raw), None, earliest).updated_at
                 at = NO_TIME if updated is None else to_epoch(updated)
+            elif kind == "communications":
+                at = parse_communication(loads(raw), None, earliest).at
             else:
                 at = parse_receipt(loads(raw), None, earliest).at
         except RejectedInput:
@@ -293,7 +298,10 @@ def register(sub: Any) -> None:
                    help="memory for the sort; beyond it, sorted runs go to temporary files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--profiles", action="store_true", help="send profiles instead of receipts")
-    p.add_argument("--topic", help="default: LOYALTY_TOPIC_RECEIPTS (or LOYALTY_TOPIC_PROFILES with --profiles)")
+    p.add_argument("--communications", action="store_true",
+                   help="send communication events instead of receipts (a file: FILE or --input)")
+    p.add_argument("--topic", help="default: LOYALTY_TOPIC_RECEIPTS (LOYALTY_TOPIC_PROFILES with "
+                   "--profiles, LOYALTY_TOPIC_COMMUNICATIONS with --communications)")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: max)")
     p.add_argument("--clients", type=_positive, default=1000, help="simulator: clients")
     p.add_argument("--days", type=_positive, default=90, help="simulator: days of history")

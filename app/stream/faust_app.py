@@ -92,6 +92,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         clock=settings.clock_fn(),
         receipts=app.topic(settings.topic_receipts, key_type=bytes, value_type=bytes),
         profiles=app.topic(settings.topic_profiles, key_type=bytes, value_type=bytes),
+        communications=app.topic(settings.topic_communications, key_type=bytes, value_type=bytes),
         client_events=app.topic(settings.topic_client_events, key_type=bytes, value_type=bytes,
                                 partitions=n, internal=True, config=configs),
         changes=app.topic(settings.topic_changes, key_type=bytes, value_type=bytes),

@@ -1,7 +1,8 @@
 """Wire formats: the internal client-events envelope, table values, DLQ headers.
 
 * ``loyalty.client-events`` values: one kind byte then the payload: ``R`` + receipt JSON,
-  ``P`` + profile JSON, ``T`` + 8-byte due instant (a tick from the due scanner), ``Q``
+  ``P`` + profile JSON, ``C`` + communication event JSON, ``T`` + 8-byte due instant (a
+  tick from the due scanner), ``Q``
   alone (a probe from the stall monitor: no effect but to reveal a gap, agents.monitor).
 * ``clients`` table values: ``0x01``, the 8-byte fingerprint of the rules that evaluated
   the client (:attr:`rules.Engine.fingerprint`), the 8-byte next-due instant (0: none),
@@ -22,7 +23,7 @@ import orjson
 
 from rules import RejectedInput
 
-RECEIPT, PROFILE, TICK, PROBE = b"R", b"P", b"T", b"Q"
+RECEIPT, PROFILE, TICK, PROBE, COMMUNICATION = b"R", b"P", b"T", b"Q", b"C"
 _DUE = struct.Struct(">q")
 
 

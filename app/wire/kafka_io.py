@@ -21,7 +21,8 @@ log = logging.getLogger("loyalty.kafka")
 
 
 def service_topics(settings: Settings) -> list[str]:
-    return [settings.topic_receipts, settings.topic_profiles, settings.topic_changes,
+    return [settings.topic_receipts, settings.topic_profiles, settings.topic_communications,
+            settings.topic_changes,
             settings.topic_dlq, settings.topic_client_events, settings.topic_actions, settings.topic_actions_dlq,
             settings.topic_population]
 

@@ -105,7 +105,8 @@ if [[ "${1:-}" == "clean" ]]; then clean; exit 0; fi
 RUN="demo$(date +%s)"
 export LOYALTY_APP_ID="$RUN" LOYALTY_RULES="${LOYALTY_RULES:-boostfeel,rfm,netix}"
 # every topic the service uses, prefixed with the run (Faust's own are prefixed by the app id)
-export LOYALTY_TOPIC_RECEIPTS="$RUN.pos.receipts" LOYALTY_TOPIC_PROFILES="$RUN.crm.client-profiles"
+export LOYALTY_TOPIC_RECEIPTS="$RUN.pos.receipts" LOYALTY_TOPIC_PROFILES="$RUN.crm.client-profiles" \
+  LOYALTY_TOPIC_COMMUNICATIONS="$RUN.crm.communications"
 export LOYALTY_TOPIC_CHANGES="$RUN.loyalty.segment-changes" LOYALTY_TOPIC_DLQ="$RUN.loyalty.receipts.dlq"
 export LOYALTY_TOPIC_CLIENT_EVENTS="$RUN.loyalty.client-events" LOYALTY_TOPIC_POPULATION="$RUN.loyalty.population"
 export LOYALTY_TOPIC_ACTIONS="$RUN.loyalty.scenario-actions" LOYALTY_TOPIC_ACTIONS_DLQ="$RUN.loyalty.scenario-actions.dlq"

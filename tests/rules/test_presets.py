@@ -13,9 +13,10 @@ from rules.events import EVENT_TYPE
 
 
 def test_every_preset_has_examples_here() -> None:
-    # abc, rfm_quantiles and profsalon's own average check: tests/rules/test_population.py
+    # abc, rfm_quantiles and profsalon's own average check: tests/rules/test_population.py;
+    # manzana's activity and netix_contact: tests/rules/test_communications.py
     assert preset_names() == ["abc", "basket", "boostfeel", "check_bands", "demographics", "manzana",
-                              "netix", "profsalon", "rfm", "rfm_quantiles"]
+                              "netix", "netix_contact", "profsalon", "rfm", "rfm_quantiles"]
 
 
 # -- boostfeel --------------------------------------------------------------------------------
@@ -268,13 +269,14 @@ def test_manzana_activity_and_lifecycle() -> None:
     eng = engine("manzana")
     first = ts("2025-01-10T10:00:00Z")
     s, ev = feed(eng, [rcpt(f"z{i}", first + i * 20 * DAY, "100.00") for i in range(12)])
-    assert changes(ev, "manzana_activity") == [(iso(first), "active")]
+    # activity is the answer to mailings: a client never mailed is not_contacted
+    assert changes(ev, "manzana_activity") == [(iso(first), "not_contacted")]
     assert changes(ev, "manzana_lifecycle") == [
         (iso(first), "new"), (iso(first + 30 * DAY), "developing"),
         (iso(first + 180 * DAY), "established")]  # 10th visit on day 180
     last = first + 220 * DAY
     ev = eng.advance(s, last + 365 * DAY)
-    assert changes(ev) == [(iso(last + 60 * DAY), "passive"), (iso(last + 120 * DAY), "lapsed")]
+    assert changes(ev) == [(iso(last + 120 * DAY), "lapsed")]
 
 
 # -- basket -----------------------------------------------------------------------------------

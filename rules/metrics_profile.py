@@ -1,0 +1,3 @@
+"""Metrics of the client's profile (registered into :data:`rules.metrics.CATALOGUE`)."""
+
+from __future__ import annotations
