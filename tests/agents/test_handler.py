@@ -213,3 +213,25 @@ class _Table:
 
     def __init__(self, value: bytes) -> None:
         self.data = {b"c-1": value}
+
+
+def communication(eid: str, at: datetime, event: str = "sent", client: str = "c-1") -> bytes:
+    return orjson.dumps({"event_id": eid, "client_id": client, "occurred_at": at.isoformat(),
+                         "channel": "email", "event": event})
+
+
+def test_communications_are_routed_applied_deduplicated_and_due() -> None:
+    h = ClientHandler(Engine([load_ruleset("netix_contact")]), lambda: NOW)
+    sent = NOW - timedelta(days=10)
+    client, env, at = route(communication("e1", sent), codecs.COMMUNICATION, NOW)
+    assert (client, env[:1], at) == ("c-1", codecs.COMMUNICATION, to_epoch(sent))
+    with pytest.raises(RejectedInput) as info:
+        route(orjson.dumps({"event_id": "e2", "client_id": "c-1", "occurred_at": sent.isoformat(),
+                            "channel": "pigeon", "event": "sent"}), codecs.COMMUNICATION, NOW)
+    assert info.value.reason == "unknown_channel"
+    out = h.handle("c-1", env, None)
+    assert (out.kind, out.outcome) == ("communication", "applied")
+    assert [e["data"]["to"] for e in out.events] == ["contacted_month"]  # no purchase: clients all
+    assert out.due_new == to_epoch(sent) + 31 * 86_400
+    dup = h.handle("c-1", env, out.value)
+    assert (dup.outcome, dup.value, dup.events) == ("duplicate", None, [])
