@@ -199,7 +199,8 @@ class Engine:
     def evaluated(self, state: ClientState) -> bool:
         """Whether the rules evaluate this client: one with a purchase, or, when a rule set
         says ``clients: all``, one known from a profile or communications."""
-        return state.has_purchase or (self.all_clients and bool(state.profile or state.comm))
+        return state.has_purchase or (self.all_clients and bool(
+            state.profile or state.profile_at or state.comm is not None))
 
     def advance(self, state: ClientState, until: int) -> list[dict[str, Any]]:
         """Fire every time-based change due in (clock, until], each at its due instant, and

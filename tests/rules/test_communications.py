@@ -265,3 +265,18 @@ def test_next_due_of_contact_silence_equals_a_brute_force_scan() -> None:
         assert found - 3600 < due <= found, (trial, iso(due), iso(found), before)
         assert eng._changes(s, due) and not eng._changes(s, due - 1)
     assert cal is not None
+
+
+def test_a_client_known_only_from_a_profile_is_placed_by_clients_all_rule_sets() -> None:
+    from rules import parse_profile
+    eng = engine("netix_contact", "boostfeel")
+    t0 = ts("2026-01-05T10:00:00Z")
+    res = eng.profile(None, parse_profile({"client_id": "c-9", "updated_at": at(t0)}, None))
+    assert changes(res.events) == [(iso(t0), "no_contact_2m")]  # boostfeel: buyers only
+    assert res.state is not None and res.state.clock == t0
+    # without updated_at there is no instant to evaluate at: nothing yet
+    assert eng.profile(None, parse_profile({"client_id": "c-8", "city": "Omsk"}, None)).events == []
+    # the first sale places the client in the buyers' dimensions too
+    s, ev = feed(eng, [rcpt("r1", t0 + DAY, client="c-9")], res.state)
+    assert {e["data"]["dimension"] for e in ev} == {"boostfeel"}
+    assert eng.segments(s) == {"netix_contact": "no_contact_2m", "boostfeel": "other"}
