@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rules import comm_state
@@ -173,6 +174,8 @@ class Engine:
         at = state.clock
         if profile.updated_at is not None:
             at = max(at, to_epoch(profile.updated_at))
+        elif not state.has_purchase and isinstance(registered := profile.fields.get("registered_at"), datetime):
+            at = max(at, to_epoch(registered))  # a lead's profile without updated_at: known since then
         events = self.advance(state, at)
         apply_profile(state, profile)
         if self.evaluated(state) and (at or state.has_purchase):  # a time to evaluate at

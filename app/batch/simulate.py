@@ -4,7 +4,9 @@ Archetypes: VIP regulars (almost daily), loyal (every 2-4 days), occasional (wee
 one-timers, churners (regular, then gone), rare (every 1-4 months); coffee, tea or food
 baskets; returns (most of them full refunds naming the original receipt), anonymous sales,
 duplicate sends, late arrivals (emitted up to 3 days after their place) and a small share of
-malformed lines. Deterministic for a given seed.
+malformed lines. CRM profiles for 60% of them (name, family, contacts, consent, labels...) and
+for a few clients registered lately who have bought nothing yet; the communication events of
+the profiled clients are in :mod:`app.batch.simulate_comm`. Deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -57,6 +59,7 @@ class SimConfig:
     anon_rate: float = 0.03
     return_rate: float = 0.02
     malformed_rate: float = 0.002
+    new_clients: float = 0.04  # profile-only clients (no purchase yet), a share of ``clients``
 
 
 def _money(kop: int) -> str:
@@ -152,9 +155,87 @@ def generate(cfg: SimConfig) -> Iterator[bytes]:
         yield orjson.dumps(r)
 
 
-def profiles(cfg: SimConfig) -> Iterator[bytes]:
-    """CRM profiles for 60% of the simulated clients (same seed, same ids)."""
+# first names: (Cyrillic, Latin) per gender; Tatyana twice, as CRMs spell it both ways (and
+# once as Tatiana)
+NAMES = {
+    "f": (("Татьяна", "Tatyana"), ("Татьяна", "Tatiana"), ("Анна", "Anna"), ("Мария", "Maria"),
+          ("Елена", "Elena"), ("Ольга", "Olga"), ("Наталья", "Natalya"), ("Ирина", "Irina"),
+          ("Екатерина", "Ekaterina"), ("Светлана", "Svetlana"), ("Юлия", "Yulia")),
+    "m": (("Алексей", "Alexey"), ("Дмитрий", "Dmitry"), ("Сергей", "Sergey"), ("Андрей", "Andrey"),
+          ("Иван", "Ivan"), ("Михаил", "Mikhail"), ("Николай", "Nikolay"), ("Павел", "Pavel"),
+          ("Артём", "Artyom"), ("Владимир", "Vladimir")),
+}
+COLOURS = ("red", "yellow", "green", "blue")
+ATTRIBUTES = (  # key, values
+    ("pet", ("cat", "dog", "parrot")),
+    ("favourite_dish", ("ramen", "borscht", "cheesecake", "pelmeni", "caesar salad")),
+    ("milk", ("oat", "lactose-free", "almond")),
+    ("allergy", (True, False)),
+)
+MAIL_DOMAINS = ("example.com", "example.org", "example.net")  # reserved: never anybody's mailbox
+
+
+def _day(rng: random.Random, lo: date, hi: date) -> str:
+    return (lo + timedelta(days=rng.randrange(max(1, (hi - lo).days)))).isoformat()
+
+
+def person(rng: random.Random, doc: dict[str, Any], end: datetime) -> dict[str, Any]:
+    """The newer profile fields of a client whose ``doc`` has the first contract's ones: name,
+    family, legal entity, app, discount card, labels, attributes, contacts and consent."""
+    n = int(doc["client_id"][2:])
+    born = date.fromisoformat(doc["birth_date"])
+    today = end.date()
+    age = (today - born).days // 365
+    out: dict[str, Any] = {}
+    cyrillic, latin = rng.choice(NAMES[doc["gender"]])
+    if rng.random() < 0.9:
+        out["first_name"] = cyrillic if rng.random() < 0.7 else latin
+    kids = rng.choice((1, 1, 2, 2, 3)) if 24 <= age <= 60 and rng.random() < 0.4 else 0
+    first, last = born + timedelta(days=20 * 365), min(today, born + timedelta(days=44 * 365))
+    out["children"] = sorted(_day(rng, first, last) for _ in range(kids))
+    if age >= 22 and rng.random() < 0.45:
+        spouse = born + timedelta(days=rng.randrange(-6 * 365, 6 * 365))
+        out["spouse_birth_date"] = min(spouse, today - timedelta(days=18 * 366)).isoformat()
+    out["legal_entity"] = rng.random() < 0.03
+    registered = datetime.fromisoformat(doc["registered_at"])
+    if rng.random() < 0.4:
+        app = registered + (end - registered) * rng.random()
+        out["app_registered_at"] = app.replace(microsecond=0).isoformat()
+    if rng.random() < 0.7:
+        out["discount_card"] = f"77{n:07d}{rng.randrange(10_000):04d}"
+    roll = rng.random()
+    labels = ["black_list"] if roll < 0.015 else ["vip_list"] if roll < 0.045 else []
+    if rng.random() < 0.12:
+        labels.append(rng.choice(COLOURS))
+    out["labels"] = labels
+    out["attributes"] = {key: rng.choice(values) for key, values in ATTRIBUTES if rng.random() < 0.25}
+    consent: dict[str, bool] = {}
+    if rng.random() < 0.75:
+        user = f"{latin if rng.random() < 0.1 else latin.lower()}.{born.year}{n % 1000:03d}"
+        out["email"] = f"{user}@{rng.choice(MAIL_DOMAINS)}"  # the edge lower-cases it
+        consent["email"] = rng.random() < 0.8
+    if rng.random() < 0.85:
+        d = f"{rng.randrange(10**9):09d}"  # written as CRMs do; the edge keeps the digits
+        out["phone"] = f"+7 (9{d[:2]}) {d[2:5]}-{d[5:7]}-{d[7:]}" if rng.random() < 0.15 else f"+79{d}"
+        consent["sms"] = rng.random() < 0.6
+        if rng.random() < 0.3:
+            consent["messenger"] = True
+        if rng.random() < 0.1:
+            consent["call"] = False
+    if "app_registered_at" in out:
+        consent["push"] = rng.random() < 0.85
+    out["consent"] = consent
+    return out
+
+
+def profile_docs(cfg: SimConfig) -> Iterator[dict[str, Any]]:
+    """CRM profiles (as dicts) for 60% of the simulated clients (same seed, same ids), then
+    :attr:`SimConfig.new_clients` profiles of clients registered in the last two weeks who
+    have bought nothing yet (ids after the buyers'). The fields of the first contract
+    (birth date, gender, city, registration, tags) come from their own random stream, so they
+    are the same as before the newer fields (names, family, contacts, consent...) existed."""
     rng = random.Random(cfg.seed + 7919)
+    more = random.Random(cfg.seed + 2_750_159)  # the newer fields
     start = cfg.end - timedelta(days=cfg.days)
     for n in range(cfg.clients):
         if rng.random() >= 0.6:
@@ -168,6 +249,27 @@ def profiles(cfg: SimConfig) -> Iterator[bytes]:
             "registered_at": start.isoformat(),
             "tags": [],
         }
+        doc.update(person(more, doc, cfg.end))
+        yield doc
+    recent = min(cfg.days, 14)
+    for k in range(round(cfg.clients * cfg.new_clients)):
+        born = datetime(1960, 1, 1) + timedelta(days=more.randrange(0, 45 * 365))
+        registered = cfg.end - timedelta(days=more.uniform(0.05, recent))
+        doc = {
+            "client_id": f"c-{cfg.clients + k:07d}",
+            "birth_date": born.date().isoformat(),
+            "gender": more.choice(("f", "m")),
+            "city": more.choice(("Moscow", "Kazan", "Voronezh")),
+            "registered_at": registered.replace(microsecond=0).isoformat(),
+            "tags": [],
+        }
+        doc.update(person(more, doc, cfg.end))
+        yield doc
+
+
+def profiles(cfg: SimConfig) -> Iterator[bytes]:
+    """:func:`profile_docs` as JSON lines."""
+    for doc in profile_docs(cfg):
         yield orjson.dumps(doc)
 
 

@@ -144,7 +144,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
     else:
         end = args.end if args.end is not None else DEFAULT_END
         cfg = SimConfig(clients=args.clients, days=args.days, seed=args.seed, end=end)
-        lines = profiles(cfg) if args.profiles else generate(cfg)
+        if kind == "communications":
+            from app.batch.simulate_comm import communications
+
+            lines = communications(cfg)
+        else:
+            lines = profiles(cfg) if args.profiles else generate(cfg)
     asyncio.run(ensure_topics(settings))
     n, seconds = asyncio.run(produce(settings, topic, lines, rate=args.rate))
     print(orjson.dumps({"topic": topic, "messages": n, "seconds": round(seconds, 3),
@@ -299,7 +304,7 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--profiles", action="store_true", help="send profiles instead of receipts")
     p.add_argument("--communications", action="store_true",
-                   help="send communication events instead of receipts (a file: FILE or --input)")
+                   help="send communication events instead of receipts (FILE, --input or the simulator)")
     p.add_argument("--topic", help="default: LOYALTY_TOPIC_RECEIPTS (LOYALTY_TOPIC_PROFILES with "
                    "--profiles, LOYALTY_TOPIC_COMMUNICATIONS with --communications)")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0: max)")

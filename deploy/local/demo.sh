@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The main job, locally: a worker and the POS lookup server on the local Kafka + Redis, a POS
-# simulator (60 days of history, then live receipts), the segment-change events, a lookup and
-# a summary. Run through `make demo` (which installs and starts the infrastructure first);
-# works with a Kafka and a Redis that already run (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL).
+# simulator (60 days of history: CRM profiles, receipts and the communications of the same
+# clients; then live receipts), the segment-change events, a lookup and a summary. Run
+# through `make demo` (which installs and starts the infrastructure first); works with a
+# Kafka and a Redis that already run (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL).
 #   deploy/local/demo.sh          a demo run; DEMO_KEEP=1 leaves the worker and lookup running
 #   deploy/local/demo.sh clean    stop kept demo processes, delete every demo run's topics,
 #                                 Redis keys, data and logs (`make demo-clean`)
 # Env: DEMO_CLIENTS (500), DEMO_SECONDS (60), DEMO_RATE (50), DEMO_KEEP, LOYALTY_WEB_PORT
-# (6066), LOYALTY_LOOKUP_PORT (6068), LOYALTY_RULES (boostfeel,rfm,netix), LOYALTY_API_TOKEN.
+# (6066), LOYALTY_LOOKUP_PORT (6068), LOYALTY_RULES (boostfeel,rfm,netix,manzana), LOYALTY_API_TOKEN.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -103,14 +104,13 @@ if [[ "${1:-}" == "clean" ]]; then clean; exit 0; fi
 [[ -z "${1:-}" ]] || { echo "usage: $0 [clean]" >&2; exit 2; }
 
 RUN="demo$(date +%s)"
-export LOYALTY_APP_ID="$RUN" LOYALTY_RULES="${LOYALTY_RULES:-boostfeel,rfm,netix}"
+export LOYALTY_APP_ID="$RUN" LOYALTY_RULES="${LOYALTY_RULES:-boostfeel,rfm,netix,manzana}"
 # every topic the service uses, prefixed with the run (Faust's own are prefixed by the app id)
 export LOYALTY_TOPIC_RECEIPTS="$RUN.pos.receipts" LOYALTY_TOPIC_PROFILES="$RUN.crm.client-profiles" \
   LOYALTY_TOPIC_COMMUNICATIONS="$RUN.crm.communications"
 export LOYALTY_TOPIC_CHANGES="$RUN.loyalty.segment-changes" LOYALTY_TOPIC_DLQ="$RUN.loyalty.receipts.dlq"
 export LOYALTY_TOPIC_CLIENT_EVENTS="$RUN.loyalty.client-events" LOYALTY_TOPIC_POPULATION="$RUN.loyalty.population"
 export LOYALTY_TOPIC_ACTIONS="$RUN.loyalty.scenario-actions" LOYALTY_TOPIC_ACTIONS_DLQ="$RUN.loyalty.scenario-actions.dlq"
-export LOYALTY_TOPIC_COMMUNICATIONS="$RUN.loyalty.communications"  # for when the service has it
 export LOYALTY_DATA_DIR="$ROOT/.local/$RUN" LOYALTY_PARTITIONS=4 LOYALTY_DUE_INTERVAL=2
 export LOYALTY_WEB_PORT="${LOYALTY_WEB_PORT:-6066}" LOYALTY_LOOKUP_PORT="${LOYALTY_LOOKUP_PORT:-6068}"
 export LOYALTY_LOG_LEVEL=warning
@@ -154,8 +154,12 @@ if [[ -n "${LOYALTY_API_TOKEN:-}" ]]; then  # never in a URL
   echo "   token      paste \$LOYALTY_API_TOKEN into the dashboard's token box; API and lookup:" \
     "curl -H \"Authorization: Bearer \$LOYALTY_API_TOKEN\" ..."
 fi
+echo "== CRM profiles of those clients (and a few registered lately, no purchase yet)"
+"$BIN/loyalty" produce --profiles --clients "$CLIENTS" --days 60 --end now --seed 7 --quiet
 echo "== POS history: $CLIENTS clients, 60 days up to now"
 "$BIN/loyalty" produce --clients "$CLIENTS" --days 60 --end now --seed 7 --quiet
+echo "== communications: mailings, SMS, push, calls and the clients' answers (manzana: active/passive)"
+"$BIN/loyalty" produce --communications --clients "$CLIENTS" --days 60 --end now --seed 7 --quiet
 echo "== live POS traffic: $RATE receipts/s for $LIVE_SECONDS s"
 "$BIN/loyalty" produce --live --clients "$CLIENTS" --rate "$RATE" --duration "$LIVE_SECONDS" --seed 7
 sleep 5

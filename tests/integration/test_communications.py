@@ -53,8 +53,9 @@ def communications(clients: list[str], seed: int) -> list[bytes]:
             channel = rnd.choice(("email", "sms", "push"))
             base = {"client_id": cid, "channel": channel, "campaign": f"camp-{m % 3}"}
 
-            def event(kind: str, at: datetime, k: int, base: dict[str, str] = base) -> bytes:
-                return orjson.dumps({**base, "event_id": f"{cid}-{m}-{k}", "event": kind,
+            def event(kind: str, at: datetime, k: int, base: dict[str, str] = base,
+                      prefix: str = f"{cid}-{m}") -> bytes:
+                return orjson.dumps({**base, "event_id": f"{prefix}-{k}", "event": kind,
                                      "occurred_at": at.isoformat()})
             out.append(event("sent", t, 0))
             if rnd.random() < answers:

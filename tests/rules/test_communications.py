@@ -274,8 +274,10 @@ def test_a_client_known_only_from_a_profile_is_placed_by_clients_all_rule_sets()
     res = eng.profile(None, parse_profile({"client_id": "c-9", "updated_at": at(t0)}, None))
     assert changes(res.events) == [(iso(t0), "no_contact_2m")]  # boostfeel: buyers only
     assert res.state is not None and res.state.clock == t0
-    # without updated_at there is no instant to evaluate at: nothing yet
+    # without updated_at there is no instant to evaluate at: nothing yet, unless registered_at
     assert eng.profile(None, parse_profile({"client_id": "c-8", "city": "Omsk"}, None)).events == []
+    lead = parse_profile({"client_id": "c-7", "registered_at": at(t0 - DAY)}, None)
+    assert changes(eng.profile(None, lead).events) == [(iso(t0 - DAY), "no_contact_2m")]
     # the first sale places the client in the buyers' dimensions too
     s, ev = feed(eng, [rcpt("r1", t0 + DAY, client="c-9")], res.state)
     assert {e["data"]["dimension"] for e in ev} == {"boostfeel"}
