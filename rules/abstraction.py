@@ -17,7 +17,8 @@ Four more shapes are keyed coarsely, as preset rule sets write them:
 * a constant may be a product or quotient of literals (``x >= 3.0 * 2000.0`` once the
   parameters are substituted);
 * ``m['key'] <op> NUMBER`` for a map variable: the interval of each named key's value
-  (a missing key reads 0.0, as the evaluation context supplies it);
+  (a missing key is keyed apart: ``category_share`` reads it as 0.0, but ``attributes``
+  leaves it missing, and reading it is an error);
 * ``int(x) / N`` with an integer ``N > 0``: the truncated quotient, so the value bands of
   ``check_bands`` cost one CEL call per band, not per distinct average check;
 * ``a <op> b`` for two variables, either optionally times a literal (netix's
@@ -64,7 +65,7 @@ class Facets:
             if not isinstance(value, dict):
                 return ("value", _frozen(value))
             for k, cuts in self.items:
-                out.append(_interval(value.get(k, 0.0), cuts))
+                out.append(_interval(value[k], cuts) if k in value else "missing")
         if self.cuts is not None:
             out.append(_interval(value, self.cuts))
         for n in self.bands:

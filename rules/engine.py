@@ -24,7 +24,7 @@ from rules.communications import Communication
 from rules.errors import RuleSetError
 from rules.evaluate import Plan, Verdict, effective
 from rules.events import DEFAULT_SOURCE, segment_changed
-from rules.metrics import MetricView
+from rules.metrics import CATALOGUE, MetricView
 from rules.population import Snapshot, Spec, Stat
 from rules.receipts import Profile, Receipt
 from rules.ruleset import Dimension, RuleSet, bind
@@ -71,8 +71,12 @@ class Engine:
         self.dims = [(rs, d) for rs in rulesets for d in rs.dimensions]
         # some rule set evaluates clients with no purchase yet (``clients: all``)
         self.all_clients = any(rs.clients == "all" for rs in rulesets)
-        self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics}
-                                         | set(SUMMARY_METRICS)))
+        self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics
+                                          if not CATALOGUE[m].personal} | set(SUMMARY_METRICS)))
+        # what a change event carries: the dimension's metrics but personal ones (a name,
+        # labels, custom attributes: rules read them, events never carry them)
+        self._event_metrics = {d.id: tuple(m for m in d.metrics if not CATALOGUE[m].personal)
+                               for _, d in self.dims}
         self.spec = Spec(_population_stats(rulesets))
         # population snapshots so far, by instant: an input dated t is evaluated against the
         # latest one at or before t, whenever it is processed (a redelivery gives the same)
@@ -316,7 +320,7 @@ class Engine:
         return segment_changed(
             client_id=state.client_id, dimension=dim.id, ruleset=rs.name, version=rs.version,
             at=at, from_=from_, to=to, rule=rule, cause=cause,
-            metrics={m: view.out(m) for m in dim.metrics}, receipt_id=receipt_id,
+            metrics={m: view.out(m) for m in self._event_metrics[dim.id]}, receipt_id=receipt_id,
             source=self.source,
         )
 

@@ -13,7 +13,9 @@ a time and a failing condition counts as "no match".
 ``candidates`` lists the instants at which a segment can change with no new receipt:
 
 * for every comparison ``days_since_x <op> rhs``: the instant the whole-day counter reaches
-  the value that flips it (``anchor + n days``); for ``age``: the birthday;
+  the value that flips it (``anchor + n days``); for ``age``: the birthday; for a countdown
+  (``days_until_birthday``): the business midnight it reaches the value, and the one after
+  the birthday (:func:`rules.metrics_profile.countdown_instants`);
 * for daily windows: the business midnight at which a receipt's day leaves the window;
 * for monthly metrics: the month starts until the buckets run out;
 * for hysteresis: the instant the minimum stay in the current segment ends.
@@ -36,6 +38,7 @@ from rules.abstraction import ResultKey
 from rules.calendar import DAY_S, BusinessCalendar
 from rules.celtext import free_identifiers, tokenize
 from rules.metrics import CATALOGUE, MetricView
+from rules.metrics_profile import countdown_instants
 from rules.ruleset import Dimension, Expr, RuleSet
 from rules.state import MONTHS_KEPT, ClientState
 
@@ -250,11 +253,19 @@ class Plan:
         # constant thresholds of whole-day counters: anchor -> sorted day counts that flip
         by_anchor: dict[Any, set[int]] = {}
         self._other_thresholds: list[tuple[Any, Any, tuple[str, ...], RuleSet]] = []
+        # birthday countdowns: metric -> steps of constant thresholds; those compared with a
+        # static metric, evaluated per client
+        self._countdown_steps: dict[str, set[int]] = {}
+        self._countdowns: list[tuple[Any, Any, tuple[str, ...], RuleSet]] = []
         for th, rhs, rhs_names, rs in self.thresholds:
             spec = CATALOGUE[th.metric]
             if spec.kind == "days" and isinstance(rhs, (int, float)):
                 by_anchor.setdefault(spec.anchor, set()).update(
                     n for n in _threshold_steps(th.op, rhs) if n >= 0)
+            elif spec.kind == "countdown" and isinstance(rhs, (int, float)):
+                self._countdown_steps.setdefault(th.metric, set()).update(_threshold_steps(th.op, rhs))
+            elif spec.kind == "countdown":
+                self._countdowns.append((th, rhs, rhs_names, rs))
             else:
                 self._other_thresholds.append((th, rhs, rhs_names, rs))
         self._day_steps = [(fn, sorted(steps)) for fn, steps in by_anchor.items()]
@@ -370,4 +381,16 @@ class Plan:
                 hold = hold_until(dim, state.segments.get(dim.id))
                 if after < hold <= until:
                     out.add(hold)
+        if self._countdown_steps or self._countdowns:  # up to a horizon past every other candidate
+            yearly = self._countdown_steps
+            if self._countdowns:
+                yearly = {m: set(steps) for m, steps in yearly.items()}
+                for th, rhs, names, rs in self._countdowns:
+                    env = envs.get(id(rs)) or envs.setdefault(id(rs), Env(rs, MetricView(state, after, cal)))
+                    try:
+                        value = rhs.execute({n: env.get(n) for n in names})
+                    except Exception:  # any CEL runtime error is "no match"
+                        continue
+                    yearly.setdefault(th.metric, set()).update(_threshold_steps(th.op, value))
+            out |= countdown_instants(state, yearly, after, min(until, FAR), cal, max(out, default=after))
         return sorted(out)

@@ -11,6 +11,9 @@ Time behaviour (``kind``), which ``next_due`` relies on:
 * ``daily``: a calendar window of N business days ending today; changes when a day leaves
   the window (business midnight).
 * ``monthly``: calendar months in the business time zone; changes at month starts.
+* ``countdown``: whole business days until the next yearly date (a birthday), 0 on the day,
+  -1 when unknown; steps down at every business midnight and jumps back up the day after
+  (:mod:`rules.metrics_profile`). Must be compared directly, like ``days``.
 
 Money metrics are exact integer minor units inside the core; rules see them as doubles in
 major units (``revenue_30d >= 5000.0``) and outputs carry them as decimal strings.
@@ -34,12 +37,18 @@ Fn = Callable[["MetricView"], Any]
 class Metric:
     name: str
     type: str  # int | double | string | bool | map | list
-    kind: str  # static | days | years | daily | monthly
+    kind: str  # static | days | years | daily | monthly | countdown
     fn: Fn
     doc: str
     money: bool = False
     window: int = 0  # days for daily, months for monthly
     anchor: Callable[[ClientState], int | None] | None = None  # for kind "days"
+    # personal data (a name, custom attributes, labels): never copied into a change event's
+    # ``data.metrics`` (rules may read it; outputs that name a client may show it)
+    personal: bool = False
+    # a map of client-defined keys and value types (``attributes``): a key a rule names is
+    # not filled in when absent (test it with ``has()``); its values type-check as any scalar
+    dynamic: bool = False
 
 
 def money_text(minor: int, exponent: int) -> str:

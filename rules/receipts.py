@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 
+from rules import profiles
 from rules.calendar import to_epoch
 from rules.errors import RejectedInput
 
@@ -47,7 +48,6 @@ _DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?\Z")
 _INSTANT = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z"
 )
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -77,7 +77,9 @@ class Receipt:
 class Profile:
     client_id: str
     updated_at: datetime | None
-    fields: dict[str, Any]  # only the fields present: birth_date (date), gender, city, ...
+    # only the fields present: birth_date (date), gender, city, children (list of dates),
+    # attributes (dict), email_sha256 (never a raw contact), ... (see rules.profiles)
+    fields: dict[str, Any]
 
 
 def loads(raw: bytes | str) -> Any:
@@ -268,17 +270,20 @@ def _parse_items(raw: Any, exponent: int) -> tuple[Item, ...]:
     return tuple(out)
 
 
-PROFILE_FIELDS = ("birth_date", "gender", "city", "registered_at", "welcome_bonus_at", "tags")
+PROFILE_FIELDS = ("birth_date", "gender", "city", "registered_at", "welcome_bonus_at", "tags",
+                  "app_registered_at", *profiles.EXTRA_FIELDS)
 PROFILE_KEYS = ("client_id", "updated_at", *PROFILE_FIELDS)
 GENDERS = ("f", "m", "x")
 
 
 def known_profile_fields(raw: bytes) -> bytes:
-    """A profile message with only the keys this product reads (:data:`PROFILE_KEYS`).
+    """A profile message with only the keys this product reads (:data:`PROFILE_KEYS`), its
+    ``email`` / ``phone`` replaced by their digests (:mod:`rules.profiles`).
 
-    A CRM export carries names, phones and e-mails the rules never use; they are dropped at
-    the edge: never forwarded to internal topics nor kept in a DLQ or rejects file. A message
-    that is not a JSON object is returned as it is (there is nothing to filter by).
+    A CRM export carries names, addresses and other fields the rules never use; they are
+    dropped at the edge, and raw contacts hashed: never forwarded to internal topics nor kept
+    in a DLQ or rejects file (an invalid contact or digest is left out). A message that is
+    not a JSON object is returned as it is (there is nothing to filter by).
     """
     try:
         doc = orjson.loads(raw)
@@ -286,7 +291,8 @@ def known_profile_fields(raw: bytes) -> bytes:
         return raw
     if not isinstance(doc, dict):
         return raw
-    return orjson.dumps({key: doc[key] for key in PROFILE_KEYS if key in doc})
+    kept = {key: doc[key] for key in PROFILE_KEYS if key in doc and key not in profiles.DIGESTS}
+    return orjson.dumps(kept | profiles.contact_digests(doc))
 
 
 def parse_profile(obj: Any, now: datetime | None, earliest: int | None = None) -> Profile:
@@ -299,18 +305,7 @@ def parse_profile(obj: Any, now: datetime | None, earliest: int | None = None) -
     if obj.get("updated_at") is not None:
         updated_at = parse_time(obj["updated_at"], "updated_at", now, earliest)
     if obj.get("birth_date") is not None:
-        raw = obj["birth_date"]
-        if not isinstance(raw, str):
-            raise RejectedInput("bad_type", "birth_date must be YYYY-MM-DD", "birth_date")
-        if not _DATE.match(raw):
-            raise RejectedInput("bad_value", "birth_date must be YYYY-MM-DD", "birth_date")
-        try:
-            born = date.fromisoformat(raw)
-        except ValueError:
-            raise RejectedInput("bad_value", "birth_date must be YYYY-MM-DD", "birth_date") from None
-        if born.year < 1900 or (now is not None and born > now.date()):
-            raise RejectedInput("bad_value", "birth_date out of range", "birth_date")
-        fields["birth_date"] = born
+        fields["birth_date"] = profiles.parse_date(obj["birth_date"], "birth_date", now)
     if obj.get("gender") is not None:
         gender = obj["gender"]
         if not isinstance(gender, str) or gender.lower() not in GENDERS:
@@ -318,7 +313,7 @@ def parse_profile(obj: Any, now: datetime | None, earliest: int | None = None) -
         fields["gender"] = gender.lower()
     if obj.get("city") is not None:
         fields["city"] = _str(obj, "city")
-    for key in ("registered_at", "welcome_bonus_at"):
+    for key in ("registered_at", "welcome_bonus_at", "app_registered_at"):
         if obj.get(key) is not None:
             fields[key] = parse_time(obj[key], key, now, earliest)
     if obj.get("tags") is not None:
@@ -326,4 +321,5 @@ def parse_profile(obj: Any, now: datetime | None, earliest: int | None = None) -
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             raise RejectedInput("bad_type", "tags must be a list of strings", "tags")
         fields["tags"] = sorted(set(tags))[:32]
+    fields.update(profiles.parse_extra(obj, now))
     return Profile(client_id, updated_at, fields)

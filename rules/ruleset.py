@@ -46,10 +46,11 @@ from rules.celtext import (
 )
 from rules.errors import RuleSetError
 from rules.metrics import CATALOGUE, SAMPLES
+from rules.metrics_profile import typecheck_contexts
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-TIMED_KINDS = ("days", "years")
+TIMED_KINDS = ("days", "years", "countdown")
 CLIENTS = ("buyers", "all")
 
 
@@ -382,15 +383,24 @@ class _Compiler:
                     for key in expr.map_keys.get(n, ()):
                         sample[key] = 0.5
                 ctx[n] = sample
-        try:
-            result = expr.program.execute(ctx)
-        except Exception as exc:
-            message = str(exc).split("\n")[0]
-            raise self.fail(f"type error: {message}", line, rule) from None
-        if want == "bool" and not isinstance(result, bool):
-            raise self.fail(f"a condition must be boolean, got {type(result).__name__}", line, rule)
-        if want == "scalar" and not isinstance(result, (str, int, float, bool)):
-            raise self.fail("a value must be a string or number", line, rule)
+        failure: RuleSetError | None = None
+        for variant in typecheck_contexts(tokenize(expr.text), ctx):  # several if it reads attributes
+            try:
+                result = expr.program.execute(variant)
+            except Exception as exc:
+                message = str(exc).split("\n")[0]
+                failure = failure or self.fail(f"type error: {message}", line, rule)
+                continue
+            if want == "bool" and not isinstance(result, bool):
+                failure = failure or self.fail(f"a condition must be boolean, got {type(result).__name__}", line, rule)
+            elif want == "scalar" and not isinstance(result, (str, int, float, bool)):
+                failure = failure or self.fail("a value must be a string or number", line, rule)
+            else:
+                ctx = variant
+                break
+        else:
+            assert failure is not None
+            raise failure
         for th, rhs_program, rhs_names in expr.thresholds:
             value = rhs_program
             if rhs_names:
@@ -511,7 +521,7 @@ def _map_keys(tokens: list[Token]) -> dict[str, tuple[str, ...]]:
     found: dict[str, list[str]] = {}
     for i, tok in free_identifiers(tokens):
         metric = CATALOGUE.get(tok.text)
-        if metric is None or metric.type != "map":
+        if metric is None or metric.type != "map" or metric.dynamic:  # attributes: no default
             continue
         if i + 3 < len(tokens) and tokens[i + 1].text == "[" and tokens[i + 2].kind == "str":
             key = tokens[i + 2].text.lstrip("rRbB")[1:-1]

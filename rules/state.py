@@ -57,7 +57,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -431,19 +431,29 @@ def _restore(state: ClientState, seen: set[int], archived: Archived, day: int,
 
 
 def apply_profile(state: ClientState, profile: Profile) -> ClientState:
-    """Merge CRM profile fields. With ``updated_at``, an older update never overwrites."""
+    """Merge CRM profile fields. With ``updated_at``, an older update never overwrites. A
+    field given replaces the stored one wholesale (a list or map is not merged); the record
+    keeps JSON values: dates as ``YYYY-MM-DD``, instants as epoch seconds."""
     at = to_epoch(profile.updated_at) if profile.updated_at is not None else 0
     if at and at < state.profile_at:
         return state
     for key, value in profile.fields.items():
-        if isinstance(value, date) and not hasattr(value, "hour"):
-            state.profile[key] = value.isoformat()
-        elif hasattr(value, "timestamp"):
-            state.profile[key] = to_epoch(value)
-        else:
-            state.profile[key] = value
+        state.profile[key] = _stored(value)
     state.profile_at = max(state.profile_at, at)
     return state
+
+
+def _stored(value: Any) -> Any:
+    """A profile value as the record keeps it (a copy: never shared with the input)."""
+    if isinstance(value, datetime):
+        return to_epoch(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _stored(v) for k, v in value.items()}
+    return value
 
 
 # -- serialization ------------------------------------------------------------------------

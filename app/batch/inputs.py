@@ -14,6 +14,7 @@ in the file are never read into a record.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -237,10 +238,22 @@ def _chain(first: tuple[int, Row], rest: Iterator[tuple[int, Row]]) -> Iterator[
 
 
 def _profile(row: Row, source: dict[str, str]) -> dict[str, Any]:
+    """A profile row in the contract's shape: lists separated by ``;`` in a cell (tags,
+    labels, children), ``true``/``false`` for legal_entity, a JSON object in a cell for
+    attributes and consent; anything else is left for the validator to judge."""
     doc = {name: row[col] for name, col in source.items() if row[col] is not None}
-    tags = doc.get("tags")
-    if isinstance(tags, str):
-        doc["tags"] = [t.strip() for t in tags.split(";") if t.strip()]
+    for key in ("tags", "labels", "children"):
+        value = doc.get(key)
+        if isinstance(value, str):
+            doc[key] = [t.strip() for t in value.split(";") if t.strip()]
+    entity = doc.get("legal_entity")
+    if isinstance(entity, str) and entity.strip().lower() in ("true", "false"):
+        doc["legal_entity"] = entity.strip().lower() == "true"
+    for key in ("attributes", "consent"):
+        value = doc.get(key)
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            with contextlib.suppress(orjson.JSONDecodeError):  # else bad_type, the cell as it is
+                doc[key] = orjson.loads(value)
     return doc
 
 

@@ -62,7 +62,10 @@ def test_personal_fields_of_a_profile_never_go_further(tmp_path: Path) -> None:
     good = orjson.dumps({"client_id": "c-1", "gender": "f", **personal})
     bad = orjson.dumps({"client_id": "c-2", "gender": "?", **personal})
     _, envelope, _ = route(good, codecs.PROFILE, datetime(2026, 6, 1, tzinfo=UTC))
-    assert orjson.loads(envelope[1:]) == {"client_id": "c-1", "gender": "f"}  # kind byte, then the body
+    assert orjson.loads(envelope[1:]) == {  # kind byte, then the body: contacts only as digests
+        "client_id": "c-1", "gender": "f",
+        "email_sha256": hashlib.sha256(b"t@example.org").hexdigest(),
+        "phone_sha256": hashlib.sha256(b"79000000000").hexdigest()}
     rejects: list[dict[str, object]] = []
     rp = Replay(Engine([load_ruleset("demographics")]), datetime(2026, 6, 1, tzinfo=UTC), lambda e: None,
                 rejects.append)

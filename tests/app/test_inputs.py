@@ -85,6 +85,19 @@ def test_csv_profiles_keep_only_the_fields_the_product_reads(tmp_path: Path) -> 
     assert _all(path, "profiles") == [(2, {"client_id": "c1", "birth_date": "1990-01-12", "tags": ["vip", "kids"]})]
 
 
+def test_csv_profile_lists_booleans_and_objects_in_cells(tmp_path: Path) -> None:
+    from rules import parse_profile
+
+    path = tmp_path / "p.csv"
+    path.write_text('client_id,first_name,labels,children,legal_entity,attributes,consent\n'
+                    'c1,Tatyana,vip_list; red,2015-02-28;2019-11-02,TRUE,"{""pet"": ""dog""}","{""sms"": false}"\n')
+    ((_, doc),) = _all(path, "profiles")
+    assert doc == {"client_id": "c1", "first_name": "Tatyana", "labels": ["vip_list", "red"],
+                   "children": ["2015-02-28", "2019-11-02"], "legal_entity": True,
+                   "attributes": {"pet": "dog"}, "consent": {"sms": False}}
+    assert parse_profile(doc, None).fields["labels"] == ["red", "vip_list"]
+
+
 def test_parquet_values_become_exact_text(tmp_path: Path) -> None:
     path = tmp_path / "r.parquet"
     when = pa.array([datetime.fromisoformat("2026-03-01T10:00:00+03:00")] * 2, pa.timestamp("s", tz="UTC"))

@@ -34,10 +34,11 @@ def test_mixed_use_keys_on_the_exact_value() -> None:
 def test_maps_and_lists_are_hashable_keys() -> None:
     rk = ResultKey("m['tea'] > 0.5 && 'vip' in tags", ["m", "tags"])
     assert rk.key([{"tea": 0.6, "coffee": 0.4}, ["vip"]]) == rk.key([{"coffee": 0.4, "tea": 0.6}, ["vip"]])
-    # m['tea'] is only compared with 0.5: keyed by interval, a missing key reads 0.0
+    # m['tea'] is only compared with 0.5: keyed by interval, a missing key apart (an
+    # attributes map leaves it missing: reading it is an error, not 0.0)
     assert rk.key([{"tea": 0.6}, ["vip"]]) == rk.key([{"tea": 0.7, "x": 1.0}, ["vip"]])
     assert rk.key([{"tea": 0.4}, ["vip"]]) != rk.key([{"tea": 0.6}, ["vip"]])
-    assert rk.key([{}, ["vip"]]) == rk.key([{"tea": 0.0}, ["vip"]])
+    assert rk.key([{}, ["vip"]]) != rk.key([{"tea": 0.0}, ["vip"]])
 
 
 def test_constant_products_and_quotients_are_folded() -> None:
@@ -136,7 +137,8 @@ def _same_key(data: st.DataObject, value: object, spec: object, cuts: list[float
     if isinstance(value, dict) and isinstance(spec, Facets) and spec.items:
         out = dict(value)
         for k, (key_cuts, _) in spec.items:
-            out[k] = _same_interval(data, float(out.get(k, 0.0)), list(key_cuts), False)
+            if k in out:  # a missing key stays missing (keyed apart)
+                out[k] = _same_interval(data, float(out[k]), list(key_cuts), False)
         return out
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return value

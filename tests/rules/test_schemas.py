@@ -71,6 +71,24 @@ def test_schema_constants_match_the_code() -> None:
     assert set(RECEIPT.schema["required"]) == {"receipt_id", "type", "total", "occurred_at"}
     genders = PROFILE.schema["properties"]["gender"]["anyOf"][0]["enum"]
     assert {g.lower() for g in genders} == set(GENDERS)
+    from rules import profiles
+    from rules.receipts import PROFILE_FIELDS
+
+    props = PROFILE.schema["properties"]
+    assert set(PROFILE_FIELDS) | {"email", "phone"} <= set(props)
+    assert props["consent"]["anyOf"][0]["propertyNames"]["enum"] == list(profiles.CONSENT_CHANNELS)
+    assert props["children"]["anyOf"][0]["maxItems"] == profiles.MAX_CHILDREN
+    assert props["labels"]["anyOf"][0]["maxItems"] == profiles.MAX_LABELS
+    assert props["labels"]["anyOf"][0]["items"]["maxLength"] == profiles.MAX_LABEL
+    attrs = props["attributes"]["anyOf"][0]
+    assert attrs["maxProperties"] == profiles.MAX_ATTRIBUTES
+    assert attrs["propertyNames"]["maxLength"] == profiles.MAX_ATTRIBUTE_KEY
+    assert attrs["additionalProperties"]["anyOf"][0]["maxLength"] == profiles.MAX_ATTRIBUTE_TEXT
+    assert props["first_name"]["anyOf"][0]["maxLength"] == profiles.MAX_NAME
+    assert props["email"]["anyOf"][0]["maxLength"] == profiles.MAX_EMAIL
+    phone = props["phone"]["anyOf"][1]
+    assert (len(str(phone["minimum"])), len(str(phone["maximum"]))) == (
+        profiles.MIN_PHONE_DIGITS, profiles.MAX_PHONE_DIGITS)
 
 
 # -- receipts: schema and code agree ----------------------------------------------------------
@@ -242,6 +260,63 @@ PROFILES_AGREE: list[tuple[str, dict[str, Any], str | None]] = [
     ("naive-updated", {"updated_at": "2026-03-01T09:00:00"}, "naive_timestamp"),
     ("bad-registered", {"registered_at": "last year"}, "bad_timestamp"),
     ("int-welcome", {"welcome_bonus_at": 1700000000}, "bad_type"),
+    # the profile fields of rules/profiles.py
+    ("family", {"first_name": " Tatyana ", "children": ["2015-02-28", "2019-11-02"],
+                "spouse_birth_date": "1988-02-29", "legal_entity": False,
+                "app_registered_at": "2025-06-01T10:00:00+03:00", "discount_card": "D-0042"}, None),
+    ("lists-and-maps", {"labels": ["vip_list", "red", "red"], "consent": {"email": True, "sms": False, "call": None},
+                        "attributes": {"pet": "dog", "weight": 4.5, "kids": 2, "vegan": True, "since": "2020-01-01",
+                                       "gone": None, "big": -9223372036854775808}}, None),
+    ("empty-lists-and-maps", {"children": [], "labels": [], "attributes": {}, "consent": {}}, None),
+    ("new-nulls", {"first_name": None, "children": None, "spouse_birth_date": None, "legal_entity": None,
+                   "app_registered_at": None, "discount_card": None, "labels": None, "attributes": None,
+                   "consent": None, "email": None, "phone": None, "email_sha256": None, "phone_sha256": None}, None),
+    ("contacts", {"email": "  Tatyana@Example.ORG ", "phone": "+7 (900) 123-45-67"}, None),
+    ("phone-number", {"phone": 79001234567}, None),
+    ("digests", {"email_sha256": "a" * 64, "phone_sha256": "0123456789abcdef" * 4}, None),
+    ("int-first-name", {"first_name": 7}, "bad_type"),
+    ("empty-first-name", {"first_name": ""}, "bad_value"),
+    ("blank-first-name", {"first_name": "   "}, "bad_value"),
+    ("long-first-name", {"first_name": "x" * 65}, "bad_value"),
+    ("children-string", {"children": "2015-02-28"}, "bad_type"),
+    ("children-int", {"children": [20150228]}, "bad_type"),
+    ("children-dotted", {"children": ["28.02.2015"]}, "bad_value"),
+    ("children-21", {"children": ["2015-02-28"] * 21}, "bad_value"),
+    ("spouse-dotted", {"spouse_birth_date": "29.02.1988"}, "bad_value"),
+    ("legal-entity-text", {"legal_entity": "yes"}, "bad_type"),
+    ("legal-entity-int", {"legal_entity": 1}, "bad_type"),
+    ("app-naive", {"app_registered_at": "2025-06-01T10:00:00"}, "naive_timestamp"),
+    ("card-int", {"discount_card": 42}, "bad_type"),
+    ("card-long", {"discount_card": "d" * 129}, "bad_value"),
+    ("labels-string", {"labels": "vip_list"}, "bad_type"),
+    ("labels-int", {"labels": [1]}, "bad_type"),
+    ("labels-empty-string", {"labels": [""]}, "bad_value"),
+    ("labels-33", {"labels": [f"l{i}" for i in range(33)]}, "bad_value"),
+    ("labels-long", {"labels": ["l" * 65]}, "bad_value"),
+    ("attributes-list", {"attributes": [["pet", "dog"]]}, "bad_type"),
+    ("attributes-nested", {"attributes": {"pet": {"kind": "dog"}}}, "bad_type"),
+    ("attributes-list-value", {"attributes": {"pets": ["dog"]}}, "bad_type"),
+    ("attributes-65-keys", {"attributes": {f"k{i}": 1 for i in range(65)}}, "bad_value"),
+    ("attributes-empty-key", {"attributes": {"": 1}}, "bad_value"),
+    ("attributes-long-key", {"attributes": {"k" * 65: 1}}, "bad_value"),
+    ("attributes-long-text", {"attributes": {"note": "n" * 257}}, "bad_value"),
+    ("attributes-huge-number", {"attributes": {"n": 9223372036854775808}}, "bad_value"),
+    ("consent-list", {"consent": ["email"]}, "bad_type"),
+    ("consent-fax", {"consent": {"fax": True}}, "bad_value"),
+    ("consent-text", {"consent": {"sms": "yes"}}, "bad_type"),
+    ("email-int", {"email": 7}, "bad_type"),
+    ("email-no-at", {"email": "tatyana.example.org"}, "bad_value"),
+    ("email-two-ats", {"email": "t@a@example.org"}, "bad_value"),
+    ("email-space-inside", {"email": "t a@example.org"}, "bad_value"),
+    ("email-long", {"email": "t" * 243 + "@example.org"}, "bad_value"),
+    ("phone-letters", {"phone": "+7 900 CALL-ME"}, "bad_value"),
+    ("phone-bool", {"phone": True}, "bad_type"),
+    ("phone-short-number", {"phone": 123456}, "bad_value"),
+    ("phone-long-number", {"phone": 1234567890123456}, "bad_value"),
+    ("digest-upper", {"email_sha256": "A" * 64}, "bad_value"),
+    ("digest-short", {"phone_sha256": "a" * 63}, "bad_value"),
+    ("digest-int", {"email_sha256": 7}, "bad_type"),
+    ("raw-contact-and-bad-digest", {"email": "t@example.org", "email_sha256": "t@example.org"}, "bad_value"),
 ]
 
 
@@ -269,7 +344,16 @@ def test_profile_schema_and_code_agree(overrides: dict[str, Any], reason: str | 
     ({"birth_date": (NOW + timedelta(days=1)).date().isoformat()}, "bad_value"),
     ({"updated_at": "2026-03-12T00:00:00Z"}, "future_timestamp"),
     ({"registered_at": "1969-01-01T00:00:00Z"}, "too_old_timestamp"),
-], ids=["feb-30", "before-1900", "born-tomorrow", "future-update", "registered-1969"])
+    ({"children": ["2015-02-29"]}, "bad_value"),
+    ({"children": [(NOW + timedelta(days=1)).date().isoformat()]}, "bad_value"),
+    ({"spouse_birth_date": "1899-12-31"}, "bad_value"),
+    ({"app_registered_at": "2026-03-12T00:00:00Z"}, "future_timestamp"),
+    ({"phone": "+7 (900) 12"}, "bad_value"),
+    ({"phone": "+7 900 123 45 67 89 01 23"}, "bad_value"),
+    ({"phone": "()"}, "bad_value"),
+], ids=["feb-30", "before-1900", "born-tomorrow", "future-update", "registered-1969",
+        "child-feb-29-2015", "child-tomorrow", "spouse-before-1900", "app-future", "phone-6-digits",
+        "phone-16-digits", "phone-no-digits"])
 def test_profile_rules_only_the_code_checks(overrides: dict[str, Any], reason: str) -> None:
     doc = profile(**overrides)
     assert PROFILE.is_valid(doc)
