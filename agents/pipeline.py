@@ -38,7 +38,7 @@ from app.metrics import Metrics
 from app.wire import codecs
 from rules import Engine, RejectedInput
 from rules.calendar import to_epoch
-from rules.receipts import known_profile_fields
+from rules.receipts import rejected_profile_copy
 
 log = logging.getLogger("loyalty.agents")
 MAX_TICKS = 5_000  # ticks per partition per scan (a sweep after a rules change is all due)
@@ -126,7 +126,7 @@ def register(p: Pipeline, due_interval: float) -> None:
         if msg.partition == p.fault_stall_partition:  # fault injection (tests only)
             log.warning("fault injection: blocking on %s[%d]", msg.topic, msg.partition)
             await asyncio.Event().wait()
-        kept = known_profile_fields(raw) if kind == codecs.PROFILE else raw  # no personal field in the DLQ
+        kept = rejected_profile_copy(raw) if kind == codecs.PROFILE else raw  # no personal data in the DLQ
         tp = f"{msg.topic}:{msg.partition}"
         try:
             client_id, env, at = route(raw, kind, now, p.earliest)
@@ -403,6 +403,8 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
             p.metrics.scenario_actions.labels(action["data"]["scenario"]).inc()
         for conversion in out.scenarios.conversions:
             p.metrics.scenario_conversions.labels(conversion["data"]["scenario"]).inc()
+        for scenario, reason in out.scenarios.skipped:
+            p.metrics.scenario_skipped.labels(scenario, reason).inc()
         if out.value is not None:
             pending[key] = out.value
         pending.update(out.archive)

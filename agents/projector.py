@@ -9,13 +9,14 @@ buffer is full, Faust's conductor waits for it and every agent of the worker sto
 Redis answers again the projector goes on from its committed offset.
 
 It also consumes the ``<app id>-clients-changelog`` topic: every write of a client's record
-(each receipt, profile or tick) projects the client's summary metrics (``Engine.metrics``
-at the client's clock) and revenue, so the POS lookup and the revenue reports follow every
-input, not only segment changes. Metrics come from that one source, in the changelog's
-order: a change event carries none (an earlier version enriched change events from the
-local table too; a late receipt, which changes metrics without moving the client's clock,
-then let an older enrichment overwrite a newer one). And it counts scenario actions and
-conversions from the actions topic (:mod:`app.projection.scenarios`).
+(each receipt, profile or tick) projects the client's summary metrics (``Engine.metrics`` at
+the client's clock), revenue and hashed contacts (:mod:`app.projection.audience`), so the
+POS lookup and the revenue reports follow every input, not only segment changes. Metrics
+come from that one source, in the changelog's order: a change event carries none (an earlier
+version enriched change events from the local table too; a late receipt, which changes
+metrics without moving the client's clock, then let an older enrichment overwrite a newer
+one). And it counts scenario actions and conversions from the actions topic
+(:mod:`app.projection.scenarios`).
 
 ``loyalty projection rebuild`` fills a fresh generation of the keyspace from Kafka:
 
@@ -43,6 +44,7 @@ import orjson
 from faust.types import TP
 
 from app.projection import scenarios as scenario_counts
+from app.projection.audience import Contacts, contacts_from_value, contacts_row, write_contacts
 from app.projection.store import (
     REVENUE_METRIC,
     Projection,
@@ -113,7 +115,7 @@ class Projector:
         await self._retry(lambda: self._count_scenarios(rows), 0.0)
         return len(rows)
 
-    async def _count_scenarios(self, rows: list[tuple[str, str, str]]) -> None:
+    async def _count_scenarios(self, rows: list[scenario_counts.Row]) -> None:
         await scenario_counts.count(self.projection.redis, await self.projection.prefix_now(), rows)
 
     async def apply_metrics(self, records: list[Any]) -> int:
@@ -122,6 +124,7 @@ class Projector:
         (the last value of a client in the batch; segments are the changes topic's)."""
         latest = {r.key: r.value for r in records if r.key is not None}
         updates: list[Update] = []
+        contacts: list[Contacts] = []  # the hashed e-mail and phone (app.projection.audience)
         for n, (key, value) in enumerate(latest.items()):
             if n % 100 == 99:
                 await asyncio.sleep(0)  # let the agents run: ~30 us of decoding per record
@@ -132,11 +135,17 @@ class Projector:
                 if state.segments:
                     updates.append(Update.metrics_only(key.decode(), self.engine.metrics(state, state.clock),
                                                        state.clock))
+                    contacts.append(contacts_row(key.decode(), state))
             except Exception:
                 self.metrics.projection_errors.inc()
                 log.exception("skipping a clients changelog record at %s[%s]", records[0].topic,
                               records[0].partition)
-        results = await self._retry(lambda: self.projection.apply_metrics(updates), 0.0)
+        async def write() -> list[int]:  # the digests after the metrics: they follow metrics_at
+            results = await self.projection.apply_metrics(updates)
+            await write_contacts(self.projection, contacts)
+            return results
+
+        results = await self._retry(write, 0.0)
         self.applied += sum(results)
         return len(updates)
 
@@ -336,11 +345,14 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
         async def changelog(records: list[Any]) -> None:
             latest = {r.key: r.value for r in records if r.key is not None}  # last write wins
             updates: list[Update] = []
+            contacts: list[Contacts | None] = []
             for key, value in latest.items():
                 if value is not None and not is_aux_key(key):  # None: a tombstone
                     updates += state_updates(engine, key.decode(), value)
+                    contacts.append(contacts_from_value(key.decode(), value))
                     stats["clients"] += 1
             await proj.apply(updates, gen=new)
+            await write_contacts(proj, [c for c in contacts if c is not None], gen=new)
 
         ends = await read_topic(settings, settings.topic_changes, changes)
         say(f"changes topic: {stats['changes']} changes, {stats['changes_applied']} applied")

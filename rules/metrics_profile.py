@@ -200,4 +200,6 @@ for _name, _doc in (
      "spouse_birth_date), 0 on the day"),
 ):
     _add(_name, "int", "countdown", _countdown(_name),
-         _doc + "; -1 if unknown; 29 February is celebrated on 28 February in common years")
+         _doc + "; -1 if unknown; 29 February is celebrated on 28 February in common years; "
+         "personal (with the event's time it tells the day of birth): not in change events",
+         personal=True)

@@ -295,6 +295,21 @@ def known_profile_fields(raw: bytes) -> bytes:
     return orjson.dumps(kept | profiles.contact_digests(doc))
 
 
+def rejected_profile_copy(raw: bytes) -> bytes:
+    """What a DLQ or rejects file keeps of a rejected profile: its ``client_id`` and
+    ``updated_at`` (when they are strings), nothing else. A profile is personal data (names,
+    birth dates, contacts, custom attributes); the rejection's reason, detail and field say
+    what to fix, and the CRM sends the profile again. A line that is not a JSON object keeps
+    nothing (``b""``): its bytes cannot be told apart from personal data."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return b""
+    if not isinstance(doc, dict):
+        return b""
+    return orjson.dumps({k: doc[k] for k in ("client_id", "updated_at") if isinstance(doc.get(k), str)})
+
+
 def parse_profile(obj: Any, now: datetime | None, earliest: int | None = None) -> Profile:
     if not isinstance(obj, dict):
         raise RejectedInput("not_an_object", "a profile is a JSON object")

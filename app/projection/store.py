@@ -17,7 +17,9 @@ Keyspace (``NS`` = ``loyalty:<app id>``; ``P`` = ``NS:<generation>:``; standalon
                                and metrics (JSON: every summary metric, from the clients
                                table), metrics_at (epoch s), revenue (cents of lifetime_value),
                                metrics_ati (metrics_at, RFC 3339), <d>:j and doc (the
-                               pre-rendered lookup document, see app.projection.scripts)
+                               pre-rendered lookup document, see app.projection.scripts),
+                               email_sha256 and phone_sha256 (hex digests of the client's
+                               contacts, the only profile data: app.projection.audience)
     P dims                     set of dimensions seen
     P seg:<d>:<segment>        set of client ids currently in the segment
     P cnt:<d>                  hash segment -> clients
@@ -63,8 +65,9 @@ from rules.calendar import BusinessCalendar, iso
 
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 REVENUE_METRIC = "lifetime_value"
-# the client hash's non-dimension fields (doc*: see app.projection.scripts)
-CLIENT_FIELDS = ("metrics", "metrics_at", "metrics_ati", "revenue", "doc")
+# the client hash's non-dimension fields (doc*: see app.projection.scripts; the digests:
+# app.projection.audience)
+CLIENT_FIELDS = ("metrics", "metrics_at", "metrics_ati", "revenue", "doc", "email_sha256", "phone_sha256")
 
 
 

@@ -86,22 +86,38 @@ def document() -> dict[str, Any]:
                         "type": "object", "additionalProperties": {"type": "integer"}}}}}}},
             "sizes"), errors=("401", "503"))},
         "/segments/{dimension}/{segment}/members": {"get": _op(
-            "Members of a segment: JSON pages (cursor/limit) or a streamed CSV export",
-            {"description": "a page, or CSV with ?format=csv / Accept: text/csv", "content": {
+            "Members of a segment: JSON pages (cursor/limit), a streamed CSV export, or the hashed "
+            "audience list for ad platforms (format=audience)",
+            {"description": "a page, or CSV with ?format=csv / Accept: text/csv, or the audience CSV "
+                            "with ?format=audience", "content": {
                 "application/json": {"schema": {"type": "object", "properties": {
                     "dimension": _STR, "segment": _STR, "total": {"type": "integer"},
                     "members": {"type": "array", "items": _STR},
                     "next_cursor": {"type": ["string", "null"],
                                     "description": "pass as cursor; null: last page"}}}},
                 "text/csv": {"schema": {"type": "string",
-                                        "description": "client_id,dimension,segment,since"}}}},
+                                        "description": "client_id,dimension,segment,since; "
+                                        "format=audience: email_sha256,phone_sha256 (columns per "
+                                        "target), one member per row"}}}},
             [_q("dimension", "dimension id", _STR, where="path"),
              _q("segment", "segment id", _STR, where="path"),
              _q("cursor", "from next_cursor (default 0: first page)", {"type": "string"}),
              _q("limit", "page size",
                 {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-             _q("format", "json or csv", {"type": "string", "enum": ["json", "csv"]})],
-            errors=("400", "401", "404", "503"))},
+             _q("format", "json, csv, or audience: hex SHA-256 of each member's normalized e-mail "
+                "and phone (members with neither left out), streamed CSV for Google Customer Match / "
+                "Meta custom audiences", {"type": "string", "enum": ["json", "csv", "audience"]}),
+             _q("target", "format=audience: the CSV columns, generic (email_sha256,phone_sha256), meta "
+                "(email,phone) or google (Email only: Google hashes phones with their +, the stored phone "
+                "digest has none)",
+                {"type": "string", "enum": ["generic", "google", "meta"], "default": "generic"})],
+            errors=("400", "401", "404", "503"),
+            description="`format=audience`: the members' hashed contacts as a customer list for ad "
+                        "platforms, streamed CSV (`Cache-Control: no-store`), one row per member with a "
+                        "digest, the others left out and counted in the worker's log (`loyalty audience` "
+                        "writes the same file and prints the counts). What is hashed, how, and what Google "
+                        "Customer Match and Meta custom audiences expect: "
+                        "[personal data](../explanation/personal-data.md).")},
         "/reports/transitions": {"get": _op(
             "Segment changes from -> to, per period", _json({"type": "object", "properties": {
                 "dimension": _STR, "from": _DATE, "to": _DATE, "period": _STR,
@@ -139,12 +155,16 @@ def document() -> dict[str, Any]:
                                {"type": "string", "enum": ["current", "day", "month"],
                                 "default": "current"})])},
         "/reports/scenarios": {"get": _op(
-            "Scenario actions, conversions and conversion rate per scenario (the whole cluster, each "
-            "action and conversion counted once)",
+            "Scenario actions (offers sent), responses, conversions, revenue within the response "
+            "windows and the rates per scenario or per campaign (the whole cluster, each event "
+            "counted once)",
             _json({"type": "object", "additionalProperties": {"type": "object", "properties": {
-                "actions": {"type": "integer"}, "conversions": {"type": "integer"},
-                "conversion_rate": {"type": ["number", "null"]}}}}, "per-scenario counts"),
-            [])},
+                "actions": {"type": "integer"}, "responses": {"type": "integer"},
+                "conversions": {"type": "integer"}, "revenue": _STR,
+                "response_rate": {"type": ["number", "null"]},
+                "conversion_rate": {"type": ["number", "null"]}}}}, "per-scenario or per-campaign figures"),
+            [_q("by", "group by scenario (default) or campaign",
+                {"type": "string", "enum": ["scenario", "campaign"], "default": "scenario"})])},
         "/rules/preview": {"post": _op(
             "How many clients would enter and leave each segment under a rule set, now",
             _json({"type": "object", "properties": {
