@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from agents.population import Rounds, held_key, held_pack, held_unpack
+from agents.scenario_hooks import calendar_before, calendar_due
 from agents.watermark import WATERMARK
 from app.wire import codecs
-from rules import Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
+from rules import ClientState, Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
 from rules.communications import Communication, parse_communication
 from rules.receipts import Profile, Receipt, known_profile_fields
@@ -40,8 +41,8 @@ class Handled:
 
     @property
     def actions(self) -> list[dict[str, Any]]:
-        """Scenario events to publish (actions, then conversions)."""
-        return [*self.scenarios.actions, *self.scenarios.conversions]
+        """Scenario events to publish (actions, conversions, then responses and revenue)."""
+        return self.scenarios.events
 
 
 def route(raw: bytes, kind: bytes, now: datetime,
@@ -128,6 +129,7 @@ class ClientHandler:
         steps = [out.scenarios for out in done] + [main.scenarios]
         main.scenarios.actions = [a for st in steps for a in st.actions]
         main.scenarios.conversions = [c for st in steps for c in st.conversions]
+        main.scenarios.outcomes = [o for st in steps for o in st.outcomes]
         main.scenarios.skipped = [k for st in steps for k in st.skipped]
         archive: dict[bytes, bytes] = {}
         for out in [*done, main]:
@@ -155,6 +157,8 @@ class ClientHandler:
             profile = parse_profile(loads(message[1:]), None)
         elif kind == codecs.COMMUNICATION:
             comm = parse_communication(loads(message[1:]), None)
+        # calendar scenarios due by this message's instant first, each at its own instant
+        cal = calendar_before(self, state, stored, message, receipt, profile, comm)
         # a client behind a population snapshot dated before its input catches up first, so
         # scenarios see the snapshot's changes before the receipt (as in replay)
         pre: list[dict[str, Any]] = []
@@ -202,8 +206,13 @@ class ClientHandler:
         assert state is not None
         due_new = self.engine.next_due(state)
         scenarios = codecs.scenario_part(stored) if stored is not None else None
+        if cal is not None:
+            scenarios = cal.scenarios
         if self.scenarios is not None:
-            scenarios = self._scenarios(scenarios, receipt, out, len(pre))
+            scenarios = self._scenarios(scenarios, receipt, out, len(pre), state, comm)
+        if cal is not None:
+            cal.merge(out)
+        due_new = calendar_due(self.scenarios, scenarios, state, due_new)
         out.value = codecs.table_value(due_new, dump_state(state), scenarios, self.engine.fingerprint)
         out.due_old, out.due_new = due_old, due_new
         return out
@@ -215,13 +224,14 @@ class ClientHandler:
         return rules is not None and rules != self.engine.fingerprint
 
     def _scenarios(self, stored: bytes | None, receipt: Receipt | None, out: Handled,
-                   first: int = 0) -> bytes | None:
+                   first: int = 0, client: ClientState | None = None,
+                   comm: Communication | None = None) -> bytes | None:
         """Feed the scenario runner (the first ``first`` changes, then the receipt, then the
         other changes); return the new scenario state (bytes) of the client."""
         runner = self.scenarios
         assert runner is not None
         matching = [(n, e) for n, e in enumerate(out.events) if runner.matching(e["data"])]
-        if receipt is None and not matching:
+        if receipt is None and comm is None and not matching:
             return stored
         state = load_scenarios(stored) if stored is not None else None
         total, changed = out.scenarios, False
@@ -229,14 +239,20 @@ class ClientHandler:
         for _, event in [*[m for m in matching if m[0] < first], (first, None),
                          *[m for m in matching if m[0] >= first]]:
             if event is None:  # the receipt's place
+                if comm is not None:  # a response answers actions (rules.scenario_state)
+                    state, step = runner.communication(state, comm)
+                    total.outcomes += step.outcomes
+                    changed = changed or step.changed
                 if receipt is not None:
                     state, step = runner.receipt(state, receipt)
                     total.conversions += step.conversions
+                    total.outcomes += step.outcomes
                     changed = changed or step.changed
                 continue
-            state, step = runner.change(state, event, now)
+            state, step = runner.change(state, event, now, client=client)
             total.actions += step.actions
             total.conversions += step.conversions
+            total.outcomes += step.outcomes
             total.skipped += step.skipped
             changed = changed or step.changed
         if state is None or not changed:

@@ -17,7 +17,8 @@ Settings (environment): ``LOYALTY_SCENARIOS`` (``all``: every preset whose dimen
 loaded rule sets define; ``none``; or preset names / YAML paths, comma-separated, which
 must all check), ``LOYALTY_TOPIC_ACTIONS`` (loyalty.scenario-actions),
 ``LOYALTY_TOPIC_ACTIONS_DLQ``, ``LOYALTY_WEBHOOK_URL`` (empty: no webhook),
-``LOYALTY_WEBHOOK_ATTEMPTS`` (5), ``LOYALTY_WEBHOOK_BACKOFF`` (0.5 s, doubled per retry).
+``LOYALTY_WEBHOOK_ATTEMPTS`` (5), ``LOYALTY_WEBHOOK_BACKOFF`` (0.5 s, doubled per retry),
+``LOYALTY_CONTACT_POLICY`` (a YAML file: :mod:`rules.scenario.policy`; empty: its defaults).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import rules
 from rules import RuleSet, RuleSetError
+from rules.scenario.policy import ContactPolicy
+from rules.scenario.policy import loads as parse_policy
 from rules.scenario_state import ACTION_TYPE, ScenarioRunner
 from rules.scenarios import Scenario, check_against
 from rules.scenarios import loads as parse_scenario
@@ -85,7 +88,18 @@ def build_runner(settings: Any, rulesets: list[RuleSet]) -> ScenarioRunner | Non
         log.info("scenarios: none to run")
         return None
     log.info("scenarios: %s", ", ".join(f"{s.id} ({s.summary()})" for s in scenarios))
-    return ScenarioRunner(scenarios, tz=settings.timezone)
+    return ScenarioRunner(scenarios, tz=settings.timezone, policy=load_policy(settings.contact_policy))
+
+
+def load_policy(path: str) -> ContactPolicy:
+    """The contact policy file (empty: the defaults). Raises RuleSetError."""
+    if not path:
+        return ContactPolicy()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleSetError(f"cannot read: {exc.strerror}", path) from None
+    return parse_policy(text, path)
 
 
 def register_actions(app: faust.App, settings: Any) -> Any:

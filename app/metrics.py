@@ -52,6 +52,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("projection_errors", Counter, "loyalty_projection_errors", "Redis projection errors"),
     Spec("scenario_actions", Counter, "loyalty_scenario_actions", "Scenario actions", ("scenario",)),
     Spec("scenario_conversions", Counter, "loyalty_scenario_conversions", "Converted actions", ("scenario",)),
+    Spec("scenario_skipped", Counter, "loyalty_scenario_skipped",
+         "Scenario triggers that gave no action, by reason (cooldown, capped, contact_cap, no_consent, stale...)",
+         ("scenario", "reason")),
     Spec("blocked", Gauge, "loyalty_blocked", "1 while an infrastructure error stops this work (retried)",
          ("what",)),
     Spec("processing_errors", Counter, "loyalty_processing_errors",
@@ -86,6 +89,7 @@ class Metrics:
     projection_errors: Counter
     scenario_actions: Counter
     scenario_conversions: Counter
+    scenario_skipped: Counter
     blocked: Gauge
     processing_errors: Counter
     offset_gaps: Counter

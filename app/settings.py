@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     scenarios: Csv = _env("LOYALTY_SCENARIOS", ("all",),
                           "`all` (every preset scenario whose dimension the rule sets define), `none`, "
                           "or scenario preset names / YAML paths, comma-separated")
+    contact_policy: str = _env("LOYALTY_CONTACT_POLICY", "",
+                               "contact policy YAML shared by the scenarios: caps, suppressing labels, "
+                               "default trigger age (empty: the defaults, docs/reference/scenarios.md)")
     webhook_url: str = _env("LOYALTY_WEBHOOK_URL", "", "where actions are POSTed (empty: no webhook)")
     webhook_attempts: int = _env("LOYALTY_WEBHOOK_ATTEMPTS", 5, "webhook attempts per action", ge=1)
     webhook_backoff: float = _env("LOYALTY_WEBHOOK_BACKOFF", 0.5,

@@ -1,24 +1,39 @@
 """Running scenarios: per-client scenario state and the decisions, as pure functions.
 
-Two inputs change a client's scenario state, in any interleaving:
+Four inputs change a client's scenario state, in any interleaving:
 
-* ``change(state, event, now)``: a ``loyalty.segment.changed`` CloudEvent. Every scenario
-  whose trigger matches is decided once per trigger: the trigger id is remembered, so a
-  redelivered event gives nothing. An eligible trigger gives one action, a CloudEvent
+* ``change(state, event, now, client=...)``: a ``loyalty.segment.changed`` CloudEvent. Every
+  scenario whose trigger matches is decided once per trigger: the trigger id is remembered,
+  so a redelivered event gives nothing. An eligible trigger gives one action, a CloudEvent
   ``loyalty.scenario.action`` whose id is a hash of (trigger id, scenario id): computed
   twice, it is the same event, and consumers can drop duplicates.
+* ``calendar(state, client, at, now)``: the calendar scenarios due at ``at``
+  (:mod:`rules.scenario.calendar` says when and drives it, with the engine, in time order).
 * ``receipt(state, receipt)``: every receipt of the client. It feeds the lifetime ledger
-  (:data:`rules.scenarios.LEDGER_METRICS`, deduplicated by receipt id) and converts
-  actions: a sale within ``response_days`` after an action's send instant converts it
-  (``loyalty.scenario.converted``, id = hash of the action id). A sale seen before the
-  action it converts (event time is what counts) converts it when the action is made.
+  (:data:`rules.scenarios.LEDGER_METRICS`, deduplicated by receipt id) and, for every
+  action whose response window holds the sale, a ``loyalty.scenario.revenue`` event (the
+  sale's amount) and, the first time, ``loyalty.scenario.converted``. A sale seen before
+  the action it follows (event time is what counts) is matched when the action is made.
+* ``communication(state, comm)``: a communication event (:mod:`rules.communications`). A
+  response (opened, clicked, replied, answered) answers the action it names by
+  ``action_id``, or, without one, every action on its channel (``any`` matches every
+  channel) whose response window holds it; the first answer of an action gives
+  ``loyalty.scenario.responded``. Responses dated after the watermark are kept (the
+  newest :data:`RESPONSES_KEPT`) to answer actions made later; the same event id twice
+  answers nothing new.
 
-Redelivery: both take an optional ``seq``, the message's position in its ordered input
-(the Kafka offset; one client is always in one partition). A message at or below the last
-applied position is skipped, however far back a restart rewinds. Without ``seq``, trigger
-ids (the last 64) are remembered, and receipts are deduplicated by id over the engine's
-retention horizon (``rules.state.HORIZON_DAYS`` business days behind the newest receipt;
-older ones are ignored here as the engine rejects them).
+Answered: an action counts as answered from the earliest instant a response to it or a
+sale converting it was dated. ``max_unanswered`` counts, at a trigger instant ``T``, the
+newest actions in a row not answered at or before ``T`` (an answer dated later does not
+count, wherever it arrives: the decision is the one made in event time). Purchases still
+convert without any communication events; with them, a response also answers.
+
+Redelivery: ``change`` and ``receipt`` take an optional ``seq``, the message's position in
+its ordered input (the Kafka offset; one client is always in one partition). A message at
+or below the last applied position is skipped, however far back a restart rewinds. Without
+``seq``, trigger ids (the last 64) are remembered, and receipts are deduplicated by id over
+the engine's retention horizon (``rules.state.HORIZON_DAYS`` business days behind the
+newest receipt; older ones are ignored here as the engine rejects them).
 
 Reading ahead: a worker may see a client's receipts long before the change events they
 cause (backfills). Receipts after the latest trigger instant (the watermark; triggers of a
@@ -27,156 +42,68 @@ of a trigger and a receipt seen early can convert a later action; older ones are
 into the totals.
 
 Decision, for a trigger at instant ``T`` (the change event's ``time``; time-based changes
-carry their due instant): outside ``valid_from``/``valid_until`` -> ``inactive``/``expired``;
-older than ``max_age_hours`` at ``now`` -> ``stale``; ``when`` false -> ``ineligible`` (a
-metric absent from the event and the ledger -> ``missing_metric``); send instant = ``T``
-moved out of the quiet hours; sooner than ``cooldown_days`` after the scenario's previous
-action -> ``cooldown``; ``max_unanswered`` consecutive unconverted actions -> ``capped``
-(a conversion ends the run; an action whose window is still open counts as unanswered so
-far). The ledger is read as of ``T``: receipts after ``T`` are left out.
+carry their due instant; a calendar occurrence its instant): outside
+``valid_from``/``valid_until`` -> ``inactive``/``expired``; older than the maximum age at
+``now`` (``max_age_hours``, else the contact policy's default, 72 h) -> ``stale``; a
+suppressing label (``black_list``) -> ``suppressed``; ``when`` false -> ``ineligible`` (a
+metric absent from the event, the ledger and the client's record -> ``missing_metric``);
+send instant = ``T`` moved out of the quiet hours; sooner than ``cooldown_days`` after the
+scenario's previous action -> ``cooldown``; ``max_unanswered`` consecutive unanswered
+actions -> ``capped``; the channel closed (no consent, unsubscribed) -> ``no_consent``; the
+contact caps -> ``channel_cap`` / ``contact_cap`` (:mod:`rules.scenario.policy`). The
+ledger is read as of ``T``: receipts after ``T`` are left out.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
-
 from rules.calendar import DAY_S, BusinessCalendar, iso, to_epoch
-from rules.metrics import CATALOGUE
+from rules.communications import RESPONSES, Communication
+from rules.metrics import CATALOGUE, MetricView
 from rules.receipts import CURRENCY_EXPONENT, Receipt
-from rules.scenarios import CENT, LEDGER_METRICS, Action, QuietHours, Scenario
-from rules.state import HORIZON_DAYS, receipt_hash
+from rules.scenario import calendar as scenario_calendar
+from rules.scenario import events as ev
+from rules.scenario.events import (
+    ACTION_TYPE,
+    CONVERSION_TYPE,
+    DEFAULT_SOURCE,
+    RESPONDED_TYPE,
+    REVENUE_TYPE,
+    action_id,
+    conversion_id,
+    send_instant,
+    size_reward,
+)
+from rules.scenario.policy import ContactPolicy, closed_channels, consent, over_cap, suppressed
+from rules.scenario.record import (
+    ATTEMPTS_KEPT,
+    PENDING_MAX,
+    RESPONSES_KEPT,
+    SEEN_KEPT,
+    STATE_VERSION,
+    Attempt,
+    ClientScenarios,
+    Fired,
+    Purchase,
+    Response,
+    Step,
+    dumps,
+    ledger,
+    loads,
+    unanswered,
+)
+from rules.scenarios import CLIENT_METRICS, LEDGER_METRICS, Scenario
+from rules.state import HORIZON_DAYS, ClientState, receipt_hash
 
-ACTION_TYPE = "loyalty.scenario.action"
-CONVERSION_TYPE = "loyalty.scenario.converted"
-DEFAULT_SOURCE = "urn:loyalty:scenarios"
-STATE_VERSION = 1
-SEEN_KEPT = 64  # trigger ids remembered per client (redelivery horizon)
-PENDING_MAX = 512  # receipts after the latest trigger kept per client (backfills: oldest dropped)
-ATTEMPTS_KEPT = 12  # actions remembered per client and scenario
-
-
-@dataclass(slots=True)
-class Attempt:
-    action_id: str
-    at: int  # send instant, epoch s
-    converted: bool = False
-
-
-@dataclass(slots=True)
-class Purchase:
-    receipt_id: str
-    t: int
-    amount: int  # minor units; negative for a return
-    sale: bool
-
-
-@dataclass(slots=True)
-class ClientScenarios:
-    client_id: str
-    revenue: int = 0  # net of returns, minor units
-    visits: int = 0  # sales
-    exponent: int = 2
-    receipts: list[Purchase] = field(default_factory=list)  # after the watermark, by time
-    ids: list[tuple[int, int]] = field(default_factory=list)  # (receipt hash, t) in the horizon
-    max_seen: int = 0  # the newest receipt's instant
-    watermark: int = 0  # the latest trigger instant: earlier receipts are in the totals only
-    receipt_seq: int = -1  # position of the last receipt applied in its ordered input (offset)
-    change_seq: int = -1  # same for change events
-    seen: list[str] = field(default_factory=list)  # trigger ids (16 hex), oldest first
-    attempts: dict[str, list[Attempt]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Step:
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    conversions: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (scenario, reason)
-    changed: bool = False  # the state must be stored
-
-
-def dumps(state: ClientScenarios) -> bytes:
-    return orjson.dumps({
-        "v": STATE_VERSION, "c": state.client_id, "rev": state.revenue, "vis": state.visits,
-        "exp": state.exponent, "r": [[p.receipt_id, p.t, p.amount, int(p.sale)] for p in state.receipts],
-        "i": state.ids, "m": state.max_seen, "w": state.watermark, "rq": state.receipt_seq, "cq": state.change_seq,
-        "s": state.seen,
-        "a": {k: [[a.action_id, a.at, int(a.converted)] for a in v] for k, v in state.attempts.items()},
-    })
-
-
-def loads(raw: bytes) -> ClientScenarios:
-    d = orjson.loads(raw)
-    return ClientScenarios(
-        d["c"], d["rev"], d["vis"], d["exp"], [Purchase(r[0], r[1], r[2], bool(r[3])) for r in d["r"]],
-        [(h, t) for h, t in d["i"]], d["m"], d["w"], d["rq"], d["cq"], list(d["s"]),
-        {k: [Attempt(a[0], a[1], bool(a[2])) for a in v] for k, v in d["a"].items()})
-
-
-def size_reward(action: Action, value: Any) -> Decimal:
-    """CEL result -> Decimal money: 2 places (half up), then floor and cap (Decimal)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"the reward must be a number, got {type(value).__name__}")
-    amount = Decimal(repr(value) if isinstance(value, float) else value).quantize(CENT, ROUND_HALF_UP)
-    if action.floor is not None and amount < action.floor:
-        amount = action.floor
-    if action.cap is not None and amount > action.cap:
-        amount = action.cap
-    return amount
-
-
-def send_instant(quiet: QuietHours | None, t: int, tz: ZoneInfo) -> int:
-    """``t`` if outside the quiet hours, else the instant they end (business time zone)."""
-    if quiet is None or quiet.start == quiet.end:
-        return t
-    local = datetime.fromtimestamp(t, tz)
-    minute = local.hour * 60 + local.minute
-    if quiet.start < quiet.end:
-        silent, day = quiet.start <= minute < quiet.end, local.date()
-    else:  # wraps midnight, e.g. 22:00-09:00
-        silent = minute >= quiet.start or minute < quiet.end
-        day = local.date() + timedelta(days=1) if minute >= quiet.start else local.date()
-    if not silent:
-        return t
-    end = datetime.combine(day, time(quiet.end // 60, quiet.end % 60), tzinfo=tz)
-    return max(t, to_epoch(end))
-
-
-def action_id(trigger_id: str, scenario_id: str) -> str:
-    return hashlib.sha256(f"{trigger_id}\x1f{scenario_id}".encode()).hexdigest()[:32]
-
-
-def conversion_id(action: str) -> str:
-    return hashlib.sha256(f"{action}\x1fconverted".encode()).hexdigest()[:32]
-
-
-def unanswered(attempts: list[Attempt]) -> int:
-    """Consecutive unconverted actions, newest first."""
-    n = 0
-    for a in reversed(attempts):
-        if a.converted:
-            break
-        n += 1
-    return n
-
-
-def ledger(state: ClientScenarios, at: int) -> dict[str, Any]:
-    """Lifetime figures as of ``at`` (CEL view: money as doubles in major units)."""
-    revenue, visits = state.revenue, state.visits
-    for p in state.receipts:
-        if p.t > at:
-            revenue -= p.amount
-            visits -= int(p.sale)
-    value = revenue / 10**state.exponent
-    return {"lifetime_value": value, "lifetime_revenue": value, "lifetime_visits": visits,
-            "avg_check": value / visits if visits > 0 else 0.0}
-
+__all__ = [  # with the names re-exported from rules.scenario.events and rules.scenario.record
+    "ACTION_TYPE", "ATTEMPTS_KEPT", "CONVERSION_TYPE", "DEFAULT_SOURCE", "PENDING_MAX", "RESPONDED_TYPE",
+    "RESPONSES_KEPT", "REVENUE_TYPE", "SEEN_KEPT", "STATE_VERSION", "Attempt", "ClientScenarios", "Fired",
+    "Purchase", "Response", "ScenarioRunner", "Step", "action_id", "conversion_id", "dumps", "ledger", "loads",
+    "send_instant", "size_reward", "unanswered",
+]
 
 def _cel_value(name: str, value: Any, keys: tuple[str, ...]) -> Any:
     kind = CATALOGUE[name].type
@@ -189,11 +116,20 @@ def _cel_value(name: str, value: Any, keys: tuple[str, ...]) -> Any:
     return value
 
 
-class ScenarioRunner:
-    """Decides actions for change events and conversions for receipts. Shareable."""
+def _record_value(view: MetricView, name: str, keys: tuple[str, ...]) -> Any:
+    """A metric read from the client's record (CEL view)."""
+    value = view.cel(name)
+    metric = CATALOGUE[name]
+    if metric.type == "map" and not getattr(metric, "dynamic", False):
+        value = {**dict.fromkeys(keys, 0.0), **value}
+    return value
 
-    def __init__(self, scenarios: list[Scenario], tz: str = "UTC",
-                 source: str = DEFAULT_SOURCE) -> None:
+
+class ScenarioRunner:
+    """Decides actions for triggers and outcomes for receipts and communications. Shareable."""
+
+    def __init__(self, scenarios: list[Scenario], tz: str = "UTC", source: str = DEFAULT_SOURCE,
+                 policy: ContactPolicy | None = None) -> None:
         ids = [s.id for s in scenarios]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
@@ -203,7 +139,10 @@ class ScenarioRunner:
         self.tz = ZoneInfo(tz)
         self.cal = BusinessCalendar(tz)
         self.source = source
-        self.dimensions = frozenset(s.trigger.dimension for s in scenarios)
+        self.policy = policy or ContactPolicy()
+        self.calendars = [s for s in scenarios if s.trigger.calendar is not None]
+        self._next_any: tuple[int, int | None] | None = None  # memo of scenario.calendar.next_any
+        self.dimensions = frozenset(s.trigger.dimension for s in scenarios if s.trigger.calendar is None)
 
     def matching(self, data: dict[str, Any]) -> list[Scenario]:
         if data.get("dimension") not in self.dimensions:
@@ -212,9 +151,10 @@ class ScenarioRunner:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def change(self, state: ClientScenarios | None, event: dict[str, Any],
-               now: int | None = None, seq: int | None = None) -> tuple[ClientScenarios | None, Step]:
-        """``seq``: the event's position in its ordered input (a Kafka offset), if known."""
+    def change(self, state: ClientScenarios | None, event: dict[str, Any], now: int | None = None,
+               seq: int | None = None, client: ClientState | None = None) -> tuple[ClientScenarios | None, Step]:
+        """``seq``: the event's position in its ordered input (a Kafka offset), if known.
+        ``client``: the client's record (labels, consent, profile metrics), if known."""
         data = event["data"]
         step = Step()
         matched = self.matching(data)
@@ -228,18 +168,27 @@ class ScenarioRunner:
         if seq is not None:
             state.change_seq = seq
         at = to_epoch(datetime.fromisoformat(event["time"]))
-        for scenario in matched:
-            reason = self._decide(scenario, state, event, at, now, step)
+        fired = Fired(str(event["id"]), at, data.get("metrics") or {},
+                      {"id": event["id"], "dimension": data.get("dimension"), "from": data.get("from"),
+                       "to": data.get("to"), "ruleset": data.get("ruleset"), "time": event["time"]})
+        self.decide_all(state, matched, fired, now, client, step)
+        return state, step
+
+    def decide_all(self, state: ClientScenarios, scenarios: list[Scenario], fired: Fired,
+                   now: int | None, client: ClientState | None, step: Step) -> None:
+        """Decide ``scenarios`` for one trigger, then move the watermark to its instant."""
+        for scenario in scenarios:
+            reason = self._decide(scenario, state, fired, now, client, step)
             if reason is not None:
                 step.skipped.append((scenario.id, reason))
-        state.seen.append(trigger)
+        state.seen.append(fired.id[:16])
         del state.seen[:-SEEN_KEPT]
-        # triggers come in time order per client: receipts up to this one are needed neither
-        # to read the ledger as of a later trigger nor to convert a later action
-        state.watermark = max(state.watermark, at)
+        # triggers come in time order per client: receipts and responses up to this one are
+        # needed neither to read the ledger as of a later trigger nor to match a later action
+        state.watermark = max(state.watermark, fired.at)
         state.receipts = [p for p in state.receipts if p.t > state.watermark]
+        state.responses = [r for r in state.responses if r.t > state.watermark]
         step.changed = True
-        return state, step
 
     def receipt(self, state: ClientScenarios | None, receipt: Receipt,
                 seq: int | None = None) -> tuple[ClientScenarios, Step]:
@@ -270,42 +219,103 @@ class ScenarioRunner:
             del state.receipts[:-PENDING_MAX]
         if sale:
             for sid, attempts in state.attempts.items():
-                scenario = self.by_id.get(sid)
-                if scenario is None:
-                    continue
                 for attempt in attempts:
-                    if not attempt.converted and self._converts(scenario, attempt, purchase):
-                        step.conversions.append(self._convert(state, sid, attempt, purchase))
+                    self._purchase(state, sid, attempt, purchase, step)
         step.changed = True
+        return state, step
+
+    def communication(self, state: ClientScenarios | None,
+                      comm: Communication) -> tuple[ClientScenarios | None, Step]:
+        """A communication event: a response answers actions (see the module docstring);
+        other events (sent, delivered, bounced, unsubscribed) change nothing here (consent is
+        read from the client's record). Idempotent: the same event twice answers nothing new."""
+        step = Step()
+        if comm.event not in RESPONSES:
+            return state, step
+        state = state or ClientScenarios(comm.client_id)
+        response = Response(receipt_hash(comm.event_id), comm.at, comm.channel, comm.event,
+                            comm.action_id or "")
+        if any(r.h == response.h for r in state.responses):
+            return state, step  # kept already: a duplicate
+        for sid, attempts in state.attempts.items():
+            for attempt in attempts:
+                self._respond(state, sid, attempt, response, step)
+        if response.t > state.watermark:  # an action made later may be the one it answers
+            state.responses.append(response)
+            state.responses.sort(key=lambda r: (r.t, r.h))
+            del state.responses[:-RESPONSES_KEPT]
+        step.changed = True
+        return state, step
+
+    def calendar(self, state: ClientScenarios | None, client: ClientState, at: int,
+                 now: int | None = None) -> tuple[ClientScenarios | None, Step]:
+        """Decide the calendar scenarios with an occurrence at ``at`` whose segment the
+        client is in (``client`` as of ``at``: :func:`rules.scenario.calendar.catch_up`)."""
+        step = Step()
+        scenarios = scenario_calendar.due_at(self, client, at)
+        if not scenarios:
+            return state, step
+        state = state or ClientScenarios(client.client_id)
+        for s in scenarios:
+            trig = s.trigger
+            assert trig.calendar is not None
+            tid = ev.action_id(f"calendar:{client.client_id}:{at}", s.id)[:16]  # per client
+            if tid in state.seen:
+                step.skipped.append((s.id, "duplicate"))
+                continue
+            segment = client.segments.get(trig.dimension, [None])[0] if trig.dimension else None
+            fired = Fired(tid, at, None, {"id": tid, "calendar": trig.calendar.label(), "time": iso(at),
+                                          "dimension": trig.dimension or None, "segment": segment})
+            self.decide_all(state, [s], fired, now, client, step)
         return state, step
 
     # -- internals ------------------------------------------------------------------------
 
-    def context(self, scenario: Scenario, metrics: dict[str, Any], state: ClientScenarios,
-                at: int) -> dict[str, Any] | None:
-        """CEL variables of the scenario's expressions; None if one is not available."""
+    def context(self, scenario: Scenario, metrics: dict[str, Any] | None, state: ClientScenarios,
+                at: int, client: ClientState | None = None) -> dict[str, Any] | None:
+        """CEL variables of the scenario's expressions; None if one is not available.
+        ``metrics`` None (a calendar trigger): every metric but the ledger's is read from
+        the client's record at ``at``."""
         ctx: dict[str, Any] = {}
         book: dict[str, Any] | None = None
+        view: MetricView | None = None
         keys = {k: v for e in (scenario.when, scenario.action.reward) if e for k, v in e.map_keys.items()}
         for name in scenario.names():
-            if name in metrics and metrics[name] is not None:
+            if metrics is not None and metrics.get(name) is not None:
                 ctx[name] = _cel_value(name, metrics[name], keys.get(name, ()))
             elif name in LEDGER_METRICS:
                 book = book or ledger(state, at)
                 ctx[name] = book[name]
+            elif client is not None and (metrics is None or name in CLIENT_METRICS):
+                view = view or MetricView(client, at, self.cal)
+                ctx[name] = _record_value(view, name, keys.get(name, ()))
             else:
                 return None
         return ctx
 
-    def _decide(self, s: Scenario, state: ClientScenarios, event: dict[str, Any], at: int,
-                now: int | None, step: Step) -> str | None:
+    def next_calendar(self, state: ClientScenarios | None, client: ClientState,
+                      after: int | None = None) -> int | None:
+        """The client's next calendar occurrence (:func:`rules.scenario.calendar.next_calendar`):
+        the caller's next due instant includes it."""
+        return scenario_calendar.next_calendar(self, state, client, after)
+
+    def sent(self, state: ClientScenarios) -> list[tuple[int, str]]:
+        """(send instant, channel) of the client's remembered actions, every scenario."""
+        return [(a.at, a.channel) for attempts in state.attempts.values() for a in attempts]
+
+    def _decide(self, s: Scenario, state: ClientScenarios, fired: Fired, now: int | None,
+                client: ClientState | None, step: Step) -> str | None:
+        at = fired.at
         if s.valid_from is not None and at < s.valid_from:
             return "inactive"
         if s.valid_until is not None and at >= s.valid_until:
             return "expired"
-        if s.max_age_hours is not None and now is not None and now - at > s.max_age_hours * 3600:
+        max_age = self.policy.max_age(s.max_age_hours)
+        if max_age and now is not None and now - at > max_age:
             return "stale"
-        ctx = self.context(s, event["data"].get("metrics") or {}, state, at)
+        if suppressed(self.policy, client):
+            return "suppressed"
+        ctx = self.context(s, fired.metrics, state, at, client)
         if ctx is None:
             return "missing_metric"
         reward = None
@@ -320,51 +330,76 @@ class ScenarioRunner:
         attempts = state.attempts.setdefault(s.id, [])
         if attempts and send_at < attempts[-1].at + s.cooldown_days * DAY_S:
             return "cooldown"
-        streak = unanswered(attempts)
+        streak = unanswered(attempts, at)
         if s.max_unanswered and streak >= s.max_unanswered:
             return "capped"
-        attempt = Attempt(action_id(str(event["id"]), s.id), send_at)
+        channel = s.action.channel
+        closed = closed_channels(client)
+        if not consent(channel, closed):
+            return "no_consent"
+        capped = over_cap(self.policy, channel, send_at, self.sent(state))
+        if capped is not None:
+            return capped
+        attempt = Attempt(action_id(fired.id, s.id), send_at, channel=channel)
         attempts.append(attempt)
         del attempts[:-ATTEMPTS_KEPT]
-        step.actions.append(self._action(s, state, event, attempt, reward, streak + 1, ctx))
-        for p in state.receipts:  # a sale already seen (event time after the action) converts it
-            if not attempt.converted and self._converts(s, attempt, p):
-                step.conversions.append(self._convert(state, s.id, attempt, p))
+        avoid = closed if channel == "any" else []
+        step.actions.append(self._action(s, state, fired, attempt, reward, streak + 1, ctx, avoid))
+        for p in state.receipts:  # sales already seen (event time after the action)
+            self._purchase(state, s.id, attempt, p, step)
+        for r in state.responses:  # responses already seen
+            self._respond(state, s.id, attempt, r, step)
         return None
 
-    @staticmethod
-    def _converts(s: Scenario, attempt: Attempt, p: Purchase) -> bool:
-        return p.sale and attempt.at < p.t <= attempt.at + s.response_days * DAY_S
+    def _window(self, sid: str) -> int | None:
+        """Seconds of the response window of ``sid``'s actions (None: not loaded any more)."""
+        s = self.by_id.get(sid)
+        return None if s is None else s.response_days * DAY_S
 
-    def _action(self, s: Scenario, state: ClientScenarios, event: dict[str, Any], attempt: Attempt,
-                reward: Any, number: int, ctx: dict[str, Any]) -> dict[str, Any]:
-        data = event["data"]
+    def _base(self, state: ClientScenarios, sid: str, attempt: Attempt) -> dict[str, Any]:
+        s = self.by_id.get(sid)
+        return ev.outcome_data(state.client_id, sid, s.campaign if s is not None else None,
+                               attempt.action_id, attempt.at)
+
+    def _purchase(self, state: ClientScenarios, sid: str, attempt: Attempt, p: Purchase,
+                  step: Step) -> None:
+        """A sale within the action's response window: its revenue, and the conversion once."""
+        window = self._window(sid)
+        if window is None or not (p.sale and attempt.at < p.t <= attempt.at + window):
+            return
+        base = self._base(state, sid, attempt)
+        step.outcomes.append(ev.revenue(self.source, base, p.receipt_id, p.t, p.amount, state.exponent))
+        attempt.answered = min(attempt.answered or p.t, p.t)
+        if not attempt.converted:
+            attempt.converted = True
+            step.conversions.append(ev.conversion(self.source, base, p.receipt_id, p.t, p.amount,
+                                                  state.exponent, attempt.at))
+
+    def _respond(self, state: ClientScenarios, sid: str, attempt: Attempt, r: Response,
+                 step: Step) -> None:
+        window = self._window(sid)
+        if window is None:
+            return
+        if r.action_id:
+            if r.action_id != attempt.action_id:
+                return
+        elif attempt.channel not in ("any", r.channel) or not attempt.at < r.t <= attempt.at + window:
+            return
+        attempt.answered = min(attempt.answered or r.t, r.t)
+        if not attempt.responded:
+            attempt.responded = True
+            step.outcomes.append(ev.responded(self.source, self._base(state, sid, attempt), r.event,
+                                              r.channel, r.t, "action_id" if r.action_id else "channel"))
+
+    def _action(self, s: Scenario, state: ClientScenarios, fired: Fired, attempt: Attempt,
+                reward: Any, number: int, ctx: dict[str, Any], avoid: list[str]) -> dict[str, Any]:
         a = s.action
-        return {
-            "specversion": "1.0", "id": attempt.action_id, "source": self.source,
-            "type": ACTION_TYPE, "subject": state.client_id, "time": iso(attempt.at),
-            "datacontenttype": "application/json",
-            "data": {
-                "client_id": state.client_id, "scenario": s.id, "scenario_version": s.version,
-                "offer": a.offer, "reward": None if reward is None else str(reward),
-                "unit": a.unit, "channel": a.channel, "template": a.template,
-                "attributes": a.attributes, "attempt": number,
-                "send_at": iso(attempt.at), "expires_at": iso(attempt.at + s.expires_days * DAY_S),
-                "respond_by": iso(attempt.at + s.response_days * DAY_S),
-                "inputs": ctx,
-                "trigger": {"id": event["id"], "dimension": data.get("dimension"),
-                            "from": data.get("from"), "to": data.get("to"),
-                            "ruleset": data.get("ruleset"), "time": event["time"]},
-            },
-        }
-
-    def _convert(self, state: ClientScenarios, sid: str, attempt: Attempt, p: Purchase) -> dict[str, Any]:
-        attempt.converted = True
-        return {
-            "specversion": "1.0", "id": conversion_id(attempt.action_id), "source": self.source,
-            "type": CONVERSION_TYPE, "subject": state.client_id, "time": iso(p.t),
-            "datacontenttype": "application/json",
-            "data": {"client_id": state.client_id, "scenario": sid, "action_id": attempt.action_id,
-                     "action_time": iso(attempt.at), "receipt_id": p.receipt_id,
-                     "purchased_at": iso(p.t), "days_after": (p.t - attempt.at) // DAY_S},
-        }
+        return ev.envelope(ev.ACTION_TYPE, attempt.action_id, self.source, state.client_id, attempt.at, {
+            "client_id": state.client_id, "scenario": s.id, "scenario_version": s.version,
+            "campaign": s.campaign, "offer": a.offer, "reward": None if reward is None else str(reward),
+            "unit": a.unit, "channel": a.channel, "avoid_channels": avoid, "template": a.template,
+            "attributes": a.attributes, "attempt": number,
+            "send_at": iso(attempt.at), "expires_at": iso(attempt.at + s.expires_days * DAY_S),
+            "respond_by": iso(attempt.at + s.response_days * DAY_S),
+            "inputs": ctx, "trigger": fired.data,
+        })

@@ -42,7 +42,7 @@ from app.settings import Settings
 from app.wire import codecs
 from rules import Engine, RejectedInput, load_ruleset
 from rules.calendar import to_epoch
-from rules.receipts import known_profile_fields, rejected_profile_copy
+from rules.receipts import rejected_profile_copy
 from rules.ruleset import loads as load_ruleset_text
 from rules.state import loads as load_state
 

@@ -31,7 +31,7 @@ from rules import population as pop
 from rules.calendar import to_epoch
 from rules.communications import parse_communication
 from rules.metrics import MetricView
-from rules.receipts import known_profile_fields
+from rules.receipts import rejected_profile_copy
 from rules.state import MemoryArchive, Outcome
 
 MONTH_S = 2_629_746  # a mean Gregorian month (365.2425 / 12 days), for flip rates
@@ -80,6 +80,7 @@ class Replay:
     archive: MemoryArchive = field(default_factory=MemoryArchive)  # rows left the records
     cadence: str = "day"  # population snapshots (rules.population.CADENCES)
     next_snapshot: int | None = None  # epoch s; None: no purchase yet (or no population rules)
+    scenarios: Any = None  # app.batch.replay_scenarios.ScenarioFeed (None: no scenarios)
 
     def population_until(self, t: int) -> None:
         """Take the snapshots due at or before ``t`` (before an input at ``t`` is applied)."""
@@ -99,6 +100,7 @@ class Replay:
         engine.set_population(snap)
         self.stats.snapshots += 1
         for cid in sorted(self.states):
+            self._calendar(cid, instant - 1)
             self._emit(engine.catch_up(self.states[cid]))
 
     def _reject(self, source: str, line_no: int, raw: bytes, exc: RejectedInput) -> None:
@@ -122,7 +124,7 @@ class Replay:
             return sort_key(receipt.at, RECEIPT, raw)
         except RejectedInput as exc:
             if source == "profiles":
-                self._reject(source, line_no, known_profile_fields(raw), exc)
+                self._reject(source, line_no, rejected_profile_copy(raw), exc)
             elif source == "communications":
                 self._reject(source, line_no, raw, exc)
             else:
@@ -140,6 +142,7 @@ class Replay:
         try:
             comm = parse_communication(loads(raw), self.as_of, self.earliest)
             self.population_until(comm.at)
+            self._calendar(comm.client_id, comm.at)
             result = self.engine.communication(self.states.get(comm.client_id), comm)
         except RejectedInput as exc:
             self._reject(source, line_no, raw, exc)
@@ -150,16 +153,22 @@ class Replay:
             self.stats.communication_duplicates += 1
         else:
             self.stats.communications += 1
+            if self.scenarios is not None:
+                self.scenarios.communication(comm)
         self._emit(result.events)
 
     def profile_line(self, raw: bytes, line_no: int, source: str = "profiles") -> None:
         try:
             profile = parse_profile(loads(raw), self.as_of, self.earliest)
         except RejectedInput as exc:
-            self._reject(source, line_no, known_profile_fields(raw), exc)
+            self._reject(source, line_no, rejected_profile_copy(raw), exc)
             return
         if profile.updated_at is not None:
             self.population_until(to_epoch(profile.updated_at))
+        known = self.states.get(profile.client_id)
+        if known is not None:
+            self._calendar(profile.client_id, known.clock if profile.updated_at is None
+                           else to_epoch(profile.updated_at))
         result = self.engine.profile(self.states.get(profile.client_id), profile)
         assert result.state is not None
         self.states[profile.client_id] = result.state
@@ -172,6 +181,7 @@ class Replay:
             receipt = parse_receipt(loads(raw), self.as_of, self.earliest)
             cid = receipt.client_id
             self.population_until(receipt.at)
+            self._calendar(cid, receipt.at)
             result = self.engine.receipt(self.states.get(cid) if cid else None, receipt,
                                          self.archive.reader(cid) if cid else None)
             if result.archive:
@@ -191,9 +201,19 @@ class Replay:
             self.stats.duplicates += 1
         else:
             self.stats.applied += 1
+            if self.scenarios is not None:
+                self.scenarios.receipt(receipt)
         self._emit(result.events)
 
-    def _emit(self, events: list[dict[str, Any]]) -> None:
+    def _calendar(self, cid: str | None, until: int) -> None:
+        """Calendar scenarios due by ``until`` first, each at its instant (replay_scenarios)."""
+        if self.scenarios is not None and cid is not None and cid in self.states:
+            self._emit(self.scenarios.calendar(self.states[cid], until), fed=True)
+
+    def _emit(self, events: list[dict[str, Any]], fed: bool = False) -> None:
+        """``fed``: the scenario runner has seen them already."""
+        if self.scenarios is not None and not fed:
+            self.scenarios.changes(events, self.states)
         stats = self.stats
         stats.changes += len(events)
         for event in events:
@@ -219,6 +239,7 @@ class Replay:
             if before is not None:
                 before(cid)
             state = self.states[cid]
+            self._calendar(cid, until)
             self._emit(self.engine.advance(state, until))
             if state.segments:
                 rows.append({"client_id": cid, "segments": self.engine.segments(state),

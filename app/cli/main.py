@@ -63,6 +63,9 @@ def _replay_inputs(args: argparse.Namespace) -> list[tuple[str, Iterator[tuple[i
     inputs = []
     if args.profiles:
         inputs.append(("profiles", _primed(records(args.profiles, "profiles", args.format, columns))))
+    if args.communications:
+        inputs.append(("communications", _primed(records(args.communications, "communications",
+                                                         args.format, columns))))
     inputs.append(("receipts", _primed(records(args.input, "receipts", args.format, columns))))
     return inputs
 
@@ -81,7 +84,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     memory = args.sort_memory * 1024 * 1024
     started = time.perf_counter()
     with _open_out(args.changes_out) as changes, _open_out(args.rejects_out) as rejects, \
-            _open_out(args.segments_out) as segments:
+            _open_out(args.segments_out) as segments, _open_out(args.actions_out) as actions:
+        from app.batch.replay_scenarios import from_args as scenario_feed
+
+        feed = scenario_feed(args, engine, actions)  # --scenarios (None: none)
         def on_change(event: dict[str, Any]) -> None:
             if changes is not None:
                 changes.write(orjson.dumps(event) + b"\n")
@@ -95,7 +101,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                            {"changes": changes, "rejects": rejects, "segments": segments})
         else:
             replay = Replay(engine, args.as_of, on_change, on_reject, earliest=earliest,
-                            cadence=args.population_cadence)
+                            cadence=args.population_cadence, scenarios=feed)
             if args.order == "time":
                 time_order(replay, inputs, memory)
             else:
@@ -110,12 +116,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             st, rule_errors = replay.stats, engine.errors
     elapsed = time.perf_counter() - started
     summary = {"lines": st.lines, "applied": st.applied, "duplicates": st.duplicates,
-               "anonymous": st.anonymous, "profiles": st.profiles, "rejected": dict(sorted(st.rejected.items())),
+               "anonymous": st.anonymous, "profiles": st.profiles,
+               "communications": st.communications,
+               "communication_duplicates": st.communication_duplicates, "rejected": dict(sorted(st.rejected.items())),
                "clients": st.clients, "changes": st.changes,
                "flips": dict(sorted(st.flips.items())), "flips_per_client_month": st.flip_rates(),
                "rule_errors": rule_errors, "order": args.order}
     if engine.spec.stats:
         summary["snapshots"] = st.snapshots
+    if feed is not None:
+        summary["scenarios"] = feed.summary()
     if args.summary_out:
         with _open_out(args.summary_out) as out:
             assert out is not None
@@ -164,6 +174,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         with _open_out(args.profiles_out) as out:
             assert out is not None
             for line in profiles(cfg):
+                out.write(line + b"\n")
+    if args.communications_out:
+        from app.batch.simulate_comm import communications
+
+        with _open_out(args.communications_out) as out:
+            assert out is not None
+            for line in communications(cfg):
                 out.write(line + b"\n")
     return 0
 
@@ -233,6 +250,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, help="receipts: .jsonl, .csv or .parquet, optionally .gz "
                    "('-' for JSON Lines on stdin)")
     r.add_argument("--profiles", help="client profiles (same formats)")
+    r.add_argument("--communications", help="communication events: messages sent, opened, answered... "
+                   "(same formats)")
     r.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="input format (default: from the extension)")
     r.add_argument("--columns", help="CSV/Parquet column names: NAME=SOURCE,... (e.g. client_id=CustomerID)")
     r.add_argument("--as-of", type=_instant, required=True, help="fire time-based changes up to this instant")
@@ -252,6 +271,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--changes-out", help="CloudEvents of every segment change")
     r.add_argument("--rejects-out", help="rejected lines with reasons")
     r.add_argument("--summary-out", help="the summary without timings (identical for any order of the lines)")
+    r.add_argument("--scenarios", action="append", help="run scenarios too: preset names / YAML paths, "
+                   "comma-separated, or all (docs/reference/scenarios.md); their report goes in the summary")
+    r.add_argument("--contact-policy", help="contact policy YAML for --scenarios (default: the defaults)")
+    r.add_argument("--actions-out", help="scenario actions, conversions, responses and revenue (CloudEvents)")
     r.add_argument("--tz", type=zone, default=tz_default, help="business time zone (LOYALTY_TIMEZONE)")
     r.add_argument("--strict", action="store_true", help="exit 3 if any line was rejected")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -266,6 +289,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--end", type=_instant, default=None, help="end of the simulated period ('now' allowed)")
     s.add_argument("--out", default="-", help="receipts file, JSON Lines ('-': stdout)")
     s.add_argument("--profiles-out", help="also write client profiles to this file")
+    s.add_argument("--communications-out", help="also write communication events (messages sent, opened, "
+                   "answered...) to this file")
     s.set_defaults(fn=cmd_simulate)
 
     rules_p = sub.add_parser("rules", help="rule sets")
@@ -282,15 +307,20 @@ def parser() -> argparse.ArgumentParser:
     scc.add_argument("files", nargs="+", help="scenario YAML files or preset names")
     scc.add_argument("--rules", action="append", default=[], help="also check against these rule sets")
     scc.set_defaults(fn=cmd_scenarios_check)
+    from app.batch import callplan  # loyalty call-plan
+
+    callplan.register(sub)
     _add_service_commands(sub)
     return p
 
 
 def _add_service_commands(sub: Any) -> None:
     """Commands that talk to Kafka or Redis (registered by :mod:`app.cli.service`)."""
+    from app.cli import audience as audience_cli
     from app.cli import service as service_cli
 
     service_cli.register(sub)
+    audience_cli.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,10 +152,16 @@ class Api:
         fmt = request.query.get("format")
         if fmt is None:
             fmt = "csv" if "text/csv" in request.headers.get("Accept", "") else "json"
-        if fmt not in ("json", "csv"):
-            raise bad("format", f"json or csv, got {fmt!r}")
+        if fmt not in ("json", "csv", "audience"):
+            raise bad("format", f"json, csv or audience, got {fmt!r}")
         if fmt == "csv":
             return await self._members_csv(request, dim, seg)
+        if fmt == "audience":  # hashed contacts for ad platforms (app.serving.audience)
+            from app.serving.audience import TARGETS, audience_csv
+
+            target = self._choice(request, "target", TARGETS, "generic")
+            return await audience_csv(request, self.projection, dim, seg, target,
+                                      f"{_safe(dim)}-{_safe(seg)}-audience.csv")
         limit = self._int(request, "limit", 100, 1, 1000)
         cursor, skip = _cursor(request.query.get("cursor") or "0")
         members, nxt = await self.projection.members_page(dim, seg, cursor, skip, limit)

@@ -70,13 +70,17 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
 
 
 def mount_scenario_report(web_app: web.Application, projection: Projection) -> None:
-    """GET /reports/scenarios: actions, conversions, conversion rate per scenario, for the
-    whole cluster (counted once per event id in the projection: app.projection.scenarios)."""
+    """GET /reports/scenarios: actions, responses, conversions, revenue and the rates per
+    scenario (``?by=campaign``: per campaign), for the whole cluster (counted once per event
+    id in the projection: app.projection.scenarios)."""
 
     async def scenarios(request: web.Request) -> web.Response:
         from app.projection.scenarios import report
 
-        return json_response(await report(projection.redis, await projection.prefix_now()))
+        by = request.query.get("by", "scenario")
+        if by not in ("scenario", "campaign"):
+            raise bad("by", "scenario or campaign")
+        return json_response(await report(projection.redis, await projection.prefix_now(), by))
 
     web_app.add_routes([web.get("/reports/scenarios", scenarios)])
 

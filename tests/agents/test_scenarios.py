@@ -73,7 +73,7 @@ def test_clients_handler_runs_scenarios_with_their_state_in_the_table_value() ->
     assert [a["id"] for a in again.actions] == [a["id"] for a in out.actions]
     assert out.value is not None
     back = handler.handle("c-1", _receipt("r-back", due + 3 * 86_400), out.value)
-    assert [c["type"] for c in back.actions] == ["loyalty.scenario.converted"]
+    assert [c["type"] for c in back.actions] == ["loyalty.scenario.converted", "loyalty.scenario.revenue"]
     plain = ClientHandler(Engine([load_ruleset("boostfeel")], tz="Europe/Moscow"), lambda: now[0])
     kept = plain.handle("c-1", _receipt("r-later", due + 4 * 86_400), back.value)
     assert kept.value is not None and codecs.scenario_part(kept.value) == codecs.scenario_part(back.value or b"")

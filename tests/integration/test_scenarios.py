@@ -22,6 +22,7 @@ from app.batch.replay import Replay
 from app.batch.simulate import SimConfig, generate
 from app.settings import Settings
 from rules import Engine, RejectedInput, load_ruleset, loads, parse_receipt
+from rules.scenario.policy import ContactPolicy
 from rules.scenario_state import ACTION_TYPE, CONVERSION_TYPE, ClientScenarios, ScenarioRunner
 from tests.integration.harness import Worker, produce_lines, read_topic, replay, unique_env
 
@@ -32,9 +33,11 @@ RULES = ["boostfeel", "rfm", "netix", "profsalon"]
 
 def _worker(tmp_path: Path, bootstrap: str, name: str = "w", **env: str) -> Worker:
     tag = uuid.uuid4().hex[:8]
+    policy = tmp_path / "contact-policy.yaml"  # history older than 72 h at the clock: not stale here
+    policy.write_text("max_age_hours: 0\n")
     e = unique_env(bootstrap, tmp_path / name, LOYALTY_RULES=",".join(RULES), LOYALTY_CLOCK=AS_OF,
                    LOYALTY_SCENARIOS="all", LOYALTY_TOPIC_ACTIONS=f"s{tag}.actions",
-                   LOYALTY_TOPIC_ACTIONS_DLQ=f"s{tag}.actions-dlq")
+                   LOYALTY_TOPIC_ACTIONS_DLQ=f"s{tag}.actions-dlq", LOYALTY_CONTACT_POLICY=str(policy))
     e.update(env)
     return Worker(e, tmp_path / f"{name}.log")
 
@@ -46,7 +49,7 @@ def expected_events(lines: list[bytes], rules: list[str], as_of: str, tz: str = 
     receipt, then the segment changes the engine makes of it; time-based ones up to as_of.
     ``published``: only the change events with these ids (those in the changes topic)."""
     rulesets = [load_ruleset(r) for r in rules]
-    runner = ScenarioRunner(load_scenarios(scenarios, rulesets), tz=tz)
+    runner = ScenarioRunner(load_scenarios(scenarios, rulesets), tz=tz, policy=ContactPolicy(max_age_hours=0))
     now = datetime.fromisoformat(as_of)
     states: dict[str, ClientScenarios] = {}
     out: dict[str, dict[str, Any]] = {}
@@ -58,7 +61,7 @@ def expected_events(lines: list[bytes], rules: list[str], as_of: str, tz: str = 
         state, step = runner.change(states.get(cid), event, int(now.timestamp()))
         if state is not None:
             states[cid] = state
-        for e in [*step.actions, *step.conversions]:
+        for e in step.events:  # actions, conversions, responses, revenue
             out[e["id"]] = e
 
     replay = Replay(Engine(rulesets, tz=tz), now, on_change, lambda row: None)
@@ -72,7 +75,7 @@ def expected_events(lines: list[bytes], rules: list[str], as_of: str, tz: str = 
             replay.population_until(receipt.at)
             state, step = runner.receipt(states.get(receipt.client_id), receipt)
             states[receipt.client_id] = state
-            for e in step.conversions:
+            for e in step.events:
                 out[e["id"]] = e
         replay.receipt_line(line, n)
     replay.finish()

@@ -9,6 +9,7 @@ from rules_testkit import DAY, MSK, rcpt, ts
 from test_scenarios import BASE, change, scenario
 
 from rules.calendar import iso
+from rules.scenario.policy import ContactPolicy
 from rules.scenario_state import (
     ACTION_TYPE,
     CONVERSION_TYPE,
@@ -30,8 +31,9 @@ METRICS = {"days_since_last_purchase": 20, "visits_30d": 0, "avg_check_30d": "0.
 class Client:
     """Feeds one client's receipts and change events to a runner, through a serialized state."""
 
-    def __init__(self, *scenarios: Scenario, tz: str = MSK, client: str = "c-1") -> None:
-        self.runner = ScenarioRunner(list(scenarios) or [scenario()], tz=tz)
+    def __init__(self, *scenarios: Scenario, tz: str = MSK, client: str = "c-1",
+                 policy: ContactPolicy | None = None) -> None:
+        self.runner = ScenarioRunner(list(scenarios) or [scenario()], tz=tz, policy=policy)
         self.client = client
         self.raw: bytes | None = None
         self.actions: list[dict[str, Any]] = []
@@ -183,7 +185,8 @@ def test_conversion_window_and_what_counts_as_a_purchase() -> None:
     assert conv["type"] == CONVERSION_TYPE and conv["time"] == iso(NOON + 3 * DAY + 3600)
     assert conv["data"] == {"client_id": "c-1", "scenario": "demo", "action_id": action["id"],
                             "action_time": iso(NOON), "receipt_id": "r-back",
-                            "purchased_at": iso(NOON + 3 * DAY + 3600), "days_after": 3}
+                            "purchased_at": iso(NOON + 3 * DAY + 3600), "days_after": 3,
+                            "campaign": None, "amount": "400.00"}
     assert c.buy(NOON + 4 * DAY).conversions == []  # converted once
     late = Client(client="c-2")
     late.history(5)
@@ -259,7 +262,8 @@ def test_several_scenarios_on_one_trigger_each_act_once() -> None:
 
 
 def test_state_round_trips_and_stays_bounded() -> None:
-    c = Client(scenario(**{"cooldown_days: 30": "cooldown_days: 0", "max_unanswered: 3": "max_unanswered: 0"}))
+    c = Client(scenario(**{"cooldown_days: 30": "cooldown_days: 0", "max_unanswered: 3": "max_unanswered: 0"}),
+               policy=ContactPolicy.unlimited())  # hourly actions: far over the default caps
     for i in range(100):
         c.buy(NOON + i * 3600, rid=f"r{i}")
         c.trigger(NOON + i * 3600 + 1800, frm=f"s{i}")
