@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from app.wire.codecs import split_table_value, table_due, table_rules
-from rules.state import is_aux_key
+from rules.record.state import is_aux_key
 
 _FAUST_KEYS = b"__faust"  # Faust's own bookkeeping keys in a partition's RocksDB
 SWEEP = 1  # the due instant of a client written under other rules: before any real one
@@ -142,7 +142,7 @@ def stored_dues(table: Any, partition: int, rules: bytes | None = None,
 
 
 def _population_of(value: bytes) -> int:
-    """The ``pop`` of a stored client record (rules.state serializes it as ``"o"``)."""
+    """The ``pop`` of a stored client record (rules.record.state serializes it as ``"o"``)."""
     try:
         pop = orjson.loads(split_table_value(value)[1]).get("o", 0)
     except (orjson.JSONDecodeError, AttributeError):

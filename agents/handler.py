@@ -17,14 +17,14 @@ from agents.watermark import WATERMARK
 from app.wire import codecs
 from rules import ClientState, Engine, Outcome, RejectedInput, loads, parse_profile, parse_receipt
 from rules.calendar import to_epoch
-from rules.communications import Communication, parse_communication
-from rules.receipts import Profile, Receipt, known_profile_fields
+from rules.inputs.communications import Communication, parse_communication
+from rules.inputs.receipts import Profile, Receipt, known_profile_fields
+from rules.record.state import archive_add, archive_key, initialize
+from rules.record.state import dumps as dump_state
+from rules.record.state import loads as load_state
 from rules.scenario_state import ScenarioRunner, Step
 from rules.scenario_state import dumps as dump_scenarios
 from rules.scenario_state import loads as load_scenarios
-from rules.state import archive_add, archive_key, initialize
-from rules.state import dumps as dump_state
-from rules.state import loads as load_state
 
 
 @dataclass
@@ -82,7 +82,7 @@ class ClientHandler:
 
     def handle(self, client_id: str, message: bytes, stored: bytes | None,
                read: Callable[[bytes], bytes | None] | None = None) -> Handled:
-        """``read``: the table's value of another key (the client's archive, rules.state;
+        """``read``: the table's value of another key (the client's archive, rules.record.state;
         its held inputs, agents.population)."""
         if self.rounds is None or message[:1] in (codecs.PROBE, WATERMARK):
             return self._one(client_id, message, stored, read)

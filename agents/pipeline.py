@@ -38,7 +38,7 @@ from app.metrics import Metrics
 from app.wire import codecs
 from rules import Engine, RejectedInput
 from rules.calendar import to_epoch
-from rules.receipts import rejected_profile_copy
+from rules.inputs.receipts import rejected_profile_copy
 
 log = logging.getLogger("loyalty.agents")
 MAX_TICKS = 5_000  # ticks per partition per scan (a sweep after a rules change is all due)

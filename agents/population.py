@@ -42,7 +42,7 @@ import orjson
 from rules import Engine
 from rules import population as pop
 from rules.metrics import MetricView
-from rules.state import loads as load_state
+from rules.record.state import loads as load_state
 
 HELD = b"\x00h"  # clients-table key prefix of a client's held inputs (NUL: no client id has it)
 _HELD_ROW = struct.Struct(">qI")  # event time, length of the message

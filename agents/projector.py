@@ -58,8 +58,8 @@ from app.settings import Settings
 from app.wire import codecs
 from app.wire.kafka_conn import options
 from rules import Engine
-from rules.state import is_aux_key
-from rules.state import loads as load_state
+from rules.record.state import is_aux_key
+from rules.record.state import loads as load_state
 
 log = logging.getLogger("loyalty.projector")
 SNAPSHOT_EVERY = 10.0  # seconds between timer runs

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from app.wire import codecs
 from rules.calendar import to_epoch
-from rules.communications import Communication
-from rules.receipts import Profile, Receipt
+from rules.inputs.communications import Communication
+from rules.inputs.receipts import Profile, Receipt
+from rules.record.state import ClientState
 from rules.scenario.calendar import catch_up
 from rules.scenario.record import Step
 from rules.scenario.record import dumps as dump_scenarios
 from rules.scenario.record import loads as load_scenarios
 from rules.scenario_state import ScenarioRunner
-from rules.state import ClientState
 
 if TYPE_CHECKING:
     from agents.handler import ClientHandler, Handled

@@ -61,7 +61,7 @@ async def fill(url: str, app_id: str, clients: int) -> list[str]:
     from app.projection.store import Projection, Update, namespace
     from app.wire import codecs
     from rules import Engine, load_ruleset
-    from rules.state import dumps as dump_state
+    from rules.record.state import dumps as dump_state
 
     engine = Engine([load_ruleset(r) for r in ("boostfeel", "rfm")])
     events: list[dict[str, Any]] = []

@@ -24,8 +24,8 @@ import orjson
 from app.batch.replay import Replay
 from app.batch.simulate import DEFAULT_END, SimConfig, generate
 from rules import Engine, load_ruleset, loads, parse_receipt
-from rules.communications import parse_communication
-from rules.state import dumps
+from rules.inputs.communications import parse_communication
+from rules.record.state import dumps
 
 
 def communications(clients: list[str], start: datetime, days: int, seed: int) -> list[bytes]:

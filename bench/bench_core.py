@@ -34,8 +34,8 @@ from app.batch.simulate import SimConfig, generate
 from rules import Engine, RejectedInput, load_ruleset, loads, parse_receipt
 from rules.calendar import BusinessCalendar
 from rules.events import segment_changed
-from rules.receipts import _plain_money
-from rules.state import ClientState, apply_receipt, initialize, receipt_hash
+from rules.inputs.receipts import _plain_money
+from rules.record.state import ClientState, apply_receipt, initialize, receipt_hash
 
 SAMPLE_EVERY = 97  # change events kept as samples for the contract floor
 

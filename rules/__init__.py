@@ -7,10 +7,10 @@ Public surface::
 
 from rules.engine import Engine, Result
 from rules.errors import LoyaltyError, RejectedInput, RuleSetError
-from rules.receipts import Profile, Receipt, loads, parse_profile, parse_receipt
+from rules.inputs.receipts import Profile, Receipt, loads, parse_profile, parse_receipt
+from rules.record.state import ClientState, Outcome
 from rules.ruleset import RuleSet, preset_names
 from rules.ruleset import load as load_ruleset
-from rules.state import ClientState, Outcome
 
 __all__ = [
     "ClientState", "Engine", "LoyaltyError", "Outcome", "Profile", "Receipt", "RejectedInput",

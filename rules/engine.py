@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rules import comm_state
 from rules.calendar import DAY_S, BusinessCalendar, to_epoch
-from rules.communications import Communication
 from rules.errors import RuleSetError
 from rules.evaluate import Plan, Verdict, effective
 from rules.events import DEFAULT_SOURCE, segment_changed
+from rules.inputs.communications import Communication
+from rules.inputs.receipts import Profile, Receipt
 from rules.metrics import CATALOGUE, MetricView
 from rules.population import Snapshot, Spec, Stat
-from rules.receipts import Profile, Receipt
-from rules.ruleset import Dimension, RuleSet, bind
-from rules.state import (
+from rules.record import comm as comm_state
+from rules.record.state import (
     Archived,
     ClientState,
     Outcome,
@@ -38,6 +37,7 @@ from rules.state import (
     receipt_hash,
     take_dropped,
 )
+from rules.ruleset import Dimension, RuleSet, bind
 
 FOREVER = 32_503_680_000  # 3000-01-01: later than any due instant the core computes
 NEAR_S = 35 * DAY_S  # next_due lists the candidates of the next 35 days before the rest
@@ -51,7 +51,7 @@ class Result:
     events: list[dict[str, Any]] = field(default_factory=list)
     outcome: Outcome = Outcome.APPLIED
     # month -> (sales, returns) rows that left the record: add them to the client's archive
-    # (rules.state.archive_add / archive_key)
+    # (rules.record.state.archive_add / archive_key)
     archive: dict[int, tuple[list[Any], list[Any]]] = field(default_factory=dict)
 
 
@@ -159,7 +159,7 @@ class Engine:
     def receipt(self, state: ClientState | None, receipt: Receipt,
                 archived: Archived | None = None) -> Result:
         """Apply one validated receipt; ``archived`` reads the client's archive (see
-        :mod:`rules.state`). Raises RejectedInput for a conflicting or mixed-currency one."""
+        :mod:`rules.record.state`). Raises RejectedInput for a conflicting or mixed-currency one."""
         if receipt.client_id is None:
             return Result(state, [], Outcome.ANONYMOUS)
         state = state or initialize(receipt.client_id)
@@ -188,7 +188,7 @@ class Engine:
         return Result(state, events)
 
     def communication(self, state: ClientState | None, comm: Communication) -> Result:
-        """Apply one validated communication event (:mod:`rules.comm_state`), evaluated at
+        """Apply one validated communication event (:mod:`rules.record.comm`), evaluated at
         ``max(clock, occurred_at)`` like a receipt. Raises RejectedInput
         ``conflicting_duplicate`` for an event id seen with another instant or kind."""
         state = state or initialize(comm.client_id)

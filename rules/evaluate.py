@@ -15,7 +15,7 @@ a time and a failing condition counts as "no match".
 * for every comparison ``days_since_x <op> rhs``: the instant the whole-day counter reaches
   the value that flips it (``anchor + n days``); for ``age``: the birthday; for a countdown
   (``days_until_birthday``): the business midnight it reaches the value, and the one after
-  the birthday (:func:`rules.metrics_profile.countdown_instants`);
+  the birthday (:func:`rules.metrics.profile.countdown_instants`);
 * for daily windows: the business midnight at which a receipt's day leaves the window;
 * for monthly metrics: the month starts until the buckets run out;
 * for hysteresis: the instant the minimum stay in the current segment ends.
@@ -38,9 +38,9 @@ from rules.abstraction import ResultKey
 from rules.calendar import DAY_S, BusinessCalendar
 from rules.celtext import free_identifiers, tokenize
 from rules.metrics import CATALOGUE, MetricView
-from rules.metrics_profile import countdown_instants
+from rules.metrics.profile import countdown_instants
+from rules.record.state import MONTHS_KEPT, ClientState
 from rules.ruleset import Dimension, Expr, RuleSet
-from rules.state import MONTHS_KEPT, ClientState
 
 _RESULTS_KEPT = 100_000  # cached evaluation results (see rules.abstraction)
 FAR = 32_503_680_000  # 3000-01-01T00:00:00Z: bounds "forever" for calendar arithmetic

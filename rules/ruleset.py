@@ -46,7 +46,7 @@ from rules.celtext import (
 )
 from rules.errors import RuleSetError
 from rules.metrics import CATALOGUE, SAMPLES
-from rules.metrics_profile import typecheck_contexts
+from rules.metrics.profile import typecheck_contexts
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

@@ -14,7 +14,7 @@ Four inputs change a client's scenario state, in any interleaving:
   action whose response window holds the sale, a ``loyalty.scenario.revenue`` event (the
   sale's amount) and, the first time, ``loyalty.scenario.converted``. A sale seen before
   the action it follows (event time is what counts) is matched when the action is made.
-* ``communication(state, comm)``: a communication event (:mod:`rules.communications`). A
+* ``communication(state, comm)``: a communication event (:mod:`rules.inputs.communications`). A
   response (opened, clicked, replied, answered) answers the action it names by
   ``action_id``, or, without one, every action on its channel (``any`` matches every
   channel) whose response window holds it; the first answer of an action gives
@@ -32,7 +32,7 @@ Redelivery: ``change`` and ``receipt`` take an optional ``seq``, the message's p
 its ordered input (the Kafka offset; one client is always in one partition). A message at
 or below the last applied position is skipped, however far back a restart rewinds. Without
 ``seq``, trigger ids (the last 64) are remembered, and receipts are deduplicated by id over
-the engine's retention horizon (``rules.state.HORIZON_DAYS`` business days behind the
+the engine's retention horizon (``rules.record.state.HORIZON_DAYS`` business days behind the
 newest receipt; older ones are ignored here as the engine rejects them).
 
 Reading ahead: a worker may see a client's receipts long before the change events they
@@ -61,9 +61,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rules.calendar import DAY_S, BusinessCalendar, iso, to_epoch
-from rules.communications import RESPONSES, Communication
+from rules.inputs.communications import RESPONSES, Communication
+from rules.inputs.receipts import CURRENCY_EXPONENT, Receipt
 from rules.metrics import CATALOGUE, MetricView
-from rules.receipts import CURRENCY_EXPONENT, Receipt
+from rules.record.state import HORIZON_DAYS, ClientState, receipt_hash
 from rules.scenario import calendar as scenario_calendar
 from rules.scenario import events as ev
 from rules.scenario.events import (
@@ -96,7 +97,6 @@ from rules.scenario.record import (
     unanswered,
 )
 from rules.scenarios import CLIENT_METRICS, LEDGER_METRICS, Scenario
-from rules.state import HORIZON_DAYS, ClientState, receipt_hash
 
 __all__ = [  # with the names re-exported from rules.scenario.events and rules.scenario.record
     "ACTION_TYPE", "ATTEMPTS_KEPT", "CONVERSION_TYPE", "DEFAULT_SOURCE", "PENDING_MAX", "RESPONDED_TYPE",

@@ -42,9 +42,9 @@ from app.settings import Settings
 from app.wire import codecs
 from rules import Engine, RejectedInput, load_ruleset
 from rules.calendar import to_epoch
-from rules.receipts import rejected_profile_copy
+from rules.inputs.receipts import rejected_profile_copy
+from rules.record.state import loads as load_state
 from rules.ruleset import loads as load_ruleset_text
-from rules.state import loads as load_state
 
 pytestmark = pytest.mark.integration
 AS_OF = "2026-06-15T00:00:00+00:00"

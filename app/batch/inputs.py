@@ -8,7 +8,7 @@ every value as text, so money stays exact (never parsed as a float here).
 
 A CSV/Parquet row is a whole receipt or one line item of one: consecutive rows with the
 same ``receipt_id`` make one receipt with one item per row. Profile rows keep only the
-columns the product reads (:data:`rules.receipts.PROFILE_KEYS`); names, phones and e-mails
+columns the product reads (:data:`rules.inputs.receipts.PROFILE_KEYS`); names, phones and e-mails
 in the file are never read into a record.
 """
 
@@ -27,7 +27,7 @@ from typing import IO, Any
 import orjson
 
 from app.errors import AppError
-from rules.receipts import PROFILE_KEYS
+from rules.inputs.receipts import PROFILE_KEYS
 
 __all__ = ["FORMATS", "InputError", "detect_format", "parse_columns", "records"]
 

@@ -29,10 +29,10 @@ from app.wire.codecs import dlq_copy
 from rules import ClientState, Engine, RejectedInput, loads, parse_profile, parse_receipt
 from rules import population as pop
 from rules.calendar import to_epoch
-from rules.communications import parse_communication
+from rules.inputs.communications import parse_communication
+from rules.inputs.receipts import rejected_profile_copy
 from rules.metrics import MetricView
-from rules.receipts import rejected_profile_copy
-from rules.state import MemoryArchive, Outcome
+from rules.record.state import MemoryArchive, Outcome
 
 MONTH_S = 2_629_746  # a mean Gregorian month (365.2425 / 12 days), for flip rates
 

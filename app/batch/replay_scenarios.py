@@ -27,8 +27,8 @@ import orjson
 from app.projection.scenarios import FIELDS, figures
 from app.projection.store import cents
 from rules import ClientState, Engine
-from rules.communications import Communication
-from rules.receipts import Receipt
+from rules.inputs.communications import Communication
+from rules.inputs.receipts import Receipt
 from rules.scenario.calendar import catch_up
 from rules.scenario.record import ClientScenarios, Step
 from rules.scenario_state import ScenarioRunner

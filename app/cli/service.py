@@ -169,7 +169,7 @@ def _history(args: argparse.Namespace, kind: str) -> Iterator[bytes]:
     from app.settings import earliest_epoch
     from rules import RejectedInput, loads, parse_profile, parse_receipt
     from rules.calendar import to_epoch
-    from rules.communications import parse_communication
+    from rules.inputs.communications import parse_communication
 
     path = args.file or args.input
     rows = records(path, kind, args.format, parse_columns(args.columns))

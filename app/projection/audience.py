@@ -2,7 +2,7 @@
 
 The client's record keeps, of its e-mail and phone, only ``email_sha256`` and
 ``phone_sha256`` in ``state.profile`` (hex SHA-256 of the normalized value; the raw values
-are dropped where profiles come in, see :mod:`rules.receipts`). The projector copies those
+are dropped where profiles come in, see :mod:`rules.inputs.receipts`). The projector copies those
 two digests, and nothing else of the profile, into the client's hash ``P c:<client>``
 (keyspace: :mod:`app.projection.store`) from the clients changelog, so that the workers'
 API and ``loyalty audience`` can export a segment as the hashed customer list ad platforms
@@ -28,8 +28,8 @@ from typing import Any
 
 from app.projection.store import Projection, StaleGeneration, text
 from app.wire import codecs
-from rules.state import ClientState
-from rules.state import loads as load_state
+from rules.record.state import ClientState
+from rules.record.state import loads as load_state
 
 #: The two fields, in the profile and in the projection's client hash.
 FIELDS = ("email_sha256", "phone_sha256")

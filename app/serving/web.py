@@ -32,8 +32,8 @@ from app.wire import codecs
 from rules import Engine, LoyaltyError
 from rules.calendar import iso, to_epoch
 from rules.population import Snapshot
+from rules.record.state import loads as load_state
 from rules.ruleset import loads as load_ruleset_text
-from rules.state import loads as load_state
 
 log = logging.getLogger("loyalty.web")
 STATIC = Path(__file__).resolve().parent / "static"

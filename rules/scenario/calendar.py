@@ -31,9 +31,9 @@ from zoneinfo import ZoneInfo
 
 from rules.calendar import to_epoch
 from rules.metrics import MetricView
+from rules.record.state import ClientState
 from rules.scenario.model import Calendar, Scenario
 from rules.scenario.record import ClientScenarios, Step
-from rules.state import ClientState
 
 if TYPE_CHECKING:
     from rules.engine import Engine

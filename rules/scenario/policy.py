@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from rules import yamlines
 from rules.calendar import DAY_S
-from rules.communications import CHANNELS
 from rules.errors import RuleSetError
-from rules.metrics_comm import unsubscribed
-from rules.state import ClientState
+from rules.inputs.communications import CHANNELS
+from rules.metrics.comm import unsubscribed
+from rules.record.state import ClientState
 
 _KEYS = ("period_days", "max_actions", "max_per_channel", "suppress_labels", "max_age_hours")
 

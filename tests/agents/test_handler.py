@@ -151,7 +151,7 @@ async def test_clients_agent_batch_sees_its_own_pending_state(tmp_path: Path) ->
         finally:
             type(clients).__setitem__ = original_set
     due, raw = codecs.split_table_value(pipeline.clients[b"c-1"])
-    from rules.state import loads as load_state
+    from rules.record.state import loads as load_state
 
     assert load_state(raw).visits == 2  # the second receipt saw the first one's state
     assert dict(stored_dues(pipeline.clients, 0))[b"c-1"] == due

@@ -17,7 +17,7 @@ from app.batch.simulate import SimConfig, generate
 from app.projection.store import Projection, Update, drop_generation, namespace
 from app.wire import codecs
 from rules import Engine, load_ruleset
-from rules.state import dumps as dump_state
+from rules.record.state import dumps as dump_state
 
 AS_OF = datetime.fromisoformat("2026-06-15T00:00:00+00:00")
 TOKEN = "s3cret-token"

@@ -33,8 +33,8 @@ from app.serving.api import Api
 from app.serving.web import mount
 from app.settings import Settings
 from app.wire import codecs
-from rules.state import dumps as dump_state
-from rules.state import loads as load_state
+from rules.record.state import dumps as dump_state
+from rules.record.state import loads as load_state
 from tests.app.conftest import AS_OF, AUTH, TOKEN, Data
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ import pytest
 from app.batch.callplan import COLUMNS, plan
 from app.cli.main import main
 from rules.calendar import to_epoch
-from rules.communications import Communication
 from rules.events import segment_changed
-from rules.receipts import parse_receipt
+from rules.inputs.communications import Communication
+from rules.inputs.receipts import parse_receipt
 from rules.scenario.policy import ContactPolicy
 from rules.scenario_state import ScenarioRunner
 from rules.scenarios import loads

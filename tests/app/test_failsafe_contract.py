@@ -13,7 +13,7 @@ import pytest
 from app.cli.main import main as cli_main
 from app.wire import codecs
 from app.wire.codecs import DLQ_KEEP, dlq_copy
-from rules.receipts import MAX_MESSAGE_BYTES
+from rules.inputs.receipts import MAX_MESSAGE_BYTES
 
 
 def _receipt(rid: str, total: str = "100.00", client: str = "c-1", pad: int = 0,

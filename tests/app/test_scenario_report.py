@@ -18,9 +18,9 @@ from app.projection.scenarios import count, counted, report, tally
 from app.projection.store import Projection
 from app.serving.web import auth_middleware, errors_middleware, mount_scenario_report
 from rules.calendar import iso, to_epoch
-from rules.communications import RESPONSES, Communication
 from rules.events import segment_changed
-from rules.receipts import parse_receipt
+from rules.inputs.communications import RESPONSES, Communication
+from rules.inputs.receipts import parse_receipt
 from rules.scenario.events import ACTION_TYPE, CONVERSION_TYPE
 from rules.scenario.policy import ContactPolicy
 from rules.scenario_state import ClientScenarios, ScenarioRunner

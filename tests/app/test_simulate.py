@@ -20,7 +20,7 @@ from app.batch.simulate import SimConfig, generate, profile_docs, profiles
 from app.batch.simulate_comm import communications
 from app.cli.main import main as cli_main
 from rules import RejectedInput, loads, parse_profile
-from rules.communications import CHANNELS, EVENTS, RESPONSES, parse_communication
+from rules.inputs.communications import CHANNELS, EVENTS, RESPONSES, parse_communication
 
 CFG = SimConfig(clients=300, days=90, seed=3)
 NOW = CFG.end.astimezone(UTC)

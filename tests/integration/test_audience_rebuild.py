@@ -20,7 +20,7 @@ from app.settings import Settings
 from app.wire import codecs
 from app.wire.kafka_io import ensure_topics, produce
 from rules import Engine, load_ruleset
-from rules.state import dumps as dump_state
+from rules.record.state import dumps as dump_state
 from tests.integration.harness import unique_env
 
 pytestmark = pytest.mark.integration

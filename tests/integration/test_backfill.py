@@ -17,8 +17,8 @@ import pytest
 
 from app.batch.simulate import SimConfig, generate
 from rules import Engine, load_ruleset
-from rules.state import is_archive_key
-from rules.state import loads as load_state
+from rules.record.state import is_archive_key
+from rules.record.state import loads as load_state
 from tests.integration.harness import (
     ROOT,
     Worker,

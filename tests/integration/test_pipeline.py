@@ -241,7 +241,7 @@ def test_changelog_alone_restores_the_table(tmp_path: Path, kafka_bootstrap: str
     _run_through(first, lines, len(expected["events"]))
     published = len(read_topic(settings, settings.topic_changes))
     written = _table_values(tmp_path / "first")
-    archives = [k for k in written if k.startswith(b"\x00a")]  # rows left the records (rules.state)
+    archives = [k for k in written if k.startswith(b"\x00a")]  # rows left the records (rules.record.state)
     assert len(written) - len(archives) == len({c for c, _ in expected["segments"]})
     assert archives, "60 days of history: frequent clients' early rows are archived"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from rules import Engine, load_ruleset, parse_receipt
 from rules.calendar import iso, to_epoch
-from rules.receipts import Receipt
-from rules.state import ClientState
+from rules.inputs.receipts import Receipt
+from rules.record.state import ClientState
 
 DAY = 86_400
 MSK = "Europe/Moscow"

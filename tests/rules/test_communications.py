@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from rules import RejectedInput
 from rules.calendar import BusinessCalendar
-from rules.comm_state import STREAK_CAP, CommState
-from rules.communications import CHANNELS, EVENTS, Communication, parse_communication
+from rules.inputs.communications import CHANNELS, EVENTS, Communication, parse_communication
 from rules.metrics import MetricView
-from rules.state import dumps, loads
+from rules.record.comm import STREAK_CAP, CommState
+from rules.record.state import dumps, loads
 from tests.rules.rules_testkit import DAY, MSK, at, changes, engine, feed, iso, rcpt, ts
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rules.errors import RejectedInput
-from rules.receipts import parse_money
+from rules.inputs.receipts import parse_money
 
 
 def _reference(text: str, exponent: int) -> int | None:

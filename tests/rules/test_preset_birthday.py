@@ -8,8 +8,8 @@ from typing import Any
 from rules_testkit import MSK, changes, engine, rcpt, ts
 
 from rules import Engine, load_ruleset, parse_profile
+from rules.record.state import ClientState
 from rules.ruleset import loads as load_text
-from rules.state import ClientState
 
 
 def profile(eng: Engine, state: ClientState | None = None, **doc: Any) -> tuple[ClientState, list[dict[str, Any]]]:

@@ -15,15 +15,15 @@ from rules_testkit import ts
 
 from rules import Engine, RejectedInput, parse_profile
 from rules.calendar import BusinessCalendar
-from rules.communications import CHANNELS
 from rules.engine import FOREVER
 from rules.errors import RuleSetError
 from rules.evaluate import Plan
+from rules.inputs.communications import CHANNELS
+from rules.inputs.profiles import CONSENT_CHANNELS
+from rules.inputs.receipts import known_profile_fields
 from rules.metrics import CATALOGUE, MetricView
-from rules.profiles import CONSENT_CHANNELS
-from rules.receipts import known_profile_fields
+from rules.record.state import ClientState, apply_profile, dumps, initialize, loads
 from rules.ruleset import loads as load_text
-from rules.state import ClientState, apply_profile, dumps, initialize, loads
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SECRETS = {"first_name": "Tatyana", "email": " Tatyana.Sentinel@Example.ORG ", "phone": "+7 (900) 123-45-67",

@@ -17,10 +17,9 @@ from rules_testkit import DAY, MSK, engine, iso, rcpt, ts
 from rules import Engine, RejectedInput, parse_profile, preset_names
 from rules.calendar import BusinessCalendar
 from rules.evaluate import Env, raw_verdict
+from rules.inputs.receipts import Receipt
 from rules.metrics import MetricView
-from rules.receipts import Receipt
-from rules.ruleset import loads as load_ruleset_text
-from rules.state import (
+from rules.record.state import (
     ClientState,
     MemoryArchive,
     Outcome,
@@ -32,6 +31,7 @@ from rules.state import (
     loads,
     take_dropped,
 )
+from rules.ruleset import loads as load_ruleset_text
 
 BASE = ts("2026-01-20T00:00:00Z")
 CATEGORIES = ("coffee", "tea", "food", "dessert")

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-import rules.receipts as receipts_mod
+import rules.inputs.receipts as receipts_mod
 from rules import RejectedInput, loads, parse_profile, parse_receipt
-from rules.receipts import Item
+from rules.inputs.receipts import Item
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -300,7 +300,7 @@ def test_profile_birth_date_today_is_allowed() -> None:
 
 @pytest.mark.parametrize("total", ["92233720368547758.08", "10000000000.01", 10_000_000_001, "1e30"])
 def test_amounts_beyond_the_bound_are_bad_amount(total: object) -> None:
-    from rules.receipts import MAX_MINOR
+    from rules.inputs.receipts import MAX_MINOR
 
     raw = {"receipt_id": "r", "client_id": "c", "occurred_at": "2026-03-01T09:00:00+03:00",
            "type": "sale", "total": total}

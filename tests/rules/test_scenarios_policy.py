@@ -12,12 +12,12 @@ from rules_testkit import DAY, MSK, ts
 from test_scenarios import change, scenario
 
 from rules import Engine, RuleSetError, load_ruleset, parse_profile
-from rules.communications import Communication
+from rules.inputs.communications import Communication
+from rules.record.state import ClientState, initialize
 from rules.scenario.policy import ContactPolicy, over_cap
 from rules.scenario.policy import loads as load_policy
 from rules.scenario_state import ClientScenarios, ScenarioRunner, Step
 from rules.scenarios import check_against
-from rules.state import ClientState, initialize
 
 NOON = ts("2026-03-02T12:00:00+03:00")
 METRICS = {"days_since_last_purchase": 20, "visits_30d": 0, "avg_check_30d": "0.00"}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rules_testkit import DAY, MSK, rcpt, ts
 from test_scenarios import change, scenario
 
-from rules.communications import Communication
+from rules.inputs.communications import Communication
 from rules.scenario.events import RESPONDED_TYPE, REVENUE_TYPE, action_id, response_id, revenue_id
 from rules.scenario.policy import ContactPolicy
 from rules.scenario_state import RESPONSES_KEPT, ClientScenarios, ScenarioRunner, Step, dumps, loads

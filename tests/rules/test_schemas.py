@@ -1,4 +1,4 @@
-"""The JSON Schemas in rules/schemas/ and the parsers in rules/receipts.py agree.
+"""The JSON Schemas in rules/schemas/ and the parsers in rules/inputs/receipts.py agree.
 
 Every document of the tables is checked against both the schema (jsonschema, draft 2020-12)
 and the code. Rules JSON Schema cannot express (decimals per currency, real calendar dates,
@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 import rules
 from rules import RejectedInput, loads, parse_profile, parse_receipt
-from rules.receipts import _MAX_ID, GENDERS, RECEIPT_TYPES
+from rules.inputs.receipts import _MAX_ID, GENDERS, RECEIPT_TYPES
 
 SCHEMAS = Path(rules.__file__).parent / "schemas"
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -71,8 +71,8 @@ def test_schema_constants_match_the_code() -> None:
     assert set(RECEIPT.schema["required"]) == {"receipt_id", "type", "total", "occurred_at"}
     genders = PROFILE.schema["properties"]["gender"]["anyOf"][0]["enum"]
     assert {g.lower() for g in genders} == set(GENDERS)
-    from rules import profiles
-    from rules.receipts import PROFILE_FIELDS
+    from rules.inputs import profiles
+    from rules.inputs.receipts import PROFILE_FIELDS
 
     props = PROFILE.schema["properties"]
     assert set(PROFILE_FIELDS) | {"email", "phone"} <= set(props)
@@ -188,17 +188,17 @@ def test_receipt_rules_only_the_code_checks(overrides: dict[str, Any], reason: s
 
 
 _LENIENT_MONEY = (
-    "BUG: rules/receipts.py parse_money builds Decimal(str) directly, so it accepts strings "
+    "BUG: rules/inputs/receipts.py parse_money builds Decimal(str) directly, so it accepts strings "
     "that are not plain decimals (underscores, spaces, exponents, signs, non-ASCII digits, "
     "'1.', '.5'); the schema's decimal pattern rejects them"
 )
 _LENIENT_CURRENCY = (
-    "BUG: rules/receipts.py parse_receipt checks currency with str.isalpha(), accepting "
+    "BUG: rules/inputs/receipts.py parse_receipt checks currency with str.isalpha(), accepting "
     "lowercase/non-ASCII codes; 'jpy' then gets exponent 2 (CURRENCY_EXPONENT is keyed by "
     "uppercase), so 100.5 jpy is accepted while 100.5 JPY is bad_amount"
 )
 _LENIENT_TIME = (
-    "BUG: rules/receipts.py parse_time relies on datetime.fromisoformat (Python 3.11), which "
+    "BUG: rules/inputs/receipts.py parse_time relies on datetime.fromisoformat (Python 3.11), which "
     "accepts any separator character, ISO basic format, week dates, hour-only times and "
     "offsets without colon/with seconds; the schema's ISO 8601 extended pattern does not"
 )
@@ -260,7 +260,7 @@ PROFILES_AGREE: list[tuple[str, dict[str, Any], str | None]] = [
     ("naive-updated", {"updated_at": "2026-03-01T09:00:00"}, "naive_timestamp"),
     ("bad-registered", {"registered_at": "last year"}, "bad_timestamp"),
     ("int-welcome", {"welcome_bonus_at": 1700000000}, "bad_type"),
-    # the profile fields of rules/profiles.py
+    # the profile fields of rules/inputs/profiles.py
     ("family", {"first_name": " Tatyana ", "children": ["2015-02-28", "2019-11-02"],
                 "spouse_birth_date": "1988-02-29", "legal_entity": False,
                 "app_registered_at": "2025-06-01T10:00:00+03:00", "discount_card": "D-0042"}, None),
@@ -361,9 +361,9 @@ def test_profile_rules_only_the_code_checks(overrides: dict[str, Any], reason: s
 
 
 @pytest.mark.parametrize("birth", [
-    _disagree({"birth_date": "19900517"}, "BUG: rules/receipts.py parse_profile uses "
+    _disagree({"birth_date": "19900517"}, "BUG: rules/inputs/receipts.py parse_profile uses "
               "date.fromisoformat, which also accepts basic format YYYYMMDD", "basic"),
-    _disagree({"birth_date": "1990-W20-4"}, "BUG: rules/receipts.py parse_profile uses "
+    _disagree({"birth_date": "1990-W20-4"}, "BUG: rules/inputs/receipts.py parse_profile uses "
               "date.fromisoformat, which also accepts ISO week dates", "week"),
 ])
 def test_profile_code_is_not_more_lenient_than_schema(birth: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ from rules_testkit import DAY, MSK, engine, feed, rcpt, ts
 
 from rules import RejectedInput, parse_profile, population, preset_names
 from rules.calendar import BusinessCalendar
+from rules.inputs.receipts import Receipt
 from rules.metrics import MetricView
-from rules.receipts import Receipt
-from rules.state import (
+from rules.record.state import (
     HORIZON_DAYS,
     ClientState,
     Outcome,
@@ -362,7 +362,7 @@ def test_dedupe_set_stays_in_step_with_the_horizon() -> None:
     from app.batch.simulate import SimConfig, generate
     from rules import loads as decode
     from rules import parse_receipt
-    from rules.state import receipt_hash
+    from rules.record.state import receipt_hash
 
     states: dict[str, ClientState] = {}
     for n, line in enumerate(itertools.islice(generate(SimConfig(clients=40, days=120, seed=3)), 4000)):

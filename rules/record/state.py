@@ -63,10 +63,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from rules import comm_state
 from rules.calendar import BusinessCalendar, to_epoch
 from rules.errors import RejectedInput
-from rules.receipts import Profile, Receipt
+from rules.inputs.receipts import Profile, Receipt
+from rules.record import comm as comm_state
 
 STATE_VERSION = 1
 HORIZON_DAYS = 35  # daily windows up to 30 days + 5 days for late receipts
@@ -115,7 +115,7 @@ class ClientState:
     pdays: int = 0  # purchase days, a bitmap: bit i is business day pday0 + i; -1: not known yet
     pday0: int = 0  # (a record written before purchase days: see purchase_day_bits)
     pop: int = 0  # instant of the population snapshot the client was last evaluated with
-    comm: comm_state.CommState | None = None  # communications (rules.comm_state)
+    comm: comm_state.CommState | None = None  # communications (rules.record.comm)
     # rows dropped by this update, for the caller to archive: not serialized (see
     # Engine.receipt / archive_add)
     dropped: list[Any] = field(default_factory=list, compare=False, repr=False)

@@ -1,6 +1,6 @@
 """Metrics of the client's profile (registered into :data:`rules.metrics.CATALOGUE`).
 
-They read ``state.profile`` (:func:`rules.state.apply_profile`). Personal ones (a name,
+They read ``state.profile`` (:func:`rules.record.state.apply_profile`). Personal ones (a name,
 labels, custom attributes) are marked ``personal``: rules read them, change events do not
 carry them.
 
@@ -33,8 +33,8 @@ from typing import Any
 
 from rules.calendar import DAY_S, BusinessCalendar
 from rules.celtext import Token, free_identifiers
-from rules.metrics import CATALOGUE, MetricView, _add
-from rules.state import ClientState
+from rules.metrics.base import CATALOGUE, MetricView, _add
+from rules.record.state import ClientState
 
 #: How far past the last other candidate countdown instants are listed. One date compared
 #: with steps up to 364 repeats the same truth values every cycle between two birthdays: two

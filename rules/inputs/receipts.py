@@ -7,7 +7,7 @@
 Reason codes: ``invalid_json``, ``not_an_object``, ``missing_field``, ``bad_type``,
 ``bad_value``, ``bad_amount``, ``negative_total``, ``unknown_type``, ``naive_timestamp``,
 ``bad_timestamp``, ``future_timestamp``, ``too_old_timestamp``.
-(:mod:`rules.state` adds two that need the client's record: currency_mismatch,
+(:mod:`rules.record.state` adds two that need the client's record: currency_mismatch,
 conflicting_duplicate. No receipt is rejected for its age relative to the client's others.)
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from rules import profiles
 from rules.calendar import to_epoch
 from rules.errors import RejectedInput
+from rules.inputs import profiles
 
 #: Minor-unit exponents of currencies that do not use 2 decimals.
 CURRENCY_EXPONENT = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
@@ -78,7 +78,7 @@ class Profile:
     client_id: str
     updated_at: datetime | None
     # only the fields present: birth_date (date), gender, city, children (list of dates),
-    # attributes (dict), email_sha256 (never a raw contact), ... (see rules.profiles)
+    # attributes (dict), email_sha256 (never a raw contact), ... (see rules.inputs.profiles)
     fields: dict[str, Any]
 
 
@@ -278,7 +278,7 @@ GENDERS = ("f", "m", "x")
 
 def known_profile_fields(raw: bytes) -> bytes:
     """A profile message with only the keys this product reads (:data:`PROFILE_KEYS`), its
-    ``email`` / ``phone`` replaced by their digests (:mod:`rules.profiles`).
+    ``email`` / ``phone`` replaced by their digests (:mod:`rules.inputs.profiles`).
 
     A CRM export carries names, addresses and other fields the rules never use; they are
     dropped at the edge, and raw contacts hashed: never forwarded to internal topics nor kept

@@ -13,7 +13,7 @@ Time behaviour (``kind``), which ``next_due`` relies on:
 * ``monthly``: calendar months in the business time zone; changes at month starts.
 * ``countdown``: whole business days until the next yearly date (a birthday), 0 on the day,
   -1 when unknown; steps down at every business midnight and jumps back up the day after
-  (:mod:`rules.metrics_profile`). Must be compared directly, like ``days``.
+  (:mod:`rules.metrics.profile`). Must be compared directly, like ``days``.
 
 Money metrics are exact integer minor units inside the core; rules see them as doubles in
 major units (``revenue_30d >= 5000.0``) and outputs carry them as decimal strings.
@@ -27,8 +27,8 @@ from datetime import date
 from typing import Any
 
 from rules.calendar import DAY_S, BusinessCalendar
-from rules.receipts import CURRENCY_EXPONENT
-from rules.state import CATEGORY_MONTHS, ClientState, cancels, purchase_day_bits
+from rules.inputs.receipts import CURRENCY_EXPONENT
+from rules.record.state import CATEGORY_MONTHS, ClientState, cancels, purchase_day_bits
 
 Fn = Callable[["MetricView"], Any]
 
@@ -351,7 +351,3 @@ def catalogue_markdown() -> str:
     for m in CATALOGUE.values():
         lines.append(f"| `{m.name}` | {m.type} | {m.kind} | {m.doc} |")
     return "\n".join(lines)
-
-
-# the catalogue's other rooms register their metrics on import (after CATALOGUE exists)
-from rules import metrics_comm, metrics_profile  # noqa: E402, F401

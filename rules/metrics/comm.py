@@ -1,16 +1,16 @@
 """Metrics of the client's communications (registered into :data:`rules.metrics.CATALOGUE`).
 
-They read :mod:`rules.comm_state`: a client with no communication event reads -1 for the
+They read :mod:`rules.record.comm`: a client with no communication event reads -1 for the
 ``days_since_*`` counters, 0 for the counts and an empty list of unsubscribed channels.
 """
 
 from __future__ import annotations
 
-from rules import comm_state
 from rules.calendar import DAY_S
-from rules.communications import CHANNELS
-from rules.metrics import MetricView, _add
-from rules.state import ClientState
+from rules.inputs.communications import CHANNELS
+from rules.metrics.base import MetricView, _add
+from rules.record import comm as comm_state
+from rules.record.state import ClientState
 
 
 def _last_contact(s: ClientState) -> int | None:

@@ -1,6 +1,6 @@
 """The profile fields beyond the basics: contacts, family, labels, custom attributes, consent.
 
-:func:`rules.receipts.parse_profile` calls :func:`parse_extra` for them; the same rules are in
+:func:`rules.inputs.receipts.parse_profile` calls :func:`parse_extra` for them; the same rules are in
 ``rules/schemas/profile.schema.json``. Each rejection names the field (``bad_type``: wrong
 JSON type, ``bad_value``: right type, wrong value) and never quotes the value: a rejection's
 detail goes to the DLQ and to logs.
@@ -8,7 +8,7 @@ detail goes to the DLQ and to logs.
 **Contacts are never stored raw.** ``email`` is stripped and lower-cased, ``phone`` reduced to
 its digits (E.164 without the ``+``: country code and number, 7 to 15 digits); the record keeps
 only ``email_sha256`` / ``phone_sha256``, the hex SHA-256 of those UTF-8 bytes. The edge filter
-(:func:`rules.receipts.known_profile_fields`) makes the same replacement, so no internal topic,
+(:func:`rules.inputs.receipts.known_profile_fields`) makes the same replacement, so no internal topic,
 DLQ copy or rejects file carries a raw contact. A digest may also be sent as such (64
 lowercase hex digits); a raw contact in the same message wins over it.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from rules.errors import RejectedInput
 
-#: Channels of the consent map (the same as :data:`rules.communications.CHANNELS`).
+#: Channels of the consent map (the same as :data:`rules.inputs.communications.CHANNELS`).
 CONSENT_CHANNELS = ("email", "sms", "push", "messenger", "call")
 MAX_NAME = 64
 MAX_CHILDREN = 20

@@ -4,7 +4,7 @@ What is kept (exact in any arrival order, a duplicate ``event_id`` changes nothi
 
 * four instants, each a minimum or a maximum, so a repeated or late event cannot move them
   wrongly: the first and the last *contact* (a message sent or delivered, a call taken:
-  :data:`rules.communications.CONTACTS`), the last *response* (opened, clicked, replied,
+  :data:`rules.inputs.communications.CONTACTS`), the last *response* (opened, clicked, replied,
   answered) and the newest event of any kind;
 * per channel, the latest ``unsubscribed`` instant;
 * *rows* (event hash, epoch second, code) of the sent messages and the responses that can
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.calendar import BusinessCalendar
-from rules.communications import CHANNELS, CONTACTS, EVENTS, RESPONSES, Communication
 from rules.errors import RejectedInput
+from rules.inputs.communications import CHANNELS, CONTACTS, EVENTS, RESPONSES, Communication
 
 WINDOW_DAYS = 90  # messages_90d, responses_90d
 HORIZON_DAYS = WINDOW_DAYS + 5  # rows kept behind the newest event's business day

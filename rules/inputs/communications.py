@@ -10,7 +10,7 @@ and raises :class:`~rules.errors.RejectedInput` with the receipts' reason codes
 (``missing_field``, ``bad_type``, ``bad_value``, ``naive_timestamp``, ``bad_timestamp``,
 ``future_timestamp``, ``too_old_timestamp``) plus ``unknown_channel`` and ``unknown_event``.
 The client id is required (a message goes to somebody). Events are deduplicated by
-``event_id`` per client (:mod:`rules.state`); late and out-of-order events are folded in
+``event_id`` per client (:mod:`rules.record.state`); late and out-of-order events are folded in
 like receipts.
 """
 
@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from rules.errors import RejectedInput
-from rules.receipts import _client_id, _instant, _str
+from rules.inputs.receipts import _client_id, _instant, _str
 
 CHANNELS = ("email", "sms", "push", "messenger", "call")
 EVENTS = ("sent", "delivered", "opened", "clicked", "replied", "answered", "unsubscribed", "bounced")

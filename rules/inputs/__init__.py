@@ -1,0 +1,1 @@
+"""Client inputs: the contract of receipts, profiles and communication events."""

@@ -1,0 +1,1 @@
+"""The per-client record: purchases (state) and communications (comm)."""
