@@ -143,6 +143,8 @@ class ClientHandler:
              read: Callable[[bytes], bytes | None] | None = None) -> Handled:
         if message[:1] in (codecs.PROBE, WATERMARK):
             return Handled("probe", "probe")  # its only job: be a later record (agents.monitor)
+        if message[:1] == codecs.CAMPAIGN:
+            return self._campaign(message, stored)
         due_old, state = None, None
         if stored is not None:
             due_old, raw_state = codecs.split_table_value(stored)
@@ -215,6 +217,25 @@ class ClientHandler:
         due_new = calendar_due(self.scenarios, scenarios, state, due_new)
         out.value = codecs.table_value(due_new, dump_state(state), scenarios, self.engine.fingerprint)
         out.due_old, out.due_new = due_old, due_new
+        return out
+
+    def _campaign(self, message: bytes, stored: bytes | None) -> Handled:
+        """A one-off campaign for this client (app.batch.campaign): decided by the scenario
+        runner against the client's current segments and scenario state."""
+        out = Handled("campaign", "campaign")
+        if stored is None or self.scenarios is None:
+            return out  # not a client (any more), or no scenarios here: nothing to send
+        doc = loads(message[1:])
+        due, raw_state = codecs.split_table_value(stored)
+        part = codecs.scenario_part(stored)
+        scen, step = self.scenarios.campaign(
+            load_scenarios(part) if part is not None else None, load_state(raw_state), str(doc["scenario"]),
+            str(doc["campaign"]), str(doc["dimension"]), str(doc["segment"]), int(doc["at"]),
+            to_epoch(self.clock()))
+        out.scenarios = step
+        if step.changed and scen is not None:
+            out.value = codecs.table_value(due, raw_state, dump_scenarios(scen), codecs.table_rules(stored))
+            out.due_old = out.due_new = due
         return out
 
     def stale(self, stored: bytes) -> bool:

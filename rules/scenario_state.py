@@ -269,6 +269,32 @@ class ScenarioRunner:
             self.decide_all(state, [s], fired, now, client, step)
         return state, step
 
+    def campaign(self, state: ClientScenarios | None, client: ClientState, scenario_id: str,
+                 campaign: str, dimension: str, segment: str, at: int,
+                 now: int | None = None) -> tuple[ClientScenarios | None, Step]:
+        """A one-off campaign (a loaded scenario with ``trigger: {manual: true}``) sent at
+        ``at`` to the members of ``dimension``/``segment``: the client gets the action if it
+        is a member now, through the same conditions, caps and consent as any trigger.
+        Sent twice (a redelivery, the command run again), the campaign decides once."""
+        step = Step()
+        s = self.by_id.get(scenario_id)
+        if s is None or not s.trigger.manual:
+            step.skipped.append((scenario_id, "unknown_campaign"))
+            return state, step
+        current = client.segments.get(dimension)
+        if current is None or current[0] != segment:
+            step.skipped.append((s.id, "not_member"))
+            return state, step
+        state = state or ClientScenarios(client.client_id)
+        tid = ev.action_id(f"campaign:{campaign}:{client.client_id}", s.id)[:16]
+        if tid in state.seen:
+            step.skipped.append((s.id, "duplicate"))
+            return state, step
+        fired = Fired(tid, at, None, {"id": tid, "campaign": campaign, "time": iso(at),
+                                      "dimension": dimension, "segment": segment})
+        self.decide_all(state, [s], fired, now, client, step)
+        return state, step
+
     # -- internals ------------------------------------------------------------------------
 
     def context(self, scenario: Scenario, metrics: dict[str, Any] | None, state: ClientScenarios,

@@ -9,6 +9,7 @@ caller's job, this module only parses text, so the core stays free of I/O)::
     params: {margin: 0.3, ltv_share: 0.05}
     trigger: {dimension: boostfeel, entered: at_risk}   # or left: [...]; optional from / to
     # or a calendar trigger: {yearly: "03-08", at: "10:00", dimension: gender, in: f}
+    # or {manual: true}: a one-off campaign, sent to a segment's members by loyalty campaign
     #   (on: 2026-03-08 for one date; dimension / in optional: every client)
     campaign: spring_2026             # groups actions in the per-campaign report, optional
     when: "lifetime_visits >= 2"      # eligibility (CEL), optional
@@ -93,8 +94,8 @@ def check_against(scenario: Scenario, rulesets: list[RuleSet]) -> None:
     trig = scenario.trigger
     dim = where.get(trig.dimension)
     fail = _failer(scenario.path, scenario.id)
-    if trig.calendar is not None and not trig.dimension:
-        return
+    if trig.manual or (trig.calendar is not None and not trig.dimension):
+        return  # a campaign names its segment when it is sent (loyalty campaign)
     if dim is None:
         raise fail(f"dimension {trig.dimension!r} is not defined by the loaded rule sets "
                    f"({', '.join(sorted(where)) or 'none'})", trig.line)

@@ -307,6 +307,8 @@ def parser() -> argparse.ArgumentParser:
     scc.add_argument("files", nargs="+", help="scenario YAML files or preset names")
     scc.add_argument("--rules", action="append", default=[], help="also check against these rule sets")
     scc.set_defaults(fn=cmd_scenarios_check)
+    from app.batch import campaign  # loyalty campaign
+    campaign.register(sub)
     from app.batch import callplan  # loyalty call-plan
 
     callplan.register(sub)

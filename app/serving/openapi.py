@@ -165,6 +165,19 @@ def document() -> dict[str, Any]:
                 "conversion_rate": {"type": ["number", "null"]}}}}, "per-scenario or per-campaign figures"),
             [_q("by", "group by scenario (default) or campaign",
                 {"type": "string", "enum": ["scenario", "campaign"], "default": "scenario"})])},
+        "/campaigns": {"post": {
+            "summary": "Send a one-off campaign (a loaded scenario with trigger {manual: true}) to the "
+                       "current members of a segment, through the contact policy",
+            "parameters": [],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["scenario", "dimension", "segment"],
+                "properties": {"scenario": _STR, "dimension": _STR, "segment": _STR,
+                               "id": {"type": "string", "description": "campaign id: sent again with "
+                                      "the same id, it reaches nobody twice"}}}}}},
+            "responses": {"202": _json({"type": "object", "properties": {
+                "campaign": _STR, "members": {"type": "integer"}, "at": {"type": "integer"}}},
+                "sent to the members the projection lists; each worker decides for its clients"),
+                **{c: _ERR[c] for c in ("400", "401", "503")}}}},
         "/rules/preview": {"post": _op(
             "How many clients would enter and leave each segment under a rule set, now",
             _json({"type": "object", "properties": {

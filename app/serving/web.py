@@ -67,6 +67,41 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
     mount(web_app, api, settings.api_token, lambda: pipeline.clients.data.items(),
           Cluster(peers, lambda: local_partitions(app, table_topic)))
     mount_scenario_report(web_app, projection)
+    mount_campaigns(web_app, settings, pipeline.scenarios)
+
+
+def mount_campaigns(web_app: web.Application, settings: Any, runner: Any) -> None:
+    """POST /campaigns: send a one-off campaign (a loaded scenario with ``trigger: {manual:
+    true}``) to the current members of a segment (app.batch.campaign). Body: JSON
+    ``{"scenario", "dimension", "segment", "id"?}``; answers 202 with the campaign id and how
+    many members it was sent to (each worker decides for its clients, through the contact
+    policy)."""
+
+    async def campaigns(request: web.Request) -> web.Response:
+        from app.batch.campaign import CampaignError, send
+
+        try:
+            body = await request.json()
+        except ValueError:
+            raise bad("body", "a JSON object") from None
+        if not isinstance(body, dict):
+            raise bad("body", "a JSON object")
+        for key in ("scenario", "dimension", "segment"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise bad(key, "required, a string")
+        cid = body.get("id")
+        if cid is not None and (not isinstance(cid, str) or not cid):
+            raise bad("id", "a string")
+        scenario = runner.by_id.get(body["scenario"]) if runner is not None else None
+        if scenario is None or not scenario.trigger.manual:
+            raise bad("scenario", f"no loaded campaign scenario {body['scenario']!r} (trigger: {{manual: true}})")
+        try:
+            sent = await send(settings, body["scenario"], body["dimension"], body["segment"], cid)
+        except CampaignError as exc:
+            raise bad("dimension", str(exc)) from None
+        return json_response(sent.as_dict(), 202)
+
+    web_app.add_routes([web.post("/campaigns", campaigns)])
 
 
 def mount_scenario_report(web_app: web.Application, projection: Projection) -> None:

@@ -1,7 +1,8 @@
 """Wire formats: the internal client-events envelope, table values, DLQ headers.
 
 * ``loyalty.client-events`` values: one kind byte then the payload: ``R`` + receipt JSON,
-  ``P`` + profile JSON, ``C`` + communication event JSON, ``T`` + 8-byte due instant (a
+  ``P`` + profile JSON, ``C`` + communication event JSON, ``K`` + a one-off campaign
+  (app.batch.campaign), ``T`` + 8-byte due instant (a
   tick from the due scanner), ``Q``
   alone (a probe from the stall monitor: no effect but to reveal a gap, agents.monitor).
 * ``clients`` table values: ``0x01``, the 8-byte fingerprint of the rules that evaluated
@@ -24,6 +25,7 @@ import orjson
 from rules import RejectedInput
 
 RECEIPT, PROFILE, TICK, PROBE, COMMUNICATION = b"R", b"P", b"T", b"Q", b"C"
+CAMPAIGN = b"K"  # + JSON {scenario, campaign, dimension, segment, at}: app.batch.campaign
 _DUE = struct.Struct(">q")
 
 

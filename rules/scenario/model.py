@@ -63,10 +63,11 @@ class Trigger:
 
     calendar: Calendar | None = None  # a calendar trigger (no change event fires it)
     members: tuple[str, ...] = ()  # calendar: segments of ``dimension`` to be in (empty: any client)
+    manual: bool = False  # a one-off campaign's scenario: only ``loyalty campaign`` fires it
 
     def matches(self, data: dict[str, Any]) -> bool:
         """Does a ``loyalty.segment.changed`` event's data fire this trigger?"""
-        if self.calendar is not None or data.get("dimension") != self.dimension:
+        if self.calendar is not None or self.manual or data.get("dimension") != self.dimension:
             return False
         frm, to = data.get("from"), data.get("to")
         if self.entered:

@@ -124,6 +124,10 @@ class Parser:
             raise self.fail("'trigger' must be a mapping with 'dimension' and 'entered' or 'left'", line)
         if {"on", "True", "yearly"} & set(raw):
             return self._calendar(raw)
+        if "manual" in raw:  # {manual: true}: a one-off campaign (loyalty campaign fires it)
+            if raw.get("manual") is not True or len(raw) != 1:
+                raise self.fail("a campaign's trigger is exactly {manual: true}", raw.line)
+            return Trigger("", line=raw.line, manual=True)
         self._keys(raw, _TRIGGER, " in trigger")
         dim = raw.get("dimension")
         if not isinstance(dim, str) or not _ID.match(dim):

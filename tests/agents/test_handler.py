@@ -235,3 +235,25 @@ def test_communications_are_routed_applied_deduplicated_and_due() -> None:
     assert out.due_new == to_epoch(sent) + 31 * 86_400
     dup = h.handle("c-1", env, out.value)
     assert (dup.outcome, dup.value, dup.events) == ("duplicate", None, [])
+
+
+def test_a_campaign_message_decides_the_campaign_for_a_stored_member(tmp_path: Path) -> None:
+    from app.batch.campaign import message
+    from rules.scenario.policy import ContactPolicy
+    from rules.scenario_state import ScenarioRunner
+    from rules.scenarios import loads as load_scenario
+
+    spring = load_scenario("scenario: spring\ncampaign: spring_2026\ntrigger: {manual: true}\n"
+                           "action: {offer: gift, channel: sms, template: spring_v1}\n")
+    h = ClientHandler(Engine([load_ruleset("boostfeel")]), lambda: NOW,
+                      ScenarioRunner([spring], policy=ContactPolicy()))
+    stored = h.handle("c-1", codecs.envelope(codecs.RECEIPT, receipt("r1", NOW - timedelta(days=2))), None).value
+    assert stored is not None
+    at = to_epoch(NOW)
+    out = h.handle("c-1", message("spring", "k-1", "boostfeel", "other", at), stored)
+    assert [a["data"]["scenario"] for a in out.actions] == ["spring"] and out.value is not None
+    assert codecs.table_due(out.value) == codecs.table_due(stored)  # the record is not touched
+    assert codecs.split_table_value(out.value)[1] == codecs.split_table_value(stored)[1]
+    again = h.handle("c-1", message("spring", "k-1", "boostfeel", "other", at), out.value)
+    assert again.actions == [] and again.scenarios.skipped == [("spring", "duplicate")]
+    assert h.handle("c-2", message("spring", "k-1", "boostfeel", "other", at), None).actions == []
