@@ -23,6 +23,7 @@ must all check), ``LOYALTY_TOPIC_ACTIONS`` (loyalty.scenario-actions),
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,18 @@ def build_runner(settings: Any, rulesets: list[RuleSet]) -> ScenarioRunner | Non
         return None
     log.info("scenarios: %s", ", ".join(f"{s.id} ({s.summary()})" for s in scenarios))
     return ScenarioRunner(scenarios, tz=settings.timezone, policy=load_policy(settings.contact_policy))
+
+
+def calendar_fingerprint(rules: bytes, runner: ScenarioRunner | None) -> bytes:
+    """The table fingerprint of a worker: its rules', folded with the calendar scenarios'
+    ids and versions when it runs any. A client's due instant includes its next calendar
+    occurrence; deploying (or changing) a calendar scenario changes the fingerprint, so the
+    sweep after a rules change ticks every stored client once and its due instant includes
+    the new occurrences (else a client with no input before the date would miss it)."""
+    if runner is None or not runner.calendars:
+        return rules
+    text = "\x1f".join(sorted(f"{s.id}={s.version}" for s in runner.calendars))
+    return hashlib.sha256(rules + text.encode()).digest()[:8]
 
 
 def load_policy(path: str) -> ContactPolicy:

@@ -37,7 +37,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     from agents.pipeline import Pipeline, register
     from agents.population import Rounds
     from agents.population_io import register_population
-    from agents.scenarios import build_runner, register_actions
+    from agents.scenarios import build_runner, calendar_fingerprint, register_actions
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -85,6 +85,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         raise SettingsError("LOYALTY_STORE", "rules that read population.* need the rocksdb:// store "
                             "(population rounds scan each partition's database)")
     runner = build_runner(settings, engine.rulesets)
+    engine.fingerprint = calendar_fingerprint(engine.fingerprint, runner)  # see its docstring
     pipeline = Pipeline(
         app=app,
         engine=engine,

@@ -74,3 +74,24 @@ def test_a_later_message_decides_a_missed_occurrence_before_itself() -> None:
     now[0] = MARCH_8 + 4 * 86_400  # processed four days late: past the default 72 hours
     late = handler.handle("anna", codecs.tick(MARCH_8, MARCH_8 + 86_400), anna)
     assert late.actions == [] and late.scenarios.skipped == [("women_day", "stale")]
+
+
+def test_deploying_a_calendar_scenario_sweeps_the_stored_clients_onto_its_date() -> None:
+    """A client stored before the scenario was deployed has no due instant for the date; the
+    worker's fingerprint folds the calendar scenarios in, so the sweep ticks it once and its
+    due instant becomes the occurrence."""
+    from agents.scenarios import calendar_fingerprint
+
+    now = [MARCH_8 - 10 * 86_400]
+    before = ClientHandler(Engine([load_ruleset("demographics")], tz="Europe/Moscow"),
+                           lambda: datetime.fromtimestamp(now[0], UTC))
+    anna = _client(before, "anna", "f")
+    assert codecs.table_due(anna) != MARCH_8
+    after = _handler(now)
+    after.engine.fingerprint = calendar_fingerprint(after.engine.fingerprint, after.scenarios)
+    assert after.engine.fingerprint != before.engine.fingerprint
+    assert after.stale(anna)  # the sweep's tick for it
+    out = after.handle("anna", codecs.tick(now[0], now[0]), anna)
+    assert out.value is not None and codecs.table_due(out.value) == MARCH_8
+    assert not after.stale(out.value) and out.events == []  # same rules: no change event
+    assert calendar_fingerprint(b"12345678", None) == b"12345678"
