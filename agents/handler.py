@@ -38,6 +38,7 @@ class Handled:
     occurred_at: datetime | None = None
     scenarios: Step = field(default_factory=Step)  # scenario actions/conversions it caused
     archive: dict[bytes, bytes] = field(default_factory=dict)  # archive keys -> new values
+    facts: list[dict[str, Any]] = field(default_factory=list)  # receipt facts (period reports)
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -126,6 +127,7 @@ class ClientHandler:
             if main.value is None and value is not None and value is not stored:  # only released ones wrote
                 main.value, main.due_new = value, codecs.table_due(value)
         main.events = [e for out in done for e in out.events] + main.events
+        main.facts = [f for out in done for f in out.facts] + main.facts
         steps = [out.scenarios for out in done] + [main.scenarios]
         main.scenarios.actions = [a for st in steps for a in st.actions]
         main.scenarios.conversions = [c for st in steps for c in st.conversions]
@@ -176,6 +178,8 @@ class ClientHandler:
                     return read(archive_key(client_id, month))
             result = self.engine.receipt(state, receipt, archived)
             out = Handled("receipt", result.outcome.value, occurred_at=receipt.occurred_at)
+            if result.outcome is Outcome.APPLIED and result.state is not None:
+                out.facts.append(self.engine.fact(result.state, receipt))
             for month, (sales, rets) in result.archive.items():
                 key = archive_key(client_id, month)
                 out.archive[key] = archive_add(read(key) if read is not None else None, sales, rets)

@@ -77,6 +77,7 @@ class Pipeline:
     partitions: int = 1  # of the client-events topic
     sources: Source = field(default_factory=Source)  # agents.watermark, routers' side
     sink: Sink = field(default_factory=Sink)  # agents.watermark, clients agent's side
+    facts: Any = None  # the receipt-facts topic (period reports), or None: not published
     rounds: Any = None  # agents.population.Rounds (rules that read the population), or None
     population_topic: str = ""  # LOYALTY_TOPIC_POPULATION
     swept: dict[int, int] = field(default_factory=dict)  # partition -> round instant swept
@@ -358,6 +359,7 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
     """
     changes_topic = p.changes.get_topic_name()
     actions_topic = p.actions.get_topic_name() if p.actions is not None else ""
+    facts_topic = p.facts.get_topic_name() if p.facts is not None else ""
     pending: dict[bytes, bytes] = {}  # client key -> table value not yet written
     done: list[_Done] = []
     sent = []
@@ -396,6 +398,10 @@ async def _process_batch(p: Pipeline, handler: ClientHandler, table: ClientTable
                 p.metrics.due_lateness.observe(max(0.0, now - due_at))
             sent.append(await send(p.app, p.direct_sends, ctx, p.changes, changes_topic, key,
                                    orjson.dumps(change)))
+        for fact in out.facts:  # receipt facts for the period reports, acked like changes
+            if p.facts is not None:
+                sent.append(await send(p.app, p.direct_sends, ctx, p.facts, facts_topic, key,
+                                       orjson.dumps(fact)))
         for action in out.actions:  # scenario actions and conversions, acked like changes
             sent.append(await send(p.app, p.direct_sends, ctx, p.actions, actions_topic, key,
                                    orjson.dumps(action)))

@@ -21,12 +21,12 @@ one). And it counts scenario actions and conversions from the actions topic
 ``loyalty projection rebuild`` fills a fresh generation of the keyspace from Kafka:
 
 1. the segment-changes topic from its beginning (history: transitions per day, last
-   month's segment, previous segments),
+   month's segment, previous segments, membership intervals),
 2. then the ``<app id>-clients-changelog`` topic (the compacted changelog of the clients
    table: every client's current segments and metrics, complete even where the changes
    topic's retention has dropped old changes),
-3. copies snapshot and transition days the new generation lacks from the old one (history
-   older than the topic's retention),
+3. copies snapshot and transition days and membership intervals the new generation lacks
+   from the old one (history older than the topic's retention: app.projection.history_write),
 4. switches readers and writers to the new generation, applies the changes published
    meanwhile, and deletes the old generation.
 """
@@ -43,15 +43,16 @@ import faust
 import orjson
 from faust.types import TP
 
+from app.projection import periods
 from app.projection import scenarios as scenario_counts
 from app.projection.audience import Contacts, contacts_from_value, contacts_row, write_contacts
+from app.projection.history_write import copy_older, writer_projection
 from app.projection.store import (
     REVENUE_METRIC,
     Projection,
     Update,
     cents,
     drop_generation,
-    namespace,
     text,
 )
 from app.settings import Settings
@@ -87,8 +88,7 @@ class Projector:
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
         self.engine: Engine = pipeline.engine
-        self.projection = projection or Projection.from_url(
-            settings.redis_url, namespace(settings.app_id), settings.timezone)
+        self.projection = projection or writer_projection(settings)  # with LOYALTY_HISTORY_DAYS
         self.applied = 0
         self.last_snapshot: tuple[str, float] | None = None
         self.dirty = True
@@ -102,6 +102,8 @@ class Projector:
         out = [s.topic_changes, s.clients_changelog]
         if self.pipeline.scenarios is not None:
             out.append(s.topic_actions)
+        if s.facts_topic:
+            out.append(s.facts_topic)  # receipt facts: period reports (app.projection.periods)
         return out
 
     async def apply_any(self, records: list[Any]) -> int:
@@ -111,9 +113,17 @@ class Projector:
             return await self.apply_records(records)
         if topic == self.settings.clients_changelog:
             return await self.apply_metrics(records)
+        if topic == self.settings.facts_topic:
+            rows_f = periods.facts(r.value for r in records)
+            await self._retry(lambda: self._count_facts(rows_f), 0.0)
+            return len(rows_f)
         rows = scenario_counts.counted(r.value for r in records)
         await self._retry(lambda: self._count_scenarios(rows), 0.0)
         return len(rows)
+
+    async def _count_facts(self, rows: list[periods.Fact]) -> None:
+        await periods.count(self.projection.redis, await self.projection.prefix_now(), rows,
+                            self.projection.days.cal)
 
     async def _count_scenarios(self, rows: list[scenario_counts.Row]) -> None:
         await scenario_counts.count(self.projection.redis, await self.projection.prefix_now(), rows)
@@ -323,7 +333,7 @@ async def read_topic(settings: Settings, topic: str, on_batch: Callable[[list[An
 
 async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None] = print,
                   settle: float = 2.0) -> dict[str, Any]:
-    proj = Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
+    proj = writer_projection(settings)  # the membership history too, from the change topic
     redis = proj.redis
     lock = f"{proj.ns}:rebuild:lock"
     if not await redis.set(lock, str(time.time()), nx=True, ex=3600):
@@ -358,7 +368,7 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
         say(f"changes topic: {stats['changes']} changes, {stats['changes_applied']} applied")
         await read_topic(settings, settings.clients_changelog, changelog)
         say(f"clients changelog: {stats['clients']} records")
-        copied = await _copy_history(proj, old, new)
+        copied = await _copy_history(proj, old, new) + await copy_older(proj, old, new)
         await redis.set(proj.gen_key, new)
         say(f"switched to generation {new}; copied {copied} history keys from {old}")
 
@@ -373,6 +383,13 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
             stats["scenario_events"] += await scenario_counts.count(redis, proj.prefix(new), rows)
 
         await read_topic(settings, settings.topic_actions, scenarios)
+
+        async def receipt_facts(records: list[Any]) -> None:
+            stats["receipt_facts"] = stats.get("receipt_facts", 0) + await periods.count(
+                redis, proj.prefix(new), periods.facts(r.value for r in records), proj.days.cal)
+
+        if settings.facts_topic:
+            await read_topic(settings, settings.facts_topic, receipt_facts)
         await proj.snapshot(proj.days.day(int(settings.clock_fn()().timestamp())), gen=new)
         stats["deleted"] = await drop_generation(redis, proj.prefix(old))
         stats["generation"] = int(new)

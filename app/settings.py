@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     partitions: int = _env("LOYALTY_PARTITIONS", 8, "partitions of the topics this service creates", ge=1)
     topic_receipts: str = _env("LOYALTY_TOPIC_RECEIPTS", "pos.receipts", "input: POS receipts")
     topic_profiles: str = _env("LOYALTY_TOPIC_PROFILES", "crm.client-profiles", "input: CRM client profiles")
+    topic_facts: str = _env("LOYALTY_TOPIC_FACTS", "loyalty.receipt-facts",
+                            "output: one fact per applied receipt (amount, segments) for the period "
+                            "reports; none: not published (and no period report)")
     topic_communications: str = _env("LOYALTY_TOPIC_COMMUNICATIONS", "crm.communications",
                                      "input: communication events (messages sent, opened, answered...)")
     topic_changes: str = _env("LOYALTY_TOPIC_CHANGES", "loyalty.segment-changes",
@@ -131,6 +134,9 @@ class Settings(BaseSettings):
                            le=65535)
     lookup_cache: int = _env("LOYALTY_LOOKUP_CACHE", 100_000,
                              "clients whose rendered lookup the lookup server keeps (0: none)", ge=0)
+    history_days: int = _env("LOYALTY_HISTORY_DAYS", 730,
+                             "membership history in the projection: intervals that ended more than this many "
+                             "days before a client's latest change in the dimension are dropped", ge=1, le=36600)
     web_max_connections: int = _env("LOYALTY_WEB_MAX_CONNECTIONS", 1024,
                                     "open connections the worker's HTTP server accepts; beyond: 503 and close", ge=1)
     web_header_timeout: float = _env("LOYALTY_WEB_HEADER_TIMEOUT", 10.0,
@@ -229,6 +235,11 @@ class Settings(BaseSettings):
     def canonical_url(self) -> str:
         """Where the other workers reach this worker's HTTP API (LOYALTY_ADVERTISED_URL)."""
         return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def facts_topic(self) -> str | None:
+        """The receipt-facts topic (None: ``LOYALTY_TOPIC_FACTS=none``, not published)."""
+        return None if self.topic_facts.strip().lower() in ("", "none") else self.topic_facts
 
     @property
     def clients_changelog(self) -> str:

@@ -21,10 +21,10 @@ from typing import Any
 from rules.calendar import DAY_S, BusinessCalendar, to_epoch
 from rules.errors import RuleSetError
 from rules.evaluate import Plan, Verdict, effective
-from rules.events import DEFAULT_SOURCE, segment_changed
+from rules.events import DEFAULT_SOURCE, receipt_fact, segment_changed
 from rules.inputs.communications import Communication
-from rules.inputs.receipts import Profile, Receipt
-from rules.metrics import CATALOGUE, MetricView
+from rules.inputs.receipts import CURRENCY_EXPONENT, Profile, Receipt
+from rules.metrics import CATALOGUE, MetricView, money_text
 from rules.population import Snapshot, Spec, Stat
 from rules.record import comm as comm_state
 from rules.record.state import (
@@ -271,6 +271,14 @@ class Engine:
         return behind
 
     # -- views ------------------------------------------------------------------------------
+
+    def fact(self, state: ClientState, receipt: Receipt) -> dict[str, Any]:
+        """The receipt fact of a receipt just applied to ``state`` (:func:`rules.events.receipt_fact`)."""
+        assert receipt.client_id is not None
+        sign = 1 if receipt.type == "sale" else -1
+        return receipt_fact(receipt.receipt_id, receipt.client_id, receipt.at, receipt.type,
+                            money_text(sign * receipt.total, CURRENCY_EXPONENT.get(receipt.currency, 2)),
+                            receipt.currency, self.segments(state))
 
     def segments(self, state: ClientState) -> dict[str, str]:
         return {dim.id: state.segments[dim.id][0] for _, dim in self.dims if dim.id in state.segments}

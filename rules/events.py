@@ -16,6 +16,15 @@ EVENT_TYPE = "loyalty.segment.changed"
 DEFAULT_SOURCE = "urn:loyalty:segmentation"
 
 
+def receipt_fact(receipt_id: str, client_id: str, at: int, kind: str, amount: str, currency: str,
+                 segments: dict[str, str]) -> dict[str, Any]:
+    """What a period report needs of one applied receipt (``loyalty.receipt-facts``): its
+    instant, signed net amount (a decimal string: a return is negative), currency and the
+    client's segments right after it was evaluated (the segments it is attributed to)."""
+    return {"receipt_id": receipt_id, "client_id": client_id, "time": iso(at), "type": kind,
+            "amount": amount, "currency": currency, "segments": segments}
+
+
 def change_id(client_id: str, dimension: str, at: int, from_: str | None, to: str, version: str) -> str:
     key = f"{client_id}\x1f{dimension}\x1f{at}\x1f{from_ or ''}\x1f{to}\x1f{version}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]

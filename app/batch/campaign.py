@@ -95,8 +95,8 @@ def register(sub: Any) -> None:
     c = sub.add_parser("campaign", help="send a one-off offer (a scenario with trigger {manual: true}) "
                        "to the current members of a segment, through the contact policy")
     c.add_argument("--scenario", required=True, help="id of the campaign's scenario, loaded by the workers")
-    c.add_argument("--dimension", required=True)
-    c.add_argument("--segment", required=True)
+    c.add_argument("--dimension", required=True, help="the dimension of the audience segment")
+    c.add_argument("--segment", required=True, help="the segment whose current members get the offer")
     c.add_argument("--id", help="campaign id: sending the same id again reaches nobody twice "
                    "(default: SCENARIO-EPOCH)")
     c.add_argument("--at", type=int, help="the campaign instant, epoch seconds (default: now)")

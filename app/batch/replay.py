@@ -81,6 +81,7 @@ class Replay:
     cadence: str = "day"  # population snapshots (rules.population.CADENCES)
     next_snapshot: int | None = None  # epoch s; None: no purchase yet (or no population rules)
     scenarios: Any = None  # app.batch.replay_scenarios.ScenarioFeed (None: no scenarios)
+    on_fact: Callable[[dict[str, Any]], None] | None = None  # receipt facts (--facts-out)
 
     def population_until(self, t: int) -> None:
         """Take the snapshots due at or before ``t`` (before an input at ``t`` is applied)."""
@@ -201,6 +202,8 @@ class Replay:
             self.stats.duplicates += 1
         else:
             self.stats.applied += 1
+            if self.on_fact is not None:
+                self.on_fact(self.engine.fact(result.state, receipt))
             if self.scenarios is not None:
                 self.scenarios.receipt(receipt)
         self._emit(result.events)

@@ -70,6 +70,13 @@ def _replay_inputs(args: argparse.Namespace) -> list[tuple[str, Iterator[tuple[i
     return inputs
 
 
+def _writer(out: Any) -> Any:
+    def write(row: dict[str, Any]) -> None:
+        out.write(orjson.dumps(row) + b"\n")
+
+    return write
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from app.batch.replay import Replay, progress, time_order, write_jsonl
 
@@ -84,7 +91,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     memory = args.sort_memory * 1024 * 1024
     started = time.perf_counter()
     with _open_out(args.changes_out) as changes, _open_out(args.rejects_out) as rejects, \
-            _open_out(args.segments_out) as segments, _open_out(args.actions_out) as actions:
+            _open_out(args.segments_out) as segments, _open_out(args.actions_out) as actions, \
+            _open_out(args.facts_out) as facts:
         from app.batch.replay_scenarios import from_args as scenario_feed
 
         feed = scenario_feed(args, engine, actions)  # --scenarios (None: none)
@@ -96,12 +104,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if rejects is not None:
                 rejects.write(orjson.dumps(row) + b"\n")
 
+        if args.jobs > 1 and facts is not None:
+            raise SystemExit("loyalty replay: --facts-out runs in one process: drop --jobs")
         if args.jobs > 1:
             st, rule_errors = _replay_jobs(args, inputs, earliest, memory // args.jobs,
                                            {"changes": changes, "rejects": rejects, "segments": segments})
         else:
             replay = Replay(engine, args.as_of, on_change, on_reject, earliest=earliest,
-                            cadence=args.population_cadence, scenarios=feed)
+                            cadence=args.population_cadence, scenarios=feed,
+                            on_fact=None if facts is None else _writer(facts))
             if args.order == "time":
                 time_order(replay, inputs, memory)
             else:
@@ -268,6 +279,8 @@ def parser() -> argparse.ArgumentParser:
                    "(LOYALTY_POPULATION_CADENCE)")
     r.add_argument("--population-out", help="the last population snapshot as JSON (rules that read population.*)")
     r.add_argument("--segments-out", help="one line per client")
+    r.add_argument("--facts-out", help="one receipt fact per applied receipt: amount and the segments it is "
+                   "attributed to (what the worker publishes to LOYALTY_TOPIC_FACTS for the period reports)")
     r.add_argument("--changes-out", help="CloudEvents of every segment change")
     r.add_argument("--rejects-out", help="rejected lines with reasons")
     r.add_argument("--summary-out", help="the summary without timings (identical for any order of the lines)")
@@ -307,6 +320,8 @@ def parser() -> argparse.ArgumentParser:
     scc.add_argument("files", nargs="+", help="scenario YAML files or preset names")
     scc.add_argument("--rules", action="append", default=[], help="also check against these rule sets")
     scc.set_defaults(fn=cmd_scenarios_check)
+    from app.projection import periods  # loyalty period-report
+    periods.register(sub)
     from app.batch import campaign  # loyalty campaign
     campaign.register(sub)
     from app.batch import callplan  # loyalty call-plan
@@ -319,10 +334,12 @@ def parser() -> argparse.ArgumentParser:
 def _add_service_commands(sub: Any) -> None:
     """Commands that talk to Kafka or Redis (registered by :mod:`app.cli.service`)."""
     from app.cli import audience as audience_cli
+    from app.cli import history as history_cli
     from app.cli import service as service_cli
 
     service_cli.register(sub)
     audience_cli.register(sub)
+    history_cli.register(sub)  # loyalty history was|entered|stays|cohorts
 
 
 def main(argv: list[str] | None = None) -> int:

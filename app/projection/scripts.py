@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from app.projection.history import HISTORY
+
 # Both writers of a client's revenue: set it and move its contribution to the revenue of the
 # segment it holds in each dimension.
 _SET_REVENUE = """
@@ -49,9 +51,11 @@ end
 # [5] to [6] from [7] t (epoch s) [8] month of t [9] month before [10] day of t [11] rule
 # [12] event metrics JSON [13] "1" count the transition [14] summary metrics JSON ("" none)
 # [15] metrics_at [16] revenue cents ("" none) [17] score of the day [18] t as RFC 3339
-# [19] metrics_at as RFC 3339. Returns 1 applied, 0 stale or duplicate, -1 generation switched.
-# An empty dimension updates the summary metrics and revenue only (no segment, no counting).
-APPLY = _SET_REVENUE + """
+# [19] metrics_at as RFC 3339 [20] seconds of membership history kept (LOYALTY_HISTORY_DAYS).
+# Returns 1 applied, 0 stale or duplicate, -1 generation switched. An empty dimension updates
+# the summary metrics and revenue only (no segment, no counting). A counted change is also
+# appended to the membership history (app.projection.history: its own ordering check).
+APPLY = _SET_REVENUE + HISTORY + """
 if ARGV[1] ~= '' then
   local g = redis.call('GET', KEYS[1]) or '0'
   if g ~= ARGV[1] then return -1 end
@@ -101,6 +105,9 @@ if ok then
     redis.call('ZADD', p .. 'trdays:' .. dim, ARGV[17], ARGV[10])
   end
   applied = 1
+end
+if ARGV[13] == '1' and dim ~= '' then
+  history(p, cid, ck, dim, from, to, t, tonumber(ARGV[20]))
 end
 if ARGV[14] ~= '' or ARGV[16] ~= '' then
   local nat = tonumber(ARGV[15])

@@ -11,9 +11,9 @@ Keyspace (``NS`` = ``loyalty:<app id>``; ``P`` = ``NS:<generation>:``; standalon
                                  <d> segment, <d>:since (epoch s), <d>:prev (segment before,
                                  "" none), <d>:v (version: event time, epoch s), <d>:sm
                                  (YYYY-MM of since), <d>:vk (changes applied at second
-                                 <d>:v), <d>:lm + <d>:lmseg (a month and the
-                                 segment held at its end), <d>:rule, <d>:m (metrics JSON of
-                                 the change), <d>:rev (revenue counted in rev:<d>)
+                                 <d>:v), <d>:lm + <d>:lmseg (a month and the segment held
+                                 at its end), <d>:rule, <d>:m (metrics JSON of the change),
+                                 <d>:rev (revenue in rev:<d>), <d>:h (app.projection.history)
                                and metrics (JSON: every summary metric, from the clients
                                table), metrics_at (epoch s), revenue (cents of lifetime_value),
                                metrics_ati (metrics_at, RFC 3339), <d>:j and doc (the
@@ -41,10 +41,10 @@ time zone, relative to the service clock). When a change lands in a later month 
 stored ``since``, the stored segment is recorded as the one held at the end of the month
 before the change (``<d>:lm``/``<d>:lmseg``).
 
-Days and months are business days/months (``LOYALTY_TIMEZONE``). Revenue is
-``lifetime_value`` (net revenue to date) of each client as of its latest projected change,
-in cents of the major unit. History (tr:, snap:) is never expired; it lasts as long as
-Redis keeps its data (RDB/AOF persistence: run Redis with ``appendonly yes`` in production).
+Days and months are business days/months (``LOYALTY_TIMEZONE``). Revenue is ``lifetime_value``
+(net revenue to date) of each client as of its latest projected change, in cents of the major
+unit. History (tr:, snap:) is never expired (the membership history is: LOYALTY_HISTORY_DAYS);
+it lasts as long as Redis keeps its data (persistence: ``appendonly yes`` in production).
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ REVENUE_METRIC = "lifetime_value"
 # the client hash's non-dimension fields (doc*: see app.projection.scripts; the digests:
 # app.projection.audience)
 CLIENT_FIELDS = ("metrics", "metrics_at", "metrics_ati", "revenue", "doc", "email_sha256", "phone_sha256")
-
 
 
 def text(value: Any) -> str:
@@ -158,6 +157,7 @@ class StaleGeneration(Exception):
 
 class Projection:
     """Reads and writes one service's projection (``namespace`` = ``loyalty:<app id>``)."""
+    history_days = 730  # membership history kept (LOYALTY_HISTORY_DAYS; app.projection.history)
 
     def __init__(self, redis: aioredis.Redis, namespace: str, tz: str = "UTC") -> None:
         self.redis = redis
@@ -253,7 +253,7 @@ class Projection:
                 u.at, month, Days.prev_month(month), day, u.rule, u.event_metrics,
                 "1" if u.count else "0", u.metrics or b"", u.metrics_at,
                 "" if u.revenue is None else u.revenue, Days.score(day), iso(u.at),
-                iso(u.metrics_at)]
+                iso(u.metrics_at), self.history_days * 86_400]
 
     async def snapshot(self, day: str, gen: str | None = None) -> int:
         """Write today's sizes and revenue per segment (``snap:``) for every dimension."""

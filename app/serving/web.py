@@ -15,6 +15,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 from app.projection.store import Projection, namespace
 from app.serving.api import Api, ApiError, bad, json_response
 from app.serving.cluster import Peers, gather, local_partitions, merge_preview
+from app.serving.history import routes as history_routes
 from app.serving.openapi import document
 from app.settings import Settings
 from app.wire import codecs
@@ -68,6 +70,40 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
           Cluster(peers, lambda: local_partitions(app, table_topic)))
     mount_scenario_report(web_app, projection)
     mount_campaigns(web_app, settings, pipeline.scenarios)
+    mount_period_report(web_app, projection)
+
+
+def mount_period_report(web_app: web.Application, projection: Projection) -> None:
+    """GET /reports/period: revenue by segment and KPIs per day, week or month, each with
+    the previous period beside it (app.projection.periods)."""
+
+    async def period_report(request: web.Request) -> web.Response:
+        from app.projection.periods import PERIODS, report
+
+        q = request.query
+        period = q.get("period", "week")
+        if period not in PERIODS:
+            raise bad("period", "day, week or month")
+        try:
+            start, end = date.fromisoformat(q["from"]), date.fromisoformat(q["to"])
+        except KeyError as exc:
+            raise bad(str(exc.args[0]), "required, YYYY-MM-DD") from None
+        except ValueError:
+            raise bad("from", "from and to are dates, YYYY-MM-DD") from None
+        if not start < end or (end - start).days > 800:
+            raise bad("to", "after from, at most 800 days")
+        churn = None
+        if q.get("churn"):
+            dim, _, segs = q["churn"].partition(":")
+            if not dim or not segs:
+                raise bad("churn", "dimension:segment[,segment...]")
+            churn = (dim, tuple(s for s in segs.split(",") if s))
+        rows = await report(projection.redis, await projection.prefix_now(), start, end, period,
+                            projection.days.cal, churn)
+        return json_response({"period": period, "from": start.isoformat(), "to": end.isoformat(),
+                              "periods": rows})
+
+    web_app.add_routes([web.get("/reports/period", period_report)])
 
 
 def mount_campaigns(web_app: web.Application, settings: Any, runner: Any) -> None:
@@ -134,6 +170,7 @@ def mount(web_app: web.Application, api: Api, token: str, table_items: TableItem
     web_app.middlewares.append(errors_middleware)
     web_app.middlewares.append(auth_middleware(token))
     web_app.add_routes(api.routes())
+    web_app.add_routes(history_routes(api))  # GET /history/*: who was where (app.serving.history)
     spec = document()
 
     async def openapi(request: web.Request) -> web.Response:

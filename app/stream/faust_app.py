@@ -94,6 +94,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         receipts=app.topic(settings.topic_receipts, key_type=bytes, value_type=bytes),
         profiles=app.topic(settings.topic_profiles, key_type=bytes, value_type=bytes),
         communications=app.topic(settings.topic_communications, key_type=bytes, value_type=bytes),
+        facts=(app.topic(settings.facts_topic, key_type=bytes, value_type=bytes)
+               if settings.facts_topic else None),
         client_events=app.topic(settings.topic_client_events, key_type=bytes, value_type=bytes,
                                 partitions=n, internal=True, config=configs),
         changes=app.topic(settings.topic_changes, key_type=bytes, value_type=bytes),

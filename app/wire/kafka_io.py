@@ -24,7 +24,7 @@ def service_topics(settings: Settings) -> list[str]:
     return [settings.topic_receipts, settings.topic_profiles, settings.topic_communications,
             settings.topic_changes,
             settings.topic_dlq, settings.topic_client_events, settings.topic_actions, settings.topic_actions_dlq,
-            settings.topic_population]
+            settings.topic_population, *([settings.facts_topic] if settings.facts_topic else [])]
 
 
 def topic_configs(settings: Settings) -> dict[str, str]:

@@ -75,13 +75,15 @@ def test_table_value_round_trip() -> None:
 
 def _memory_app(tmp_path: Path, **env: str) -> tuple[Any, Any]:
     """The real Faust app with the memory store, ready for ``agent.test_context()``. No
-    scenarios: their actions would go to a real actions topic (a broker)."""
+    scenarios: their actions would go to a real actions topic (a broker); no receipt facts
+    either, for the same reason (tests/integration/test_period_report.py has them)."""
     from app.stream.faust_app import create_app
 
     settings = Settings.from_env({"LOYALTY_STORE": "memory://", "LOYALTY_DATA_DIR": str(tmp_path),
                                   "LOYALTY_RULES": "boostfeel", "LOYALTY_CLOCK": NOW.isoformat(),
                                   "REDIS_URL": "redis://127.0.0.1:1/0", "LOYALTY_SCENARIOS": "none",
-                                  "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", **env})
+                                  "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "LOYALTY_TOPIC_FACTS": "none",
+                                  **env})
     app, pipeline = create_app(settings)
     app.finalize()
     app.flow_control.resume()

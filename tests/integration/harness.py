@@ -43,6 +43,7 @@ def unique_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
         "LOYALTY_TOPIC_RECEIPTS": f"t{tag}.receipts",
         "LOYALTY_TOPIC_PROFILES": f"t{tag}.profiles",
         "LOYALTY_TOPIC_COMMUNICATIONS": f"t{tag}.communications",
+        "LOYALTY_TOPIC_FACTS": f"t{tag}.receipt-facts",
         "LOYALTY_TOPIC_CHANGES": f"t{tag}.changes",
         "LOYALTY_TOPIC_DLQ": f"t{tag}.dlq",
         "LOYALTY_TOPIC_CLIENT_EVENTS": f"t{tag}.client-events",
