@@ -110,6 +110,7 @@ export LOYALTY_TOPIC_RECEIPTS="$RUN.pos.receipts" LOYALTY_TOPIC_PROFILES="$RUN.c
   LOYALTY_TOPIC_COMMUNICATIONS="$RUN.crm.communications"
 export LOYALTY_TOPIC_CHANGES="$RUN.loyalty.segment-changes" LOYALTY_TOPIC_DLQ="$RUN.loyalty.receipts.dlq"
 export LOYALTY_TOPIC_CLIENT_EVENTS="$RUN.loyalty.client-events" LOYALTY_TOPIC_POPULATION="$RUN.loyalty.population"
+export LOYALTY_TOPIC_FACTS="$RUN.loyalty.receipt-facts"
 export LOYALTY_TOPIC_ACTIONS="$RUN.loyalty.scenario-actions" LOYALTY_TOPIC_ACTIONS_DLQ="$RUN.loyalty.scenario-actions.dlq"
 export LOYALTY_DATA_DIR="$ROOT/.local/$RUN" LOYALTY_PARTITIONS=4 LOYALTY_DUE_INTERVAL=2
 export LOYALTY_WEB_PORT="${LOYALTY_WEB_PORT:-6066}" LOYALTY_LOOKUP_PORT="${LOYALTY_LOOKUP_PORT:-6068}"
