@@ -4,7 +4,7 @@ real local Redis (a fresh namespace per test)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -65,3 +65,19 @@ async def filled(redis_url: str, ns: str, data: Data) -> Projection:
                       for u in state_updates(data.engine, cid.decode(), value)])
     await proj.snapshot("2026-06-14")
     return proj
+
+
+@pytest.fixture
+async def fresh_projection(redis_url: str) -> AsyncIterator[Callable[[str], Projection]]:
+    """Make projections in fresh namespaces of the real local Redis (a business time zone
+    each); they are dropped after the test."""
+    made: list[Projection] = []
+
+    def make(tz: str) -> Projection:
+        made.append(Projection.from_url(redis_url, namespace(f"test-{uuid.uuid4().hex[:10]}"), tz))
+        return made[-1]
+
+    yield make
+    for p in made:
+        await drop_generation(p.redis, p.ns + ":")
+        await p.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,13 +31,8 @@ DAY = 86_400
 
 
 @pytest.fixture
-async def proj(redis_url: str) -> AsyncIterator[Projection]:
-    p = Projection.from_url(redis_url, namespace(f"test-{uuid.uuid4().hex[:10]}"), TZ)
-    try:
-        yield p
-    finally:
-        await drop_generation(p.redis, p.ns + ":")
-        await p.close()
+def proj(fresh_projection: Callable[[str], Projection]) -> Projection:
+    return fresh_projection(TZ)
 
 
 async def hist(p: Projection, cid: str, dim: str = "d") -> History | None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from app.batch.replay import Replay
 from app.projection import history_reads as reads
-from app.projection.store import Projection, Update, drop_generation, namespace
+from app.projection.store import Projection, Update
 from rules import Engine, load_ruleset
 from tests.app import history_exact as exact
 
@@ -56,13 +55,8 @@ def _events() -> tuple[list[dict[str, Any]], set[str]]:
 
 
 @pytest.fixture
-async def proj(redis_url: str) -> AsyncIterator[Projection]:
-    p = Projection.from_url(redis_url, namespace(f"test-{uuid.uuid4().hex[:10]}"), TZ)
-    try:
-        yield p
-    finally:
-        await drop_generation(p.redis, p.ns + ":")
-        await p.close()
+def proj(fresh_projection: Callable[[str], Projection]) -> Projection:
+    return fresh_projection(TZ)
 
 
 def ts(text: str) -> int:

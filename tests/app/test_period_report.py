@@ -5,9 +5,8 @@ monthly figure against plain Python over the replay's facts and change events.""
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from app.batch.replay import Replay
 from app.batch.simulate import SimConfig, generate
 from app.projection import periods
-from app.projection.store import Projection, Update, drop_generation, namespace
+from app.projection.store import Projection, Update
 from rules import Engine, load_ruleset
 from rules.calendar import BusinessCalendar, to_epoch
 
@@ -27,13 +26,8 @@ AS_OF = datetime.fromisoformat("2026-06-01T00:00:00+03:00")
 
 
 @pytest.fixture
-async def proj(redis_url: str) -> AsyncIterator[Projection]:
-    p = Projection.from_url(redis_url, namespace(f"test-{uuid.uuid4().hex[:10]}"), TZ)
-    try:
-        yield p
-    finally:
-        await drop_generation(p.redis, p.ns + ":")
-        await p.close()
+def proj(fresh_projection: Callable[[str], Projection]) -> Projection:
+    return fresh_projection(TZ)
 
 
 def _replay() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
