@@ -72,8 +72,7 @@ def test_a_campaign_reaches_the_members_once(tmp_path: Path, kafka_bootstrap: st
     spring = tmp_path / "spring.yaml"
     spring.write_text(SPRING)
     env = unique_env(kafka_bootstrap, tmp_path / "w", LOYALTY_RULES="boostfeel", LOYALTY_CLOCK=AS_OF,
-                     LOYALTY_SCENARIOS=str(spring), REDIS_URL=redis_url,
-                     LOYALTY_TOPIC_ACTIONS=f"{tmp_path.name[-8:]}.actions")
+                     LOYALTY_SCENARIOS=str(spring), REDIS_URL=redis_url)  # the actions topic: unique_env's, per run
     worker = Worker(env, tmp_path / "w.log")
     settings = worker.settings
     produce_lines(settings, list(generate(SimConfig(clients=60, days=60, seed=9))))
