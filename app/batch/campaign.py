@@ -50,15 +50,14 @@ async def send(settings: Settings, scenario: str, dimension: str, segment: str,
     """Send the campaign to every current member; returns how many were sent to."""
     from aiokafka import AIOKafkaProducer
 
-    from app.projection.connect import wait_for_redis
-    from app.projection.store import Projection, namespace
+    from app.projection.connect import projection_of, wait_for_redis
     from app.wire.kafka_conn import options
 
     at = int(time.time()) if at is None else at
     campaign = campaign or f"{scenario}-{at}"
     value = message(scenario, campaign, dimension, segment, at)
     await wait_for_redis(settings.redis_url, settings.connect_timeout)
-    proj = Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
+    proj = projection_of(settings)
     producer = AIOKafkaProducer(**options(settings), linger_ms=5, acks="all", enable_idempotence=True)
     n = 0
     try:

@@ -18,11 +18,10 @@ from app.settings import Settings
 
 async def export(settings: Settings, dim: str, segment: str, target: str,
                  out: IO[bytes]) -> AudienceCount:
-    from app.projection.connect import wait_for_redis
-    from app.projection.store import Projection, namespace
+    from app.projection.connect import projection_of, wait_for_redis
 
     await wait_for_redis(settings.redis_url, settings.connect_timeout)
-    proj = Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
+    proj = projection_of(settings)
     try:
         dims = await proj.dimensions()
         if dim not in dims:

@@ -15,7 +15,7 @@ import orjson
 
 from app.projection import history_queries as q
 from app.projection import history_reads as reads
-from app.projection.store import Projection, namespace
+from app.projection.store import Projection
 from app.serving.history import WAS_CSV, cell, cohort_csv, stays_csv, was_lines
 from app.settings import Settings
 from rules.calendar import iso
@@ -27,10 +27,10 @@ def _set(raw: str) -> frozenset[str]:
 
 async def _with_projection(settings: Settings, args: argparse.Namespace,
                            work: Callable[[Projection], Awaitable[int]]) -> int:
-    from app.projection.connect import wait_for_redis
+    from app.projection.connect import projection_of, wait_for_redis
 
     await wait_for_redis(settings.redis_url, settings.connect_timeout)
-    proj = Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
+    proj = projection_of(settings)
     try:
         dims = await proj.dimensions()
         for name in ("dimension", "now_dimension"):  # checked against the projection

@@ -7,13 +7,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
 from app.errors import AppError
-from app.settings import mask_url
+from app.settings import Settings, mask_url
+
+if TYPE_CHECKING:
+    from app.projection.store import Projection
 
 log = logging.getLogger("loyalty.redis")
+
+
+def projection_of(settings: Settings) -> Projection:
+    """The service's projection (:class:`app.projection.store.Projection`: its app id's
+    namespace, its business time zone) in the Redis of ``settings``."""
+    from app.projection.store import Projection, namespace
+
+    return Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
 
 
 class RedisUnavailable(AppError):

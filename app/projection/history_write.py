@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.projection.connect import projection_of
 from app.projection.history import History, b36, decode, encode, extend, field, first_key, index_key, prune
 from app.projection.history_reads import names
-from app.projection.store import Projection, namespace, text
+from app.projection.store import Projection, text
 from app.settings import Settings
 
 BATCH = 1000
@@ -27,7 +28,7 @@ BATCH = 1000
 
 def writer_projection(settings: Settings) -> Projection:
     """The projection with the settings' history retention (the projector's writer)."""
-    proj = Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
+    proj = projection_of(settings)
     proj.history_days = settings.history_days
     return proj
 

@@ -233,11 +233,10 @@ async def report(redis: aioredis.Redis, prefix: str, start: date, end: date, per
 async def read_report(settings: Any, start: date, end: date, period: str,
                       churn: tuple[str, tuple[str, ...]] | None) -> list[dict[str, Any]]:
     """The report from the Redis projection of ``settings`` (``loyalty period-report``)."""
-    from app.projection.connect import wait_for_redis
-    from app.projection.store import Projection, namespace
+    from app.projection.connect import projection_of, wait_for_redis
 
     await wait_for_redis(settings.redis_url, settings.connect_timeout)
-    proj = Projection.from_url(settings.redis_url, namespace(settings.app_id), settings.timezone)
+    proj = projection_of(settings)
     try:
         return await report(proj.redis, await proj.prefix_now(), start, end, period, proj.days.cal, churn)
     finally:
