@@ -27,8 +27,10 @@ one). And it counts scenario actions and conversions from the actions topic
    topic's retention has dropped old changes),
 3. copies snapshot and transition days and membership intervals the new generation lacks
    from the old one (history older than the topic's retention: app.projection.history_write),
-4. switches readers and writers to the new generation, applies the changes published
-   meanwhile, and deletes the old generation.
+   counts the receipt-facts topic and keeps the period days it no longer holds
+   (app.projection.period_copy),
+4. switches readers and writers to the new generation, applies the changes and facts
+   published meanwhile, and deletes the old generation.
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ from faust.types import TP
 from app.projection import periods
 from app.projection import scenarios as scenario_counts
 from app.projection.audience import Contacts, contacts_from_value, contacts_row, write_contacts
-from app.projection.history_write import copy_older, writer_projection
+from app.projection.history_write import copy_days, copy_older, writer_projection
+from app.projection.period_copy import rebuild_facts
 from app.projection.store import (
     REVENUE_METRIC,
     Projection,
     Update,
     cents,
     drop_generation,
-    text,
 )
 from app.settings import Settings
 from app.wire import codecs
@@ -368,7 +370,12 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
         say(f"changes topic: {stats['changes']} changes, {stats['changes_applied']} applied")
         await read_topic(settings, settings.clients_changelog, changelog)
         say(f"clients changelog: {stats['clients']} records")
-        copied = await _copy_history(proj, old, new) + await copy_older(proj, old, new)
+        copied = await copy_days(proj, old, new) + await copy_older(proj, old, new)
+        facts_ends: dict[int, int] = {}
+        if settings.facts_topic:  # recounted; the days the topic no longer holds kept (app.projection.period_copy)
+            facts_ends, counted = await rebuild_facts(redis, proj.prefix(old), proj.prefix(new), proj.days.cal,
+                                                      lambda fn: read_topic(settings, settings.topic_facts, fn))
+            stats.update(counted)
         await redis.set(proj.gen_key, new)
         say(f"switched to generation {new}; copied {copied} history keys from {old}")
 
@@ -384,12 +391,12 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
 
         await read_topic(settings, settings.topic_actions, scenarios)
 
-        async def receipt_facts(records: list[Any]) -> None:
-            stats["receipt_facts"] = stats.get("receipt_facts", 0) + await periods.count(
+        async def receipt_facts(records: list[Any]) -> None:  # published meanwhile
+            stats["receipt_facts"] += await periods.count(
                 redis, proj.prefix(new), periods.facts(r.value for r in records), proj.days.cal)
 
         if settings.facts_topic:
-            await read_topic(settings, settings.facts_topic, receipt_facts)
+            await read_topic(settings, settings.facts_topic, receipt_facts, start=facts_ends)
         await proj.snapshot(proj.days.day(int(settings.clock_fn()().timestamp())), gen=new)
         stats["deleted"] = await drop_generation(redis, proj.prefix(old))
         stats["generation"] = int(new)
@@ -398,26 +405,3 @@ async def rebuild(settings: Settings, engine: Engine, say: Callable[[str], None]
     finally:
         await redis.delete(lock)
         await proj.close()
-
-
-async def _copy_history(proj: Projection, old: str, new: str) -> int:
-    """Copy ``tr:``/``snap:`` days of the old generation that the new one lacks."""
-    redis, po, pn = proj.redis, proj.prefix(old), proj.prefix(new)
-    copied = 0
-    for dim_raw in await redis.smembers(f"{po}dims"):
-        dim = text(dim_raw)
-        for kind in ("tr", "snap"):
-            have = {text(d) for d in await redis.zrange(f"{pn}{kind}days:{dim}", 0, -1)}
-            days: list[tuple[Any, float]] = await redis.zrange(  # type: ignore[assignment]
-                f"{po}{kind}days:{dim}", 0, -1, withscores=True)
-            for day_raw, score in days:
-                day = text(day_raw)
-                if day in have:
-                    continue
-                row = await redis.hgetall(f"{po}{kind}:{dim}:{day}")
-                if row:
-                    await redis.hset(f"{pn}{kind}:{dim}:{day}",
-                                     mapping={text(k): text(v) for k, v in row.items()})
-                await redis.zadd(f"{pn}{kind}days:{dim}", {day: score})
-                copied += 1
-    return copied

@@ -320,8 +320,9 @@ def parser() -> argparse.ArgumentParser:
     scc.add_argument("files", nargs="+", help="scenario YAML files or preset names")
     scc.add_argument("--rules", action="append", default=[], help="also check against these rule sets")
     scc.set_defaults(fn=cmd_scenarios_check)
-    from app.projection import periods  # loyalty period-report
-    periods.register(sub)
+    from app.cli import reports as reports_cli  # loyalty period-report, client-report
+
+    reports_cli.register(sub)
     from app.batch import campaign  # loyalty campaign
     campaign.register(sub)
     from app.batch import callplan  # loyalty call-plan

@@ -1,7 +1,8 @@
 """The writer side of the membership history in Python (the Lua is in
 :mod:`app.projection.history`): the projection the projector and the rebuild write with
 (:func:`writer_projection`, with ``LOYALTY_HISTORY_DAYS``), and the rebuild's copy of the
-history older than the change topic (:func:`copy_older`).
+history older than the change topic (:func:`copy_older`; the ``tr:``/``snap:`` days:
+:func:`copy_days`).
 
 A rebuild replays the change topic into a new generation (:mod:`agents.projector`), which
 rebuilds every history the topic still holds in full. A topic keeps its messages for its
@@ -95,3 +96,26 @@ def _index(pipe: Any, prefix: str, dim: str, cid: str, h: History) -> None:
         pipe.zadd(index_key(prefix, dim, seg), {cid: score}, gt=True)
     if h.first is not None:
         pipe.zadd(first_key(prefix, dim), {cid: h.first}, nx=True)
+
+
+async def copy_days(proj: Projection, old: str, new: str) -> int:
+    """Copy ``tr:``/``snap:`` days of the old generation that the new one lacks."""
+    redis, po, pn = proj.redis, proj.prefix(old), proj.prefix(new)
+    copied = 0
+    for dim_raw in await redis.smembers(f"{po}dims"):
+        dim = text(dim_raw)
+        for kind in ("tr", "snap"):
+            have = {text(d) for d in await redis.zrange(f"{pn}{kind}days:{dim}", 0, -1)}
+            days: list[tuple[Any, float]] = await redis.zrange(  # type: ignore[assignment]
+                f"{po}{kind}days:{dim}", 0, -1, withscores=True)
+            for day_raw, score in days:
+                day = text(day_raw)
+                if day in have:
+                    continue
+                row = await redis.hgetall(f"{po}{kind}:{dim}:{day}")
+                if row:
+                    await redis.hset(f"{pn}{kind}:{dim}:{day}",
+                                     mapping={text(k): text(v) for k, v in row.items()})
+                await redis.zadd(f"{pn}{kind}days:{dim}", {day: score})
+                copied += 1
+    return copied

@@ -15,6 +15,7 @@ from aiohttp import web
 from app.projection import history_queries as q
 from app.projection import history_reads as reads
 from app.serving.api import Api, bad, json_response
+from app.serving.oas import get_json_or_csv, query
 from rules.calendar import iso
 
 MAX_MONTHS = 120  # cohort months per request
@@ -208,16 +209,7 @@ async def _stream(request: web.Request, header: str, lines: AsyncIterator[str], 
 def openapi_paths() -> dict[str, Any]:
     s, date_or_instant = {"type": "string"}, {"type": "string", "examples": ["2026-04-01", "2026-04-01T00:00:00Z"]}
 
-    def p(name: str, text: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
-        return {"name": name, "in": "query", "required": required, "description": text, "schema": schema}
-
-    def op(summary: str, description: str, ok: dict[str, Any], params: list[dict[str, Any]],
-           csv: str) -> dict[str, Any]:
-        return {"get": {"summary": summary, "description": description, "parameters": params, "responses": {
-            "200": {"description": "JSON, or CSV with format=csv / Accept: text/csv", "content": {
-                "application/json": {"schema": ok}, "text/csv": {"schema": {"type": "string", "description": csv}}}},
-            **{c: {"$ref": f"#/components/responses/{n}"}
-               for c, n in (("400", "BadRequest"), ("401", "Unauthorized"), ("503", "Unavailable"))}}}}
+    p, op = query, get_json_or_csv
 
     dim = p("dimension", "dimension id", s, True)
     segs = p("segment", "segment ids of the dimension, comma-separated (a set: moving within it is no entry)", s, True)

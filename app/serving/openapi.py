@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.serving.history import openapi_paths as history_paths
+from app.serving.reports import openapi_paths as report_paths
 
 VERSION = "1.0.0"
 
@@ -167,20 +168,6 @@ def document() -> dict[str, Any]:
                 "conversion_rate": {"type": ["number", "null"]}}}}, "per-scenario or per-campaign figures"),
             [_q("by", "group by scenario (default) or campaign",
                 {"type": "string", "enum": ["scenario", "campaign"], "default": "scenario"})])},
-        "/reports/period": {"get": _op(
-            "Revenue by segment and KPIs per day, week or month, with the previous period beside "
-            "each (from the receipt facts: each receipt attributed to its client's segment right "
-            "after it; active, new and returning clients, average check, sales per client, churned)",
-            _json({"type": "object", "properties": {
-                "period": _STR, "from": _STR, "to": _STR,
-                "periods": {"type": "array", "items": {"type": "object"}}}}, "one row per period"),
-            [_q("from", "first day, YYYY-MM-DD (business time zone)", {"type": "string", "format": "date"},
-                required=True),
-             _q("to", "the day after the last, YYYY-MM-DD", {"type": "string", "format": "date"}, required=True),
-             _q("period", "day, week (from Monday) or month", {"type": "string", "enum": ["day", "week", "month"],
-                                                               "default": "week"}),
-             _q("churn", "dimension:segment[,segment]: count the changes into these segments as churned",
-                {"type": "string"})])},
         "/campaigns": {"post": {
             "summary": "Send a one-off campaign (a loaded scenario with trigger {manual: true}) to the "
                        "current members of a segment, through the contact policy",
@@ -220,6 +207,7 @@ def document() -> dict[str, Any]:
             description="Evaluated over every client of the cluster: the worker asked gathers "
                         "each worker's part (503 `rebalancing` while partitions move, 503 "
                         "`unavailable` if a worker does not answer).")},
+        **report_paths(),  # GET /reports/period, /reports/clients: app.serving.reports
         **history_paths(),  # GET /history/*: app.serving.history
         "/health": {"get": _public("Liveness", _json({"type": "object"}, "alive"))},
         "/ready": {"get": _public("Readiness", _json({"type": "object"}, "ready")) | {

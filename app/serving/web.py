@@ -2,7 +2,8 @@
 
 * ``/health``, ``/ready``, ``/metrics`` (Prometheus), ``/openapi.json``, ``/dashboard`` and
   ``/static/*`` are public: the dashboard page and its scripts hold no data; the page calls
-  the API with the token it is given (``?token=`` or its input box).
+  the API with the token typed into its input box, sent in the ``Authorization`` header
+  only (never in an address).
 * Everything else needs ``Authorization: Bearer <LOYALTY_API_TOKEN>`` when that setting is
   not empty (401 JSON otherwise). The API is in :mod:`app.serving.api`; routes are added to the
   worker's aiohttp application directly (no Faust view wrapper on the POS lookup path).
@@ -15,7 +16,6 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -70,40 +70,16 @@ def register_web(app: faust.App, pipeline: Any, settings: Settings) -> None:
           Cluster(peers, lambda: local_partitions(app, table_topic)))
     mount_scenario_report(web_app, projection)
     mount_campaigns(web_app, settings, pipeline.scenarios)
-    mount_period_report(web_app, projection)
+    mount_period_report(web_app, api)
 
 
-def mount_period_report(web_app: web.Application, projection: Projection) -> None:
-    """GET /reports/period: revenue by segment and KPIs per day, week or month, each with
-    the previous period beside it (app.projection.periods)."""
+def mount_period_report(web_app: web.Application, api: Api) -> None:
+    """GET /reports/period (KPIs and revenue by segment per day, week or month, each with the
+    previous period beside it) and GET /reports/clients (per-client revenue and visits in a
+    period): app.serving.reports."""
+    from app.serving.reports import routes as report_routes
 
-    async def period_report(request: web.Request) -> web.Response:
-        from app.projection.periods import PERIODS, report
-
-        q = request.query
-        period = q.get("period", "week")
-        if period not in PERIODS:
-            raise bad("period", "day, week or month")
-        try:
-            start, end = date.fromisoformat(q["from"]), date.fromisoformat(q["to"])
-        except KeyError as exc:
-            raise bad(str(exc.args[0]), "required, YYYY-MM-DD") from None
-        except ValueError:
-            raise bad("from", "from and to are dates, YYYY-MM-DD") from None
-        if not start < end or (end - start).days > 800:
-            raise bad("to", "after from, at most 800 days")
-        churn = None
-        if q.get("churn"):
-            dim, _, segs = q["churn"].partition(":")
-            if not dim or not segs:
-                raise bad("churn", "dimension:segment[,segment...]")
-            churn = (dim, tuple(s for s in segs.split(",") if s))
-        rows = await report(projection.redis, await projection.prefix_now(), start, end, period,
-                            projection.days.cal, churn)
-        return json_response({"period": period, "from": start.isoformat(), "to": end.isoformat(),
-                              "periods": rows})
-
-    web_app.add_routes([web.get("/reports/period", period_report)])
+    web_app.add_routes(report_routes(api))
 
 
 def mount_campaigns(web_app: web.Application, settings: Any, runner: Any) -> None:

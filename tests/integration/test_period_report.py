@@ -1,6 +1,6 @@
 """The period report through a running worker: receipt facts published to their topic, the
 projector counts them into the real Redis, and ``GET /reports/period`` equals the exact
-recomputation from replay's facts and changes."""
+recomputation from replay's facts and changes; so does ``GET /reports/clients``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from app.batch.replay import Replay
 from app.batch.simulate import SimConfig, generate
 from rules import Engine, load_ruleset
-from tests.app.test_period_report import _exact
+from tests.app.test_period_report import _exact, as_compared, exact_clients
 from tests.integration.harness import Worker, produce_lines, read_topic, unique_env
 
 pytestmark = pytest.mark.integration
@@ -63,8 +63,16 @@ def test_the_period_report_of_a_worker_equals_replay(tmp_path: Path, kafka_boots
                 break
             time.sleep(1.0)
         published = [orjson.loads(r.value) for r in read_topic(settings, settings.topic_facts)]
+        clients = exact_clients(facts, changes, date(2026, 5, 1), date(2026, 6, 1), engine.cal, "boostfeel", None,
+                                datetime.fromisoformat(AS_OF), "UTC")
+        for _ in range(30):  # GET /reports/clients: once every change is projected, the exact rows
+            rows = _get(worker, "/reports/clients?from=2026-05-01&to=2026-06-01&dimension=boostfeel&limit=1000")
+            if as_compared(rows["rows"]) == clients:
+                break
+            time.sleep(1.0)
     finally:
         worker.stop()
+    assert as_compared(rows["rows"]) == clients and len(clients) > 20
     assert {f["receipt_id"]: f for f in published} == {f["receipt_id"]: f for f in facts}
     cal = engine.cal
     for row in got["periods"]:
