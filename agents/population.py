@@ -129,17 +129,24 @@ class Rounds:
     def receive(self, key: bytes | None, doc: dict[str, Any]) -> dict[str, Any] | None:
         """A population-topic record. Returns the round to publish when this worker merged
         the open round first (None otherwise)."""
+        return self.complete(self.merge()) if self.take(key, doc) else None
+
+    def take(self, key: bytes | None, doc: dict[str, Any]) -> bool:
+        """Keep a population-topic record; True when the open round has every partial and
+        can be merged (:meth:`merge`, then :meth:`complete`: the worker runs the merge, which
+        fits the predictive models, in a thread)."""
         if doc.get("kind") == "round":
             self.rounds_seen.add(doc["instant"])
             if doc["instant"] >= self.pending:
                 self.apply(doc)
-            return None
+            return False
         if doc.get("kind") != "partial" or doc["instant"] < self.pending:
-            return None
+            return False
         self.partials.setdefault(doc["instant"], {})[doc["partition"]] = doc
-        if len(self.partials.get(self.pending, {})) < self.partitions:
-            return None
-        done = self.merge()
+        return len(self.partials.get(self.pending, {})) >= self.partitions
+
+    def complete(self, done: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply a merged round; returns it when no round record of it was read yet."""
         self.apply(done)
         return done if done["instant"] not in self.rounds_seen else None
 

@@ -25,7 +25,9 @@ from rules.events import DEFAULT_SOURCE, receipt_fact, segment_changed
 from rules.inputs.communications import Communication
 from rules.inputs.receipts import CURRENCY_EXPONENT, Profile, Receipt
 from rules.metrics import CATALOGUE, MetricView, money_text
-from rules.population import Snapshot, Spec, Stat
+from rules.metrics.predictive import with_predictions
+from rules.population import PREDICTIVE, Snapshot, Spec, Stat
+from rules.predict.snapshot import Models
 from rules.record import comm as comm_state
 from rules.record.state import (
     Archived,
@@ -71,11 +73,12 @@ class Engine:
         self.dims = [(rs, d) for rs in rulesets for d in rs.dimensions]
         # some rule set evaluates clients with no purchase yet (``clients: all``)
         self.all_clients = any(rs.clients == "all" for rs in rulesets)
-        self.metric_names = tuple(sorted({m for _, d in self.dims for m in d.metrics
-                                          if not CATALOGUE[m].personal} | set(SUMMARY_METRICS)))
+        self.metric_names = tuple(sorted(set(with_predictions({m for _, d in self.dims for m in d.metrics
+                                                               if not CATALOGUE[m].personal}))
+                                         | set(SUMMARY_METRICS)))
         # what a change event carries: the dimension's metrics but personal ones (a name,
         # labels, custom attributes: rules read them, events never carry them)
-        self._event_metrics = {d.id: tuple(m for m in d.metrics if not CATALOGUE[m].personal)
+        self._event_metrics = {d.id: with_predictions(tuple(m for m in d.metrics if not CATALOGUE[m].personal))
                                for _, d in self.dims}
         self.spec = Spec(_population_stats(rulesets))
         # population snapshots so far, by instant: an input dated t is evaluated against the
@@ -118,8 +121,15 @@ class Engine:
         if plan is None:
             if len(self._plans) >= 8:
                 self._plans.pop(next(iter(self._plans)))
-            plan = self._plans[i] = Plan([bind(rs, self.snapshots[i].values) for rs in self.rulesets])
+            values = self.snapshots[i].values
+            plan = self._plans[i] = Plan([bind(rs, values) for rs in self.rulesets],
+                                         Models.of(values.get(PREDICTIVE.name)))
         return plan
+
+    def models_at(self, t: int) -> Models | None:
+        """The fitted models of the snapshot an input dated ``t`` is evaluated against."""
+        i = bisect_right(self._instants, t) - 1
+        return self._plan(i).models if i >= 0 else None
 
     def _use_at(self, t: int) -> None:
         """Evaluate with the latest snapshot at or before ``t``."""
@@ -221,7 +231,7 @@ class Engine:
         while state.segments and until > state.clock:
             changed = False
             for c in self.plan.candidates(state, state.clock, until, self.cal):
-                view = MetricView(state, c, self.cal)
+                view = MetricView(state, c, self.cal, self.plan.models)
                 changes = self._changes(state, c, view)
                 if changes:
                     events += [self._change(state, rs, dim, c, v, "time", None, view)
@@ -284,7 +294,7 @@ class Engine:
         return {dim.id: state.segments[dim.id][0] for _, dim in self.dims if dim.id in state.segments}
 
     def metrics(self, state: ClientState, at: int) -> dict[str, Any]:
-        view = MetricView(state, at, self.cal)
+        view = MetricView(state, at, self.cal, self.models_at(at))
         return {name: view.out(name) for name in self.metric_names}
 
     # -- internals ----------------------------------------------------------------------------
@@ -313,7 +323,7 @@ class Engine:
                   receipt_id: str | None) -> list[dict[str, Any]]:
         if not self.evaluated(state):
             return []
-        view = MetricView(state, at, self.cal)
+        view = MetricView(state, at, self.cal, self.plan.models)
         return [self._change(state, rs, dim, at, v, cause, receipt_id, view)
                 for rs, dim, v in self._changes(state, at, view)]
 
@@ -324,7 +334,7 @@ class Engine:
         current = state.segments.get(dim.id)
         from_ = current[0] if current else None
         state.segments[dim.id] = [to, at, from_]
-        view = view or MetricView(state, at, self.cal)
+        view = view or MetricView(state, at, self.cal, self.plan.models)
         return segment_changed(
             client_id=state.client_id, dimension=dim.id, ruleset=rs.name, version=rs.version,
             at=at, from_=from_, to=to, rule=rule, cause=cause,

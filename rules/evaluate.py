@@ -38,6 +38,7 @@ from rules.abstraction import ResultKey
 from rules.calendar import DAY_S, BusinessCalendar
 from rules.celtext import free_identifiers, tokenize
 from rules.metrics import CATALOGUE, MetricView
+from rules.metrics.predictive import first_flip
 from rules.metrics.profile import countdown_instants
 from rules.record.state import MONTHS_KEPT, ClientState
 from rules.ruleset import Dimension, Expr, RuleSet
@@ -234,7 +235,8 @@ def _shareable(rs: RuleSet, dim: Dimension) -> bool:
 class Plan:
     """Every dimension of the loaded rule sets, compiled into :class:`Group` programs."""
 
-    def __init__(self, rulesets: list[RuleSet]) -> None:
+    def __init__(self, rulesets: list[RuleSet], models: Any = None) -> None:
+        self.models = models  # the snapshot's fitted models (rules.predict.snapshot.Models)
         self.dims: list[tuple[RuleSet, Dimension]] = [(rs, d) for rs in rulesets for d in rs.dimensions]
         self.names = tuple(sorted({n for _, d in self.dims for n in d.metrics}))
         self._getters = [(CATALOGUE[n].fn, CATALOGUE[n].money) for n in self.names]
@@ -257,6 +259,7 @@ class Plan:
         # static metric, evaluated per client
         self._countdown_steps: dict[str, set[int]] = {}
         self._countdowns: list[tuple[Any, Any, tuple[str, ...], RuleSet]] = []
+        self._model_thresholds: list[tuple[Any, Any, tuple[str, ...], RuleSet]] = []  # p_alive...
         for th, rhs, rhs_names, rs in self.thresholds:
             spec = CATALOGUE[th.metric]
             if spec.kind == "days" and isinstance(rhs, (int, float)):
@@ -266,6 +269,8 @@ class Plan:
                 self._countdown_steps.setdefault(th.metric, set()).update(_threshold_steps(th.op, rhs))
             elif spec.kind == "countdown":
                 self._countdowns.append((th, rhs, rhs_names, rs))
+            elif spec.kind == "model":
+                self._model_thresholds.append((th, rhs, rhs_names, rs))
             else:
                 self._other_thresholds.append((th, rhs, rhs_names, rs))
         self._day_steps = [(fn, sorted(steps)) for fn, steps in by_anchor.items()]
@@ -281,7 +286,7 @@ class Plan:
         """Raw verdicts (before hysteresis) of every dimension, in ``self.dims`` order
         (``view``: the client's metrics at ``t``, if the caller has them)."""
         if view is None:
-            view = MetricView(state, t, cal)
+            view = MetricView(state, t, cal, self.models)
         scale = view.scale
         values = [fn(view) / scale if money else fn(view) for fn, money in self._getters]
         if self._single:
@@ -336,7 +341,7 @@ class Plan:
             else:
                 env = envs.get(id(rs))
                 if env is None:
-                    env = envs[id(rs)] = Env(rs, MetricView(state, after, cal))
+                    env = envs[id(rs)] = Env(rs, MetricView(state, after, cal, self.models))
                 try:
                     value = rhs.execute({n: env.get(n) for n in names})
                 except Exception:  # any CEL runtime error is "no match"
@@ -381,12 +386,26 @@ class Plan:
                 hold = hold_until(dim, state.segments.get(dim.id))
                 if after < hold <= until:
                     out.add(hold)
+        for th, rhs, names, rs in self._model_thresholds:  # p_alive...: where the comparison flips
+            if isinstance(rhs, (int, float)):
+                value = rhs
+            else:
+                env = envs.get(id(rs)) or envs.setdefault(
+                    id(rs), Env(rs, MetricView(state, after, cal, self.models)))
+                try:
+                    value = rhs.execute({n: env.get(n) for n in names})
+                except Exception:  # any CEL runtime error is "no match"
+                    continue
+            flip = first_flip(state, th.metric, th.op, value, after, min(until, FAR), cal, self.models)
+            if flip is not None:
+                out.add(flip)
         if self._countdown_steps or self._countdowns:  # up to a horizon past every other candidate
             yearly = self._countdown_steps
             if self._countdowns:
                 yearly = {m: set(steps) for m, steps in yearly.items()}
                 for th, rhs, names, rs in self._countdowns:
-                    env = envs.get(id(rs)) or envs.setdefault(id(rs), Env(rs, MetricView(state, after, cal)))
+                    env = envs.get(id(rs)) or envs.setdefault(
+                        id(rs), Env(rs, MetricView(state, after, cal, self.models)))
                     try:
                         value = rhs.execute({n: env.get(n) for n in names})
                     except Exception:  # any CEL runtime error is "no match"

@@ -42,6 +42,8 @@ from ddsketch.mapping import LogarithmicMapping
 from rules.celtext import free_identifiers, tokenize
 from rules.errors import LoyaltyError
 from rules.metrics import CATALOGUE, MetricView
+from rules.metrics.predictive import inputs_of
+from rules.predict import snapshot as predict
 
 RELATIVE_ACCURACY = 0.005
 _SIMPLE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
@@ -49,6 +51,7 @@ _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.
         ">": operator.gt, "<": operator.lt}
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 KINDS = ("count", "mean", "ratio", "percentile", "pareto")
+MODEL = "model"  # the predictive models: implied by reading a predictive metric, never declared
 NUMERIC = ("int", "double")
 
 
@@ -67,7 +70,7 @@ class Stat:
     @property
     def money(self) -> bool:
         """The value is an amount (rules see major units)."""
-        if self.kind == "count":
+        if self.kind in ("count", MODEL):
             return False
         if self.kind == "ratio":
             return CATALOGUE[self.metric].money and not CATALOGUE[self.per].money
@@ -77,6 +80,8 @@ class Stat:
     def cel_type(self) -> str:
         if self.kind == "count":
             return "int"
+        if self.kind == MODEL:
+            return "map"
         if self.kind in ("mean", "ratio") or self.money:
             return "double"
         return CATALOGUE[self.metric].type
@@ -91,6 +96,11 @@ BUILTINS: dict[str, Stat] = {
     "avg_check": Stat("avg_check", "ratio", "lifetime_revenue", "lifetime_visits",
                       doc="lifetime revenue / lifetime visits summed over all clients"),
 }
+
+
+#: what a rule set reading a predictive metric (``p_alive``...) reads from the population:
+#: the models fitted at each snapshot (:mod:`rules.predict.snapshot`)
+PREDICTIVE = Stat("predictive", MODEL, doc="the purchase and spend models fitted on the population")
 
 
 class PopulationError(LoyaltyError, ValueError):
@@ -144,12 +154,17 @@ class Spec:
     # (r20..r80 read one histogram): part key -> (metric, per, where, distribution?)
     parts: dict[str, tuple[str, str, str, bool]] = field(init=False)
     part_of: dict[str, str] = field(init=False)  # statistic name -> part key
+    models: bool = field(init=False)  # the predictive models are fitted
 
     def __post_init__(self) -> None:
         self.wheres, self.where_names, self.simple = {}, {}, {}
         self.parts, self.part_of = {}, {}
+        self.models = False
         names: set[str] = set()
         for st in self.stats.values():
+            if st.kind == MODEL:
+                self.models = True
+                continue
             if st.where not in self.wheres:
                 tokens = tokenize(st.where)
                 found = tuple(dict.fromkeys(t.text for _, t in free_identifiers(tokens)))
@@ -175,6 +190,8 @@ def initialize(spec: Spec) -> dict[str, Any]:
     out: dict[str, Any] = {"clients": 0, "exponent": 0}
     for key, (_m, _p, _w, dist) in spec.parts.items():
         out[key] = {} if dist else {"n": 0, "sum": 0, "per": 0}
+    if spec.models:
+        out[MODEL] = predict.initialize()
     return out
 
 
@@ -185,6 +202,8 @@ def update(spec: Spec, agg: dict[str, Any], view: MetricView) -> None:
     agg["clients"] += 1
     if view.exponent > agg["exponent"]:
         agg["exponent"] = view.exponent
+    if spec.models:
+        predict.update(agg[MODEL], inputs_of(view))
     member: dict[str, bool] = {}
     for where, program in spec.wheres.items():
         if where == "has_purchase":
@@ -231,6 +250,8 @@ def add(part: dict[str, list[int]], value: int, exact: bool) -> None:
 def merge(spec: Spec, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """A new aggregate of both (commutative and associative: sums, mins and maxes)."""
     out: dict[str, Any] = {"clients": a["clients"] + b["clients"], "exponent": max(a["exponent"], b["exponent"])}
+    if spec.models:
+        out[MODEL] = predict.merge(a[MODEL], b[MODEL])
     for key, (_m, _p, _w, dist) in spec.parts.items():
         pa, pb = a[key], b[key]
         if not dist:
@@ -295,6 +316,9 @@ def result(spec: Spec, agg: dict[str, Any]) -> dict[str, Any]:
     scale = 10 ** agg["exponent"]
     out: dict[str, Any] = {}
     for name, st in spec.stats.items():
+        if st.kind == MODEL:
+            out[name] = predict.result(agg[MODEL])
+            continue
         part = agg[spec.part_of[name]]
         value: Any
         if st.kind == "count":
@@ -351,6 +375,8 @@ def declare(name: str, raw: Any, params: dict[str, Any]) -> Stat:
 
 def sample(stat: Stat) -> Any:
     """A stand-in value for type checks before any snapshot exists."""
+    if stat.kind == MODEL:
+        return {}
     return 1.5 if stat.cel_type == "double" else 1
 
 

@@ -50,7 +50,7 @@ from rules.metrics.profile import typecheck_contexts
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-TIMED_KINDS = ("days", "years", "countdown")
+TIMED_KINDS = ("days", "years", "countdown", "model")
 CLIENTS = ("buyers", "all")
 
 
@@ -487,6 +487,9 @@ class _Compiler:
             for n in self._lets_used(expr):
                 ths.extend(self.lets[n].thresholds)
                 reads.update(self.lets[n].population)
+        if any(CATALOGUE[m].kind == "model" for m in metrics):  # p_alive...: the fitted models
+            reads.add(pop.PREDICTIVE.name)
+            self.read[pop.PREDICTIVE.name] = pop.PREDICTIVE
         dim.population = tuple(sorted(reads))
         dim.metrics = tuple(sorted(metrics))
         dim.thresholds = tuple(dict.fromkeys(ths))

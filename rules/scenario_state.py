@@ -56,6 +56,7 @@ ledger is read as of ``T``: receipts after ``T`` are left out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -125,6 +126,10 @@ def _record_value(view: MetricView, name: str, keys: tuple[str, ...]) -> Any:
     return value
 
 
+def _no_models(t: int) -> Any:
+    return None
+
+
 class ScenarioRunner:
     """Decides actions for triggers and outcomes for receipts and communications. Shareable."""
 
@@ -140,6 +145,9 @@ class ScenarioRunner:
         self.cal = BusinessCalendar(tz)
         self.source = source
         self.policy = policy or ContactPolicy()
+        # the population's fitted models at an instant (Engine.models_at), for the predictive
+        # metrics a scenario reads from the record; without them, their neutral values
+        self.models_at: Callable[[int], Any] = _no_models
         self.calendars = [s for s in scenarios if s.trigger.calendar is not None]
         self._next_any: tuple[int, int | None] | None = None  # memo of scenario.calendar.next_any
         self.dimensions = frozenset(s.trigger.dimension for s in scenarios if s.trigger.calendar is None)
@@ -313,7 +321,7 @@ class ScenarioRunner:
                 book = book or ledger(state, at)
                 ctx[name] = book[name]
             elif client is not None and (metrics is None or name in CLIENT_METRICS):
-                view = view or MetricView(client, at, self.cal)
+                view = view or MetricView(client, at, self.cal, self.models_at(at))
                 ctx[name] = _record_value(view, name, keys.get(name, ()))
             else:
                 return None

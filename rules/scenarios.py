@@ -57,6 +57,7 @@ from collections.abc import Callable
 from rules import yamlines
 from rules.errors import RuleSetError
 from rules.metrics import CATALOGUE
+from rules.metrics.predictive import with_predictions
 from rules.ruleset import RuleSet
 from rules.scenario.model import (
     CENT,
@@ -107,7 +108,7 @@ def check_against(scenario: Scenario, rulesets: list[RuleSet]) -> None:
                            f"(segments: {', '.join(sorted(known))})", trig.line)
     if trig.calendar is not None:
         return  # any catalogue metric, computed from the client's record
-    carried = set(dim.metrics) | set(LEDGER_METRICS) | {n for n in CLIENT_METRICS if n in CATALOGUE}
+    carried = set(with_predictions(dim.metrics)) | set(LEDGER_METRICS) | {n for n in CLIENT_METRICS if n in CATALOGUE}
     for expr in (scenario.when, scenario.action.reward):
         missing = [n for n in (expr.names if expr else ()) if n not in carried]
         if expr is not None and missing:

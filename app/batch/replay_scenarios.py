@@ -103,6 +103,7 @@ def from_args(args: Any, engine: Engine, out: IO[bytes] | None) -> ScenarioFeed 
     rulesets = list({id(rs): rs for rs, _ in engine.dims}.values())
     scenarios = load_scenarios(specs, rulesets)
     runner = ScenarioRunner(scenarios, tz=args.tz, policy=load_policy(args.contact_policy or ""))
+    runner.models_at = engine.models_at  # predictive metrics a scenario reads
 
     def write(event: dict[str, Any]) -> None:
         if out is not None:

@@ -82,8 +82,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     engine = build_engine(args.rules, args.param, args.tz)
     if engine.spec.stats and args.jobs > 1:
-        raise SystemExit("loyalty replay: rules that read the population (population.*) run in one "
-                         "process: drop --jobs")
+        raise SystemExit("loyalty replay: rules that read the population (population.* or a predictive "
+                         "metric such as p_alive) run in one process: drop --jobs")
     earliest = _earliest(args)
     inputs = _replay_inputs(args)
     show = sys.stderr.isatty() and not args.quiet

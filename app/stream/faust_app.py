@@ -82,9 +82,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     configs = topic_configs(settings)
     engine = build_engine(settings)
     if engine.spec.stats and not settings.store.startswith("rocksdb"):
-        raise SettingsError("LOYALTY_STORE", "rules that read population.* need the rocksdb:// store "
-                            "(population rounds scan each partition's database)")
+        raise SettingsError("LOYALTY_STORE", "rules that read population.* or a predictive metric need the "
+                            "rocksdb:// store (population rounds scan each partition's database)")
     runner = build_runner(settings, engine.rulesets)
+    if runner is not None:
+        runner.models_at = engine.models_at  # predictive metrics a scenario reads
     engine.fingerprint = calendar_fingerprint(engine.fingerprint, runner)  # see its docstring
     pipeline = Pipeline(
         app=app,

@@ -11,6 +11,8 @@ Time behaviour (``kind``), which ``next_due`` relies on:
 * ``daily``: a calendar window of N business days ending today; changes when a day leaves
   the window (business midnight).
 * ``monthly``: calendar months in the business time zone; changes at month starts.
+* ``model``: a prediction of the population's fitted models (:mod:`rules.metrics.predictive`);
+  changes at business midnights, one way between two purchases. Must be compared directly.
 * ``countdown``: whole business days until the next yearly date (a birthday), 0 on the day,
   -1 when unknown; steps down at every business midnight and jumps back up the day after
   (:mod:`rules.metrics.profile`). Must be compared directly, like ``days``.
@@ -62,10 +64,11 @@ def money_text(minor: int, exponent: int) -> str:
 class MetricView:
     """Metrics of one client at one instant, computed lazily and memoized."""
 
-    __slots__ = ("_memo", "cal", "day", "exponent", "month", "s", "scale", "t")
+    __slots__ = ("_memo", "cal", "day", "exponent", "models", "month", "s", "scale", "t")
 
-    def __init__(self, state: ClientState, t: int, cal: BusinessCalendar) -> None:
+    def __init__(self, state: ClientState, t: int, cal: BusinessCalendar, models: Any = None) -> None:
         self.s = state
+        self.models = models  # the snapshot's fitted models (rules.predict.snapshot.Models)
         self.t = t
         self.cal = cal
         self.day = day = cal.day(t)

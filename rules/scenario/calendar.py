@@ -89,7 +89,7 @@ def _may_hold(runner: ScenarioRunner, s: Scenario, client: ClientState, at: int)
     when = s.when
     if when is None or not set(when.names) <= STATIC_PROFILE:
         return True
-    view = MetricView(client, at, runner.cal)
+    view = MetricView(client, at, runner.cal, runner.models_at(at))
     try:
         ctx: dict[str, Any] = {n: view.cel(n) for n in when.names}
         return when.program.execute(ctx) is True

@@ -28,7 +28,7 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 AS_OF = "2026-06-15T00:00:00+00:00"  # a Monday midnight: a weekly round
-RULES = ["rfm_quantiles", "abc", "boostfeel"]
+RULES = ["rfm_quantiles", "abc", "boostfeel", "churn_risk"]  # churn_risk: the fitted models
 END = datetime(2026, 6, 14, 20, 0, tzinfo=UTC)
 
 

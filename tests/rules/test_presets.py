@@ -15,8 +15,9 @@ from rules.events import EVENT_TYPE
 def test_every_preset_has_examples_here() -> None:
     # abc, rfm_quantiles and profsalon's own average check: tests/rules/test_population.py;
     # manzana's activity and netix_contact: tests/rules/test_communications.py;
-    # birthday: tests/rules/test_preset_birthday.py
-    assert preset_names() == ["abc", "basket", "birthday", "boostfeel", "check_bands", "demographics", "manzana",
+    # birthday: tests/rules/test_preset_birthday.py; churn_risk: tests/rules/test_predictive.py
+    assert preset_names() == ["abc", "basket", "birthday", "boostfeel", "check_bands", "churn_risk",
+                              "demographics", "manzana",
                               "netix", "netix_contact", "profsalon", "rfm", "rfm_quantiles"]
 
 

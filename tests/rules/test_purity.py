@@ -14,13 +14,13 @@ import pytest
 import rules
 
 CORE = Path(rules.__file__).parent
-SOURCES = sorted(CORE.glob("*.py"))
+SOURCES = sorted(p for p in CORE.rglob("*.py") if "__pycache__" not in p.parts)
 FORBIDDEN_PACKAGES = ("faust", "aiokafka", "kafka", "redis", "prometheus_client", "aiohttp", "mode")
 
 _PROBE = """
 import json, pkgutil, sys
 import rules
-names = sorted(m.name for m in pkgutil.iter_modules(rules.__path__, "rules."))
+names = sorted(m.name for m in pkgutil.walk_packages(rules.__path__, "rules."))
 for name in names:
     __import__(name)
 from rules import Engine, load_ruleset, parse_receipt, parse_profile, preset_names
@@ -44,7 +44,8 @@ def probe() -> dict[str, list[str]]:
 
 
 def test_every_core_module_is_probed(probe: dict[str, list[str]]) -> None:
-    assert {f"rules.{p.stem}" for p in SOURCES if p.stem != "__init__"} <= set(probe["imported"])
+    assert {"rules." + ".".join(p.relative_to(CORE).with_suffix("").parts)
+            for p in SOURCES if p.stem != "__init__"} <= set(probe["imported"])
 
 
 def test_core_does_not_import_the_streaming_stack(probe: dict[str, list[str]]) -> None:
@@ -53,12 +54,13 @@ def test_core_does_not_import_the_streaming_stack(probe: dict[str, list[str]]) -
     assert "app" not in top and "agents" not in top
 
 
-# Modules the core may import: the standard library's pure parts and four libraries
-# (ddsketch: its logarithmic key mapping buckets money in rules.population).
+# Modules the core may import: the standard library's pure parts and six libraries
+# (ddsketch: its logarithmic key mapping buckets money in rules.population; numpy and scipy:
+# the predictive models' likelihoods and fits in rules.predict).
 ALLOWED_IMPORTS = {
     "__future__", "base64", "bisect", "collections", "dataclasses", "datetime", "decimal",
     "enum", "functools", "hashlib", "heapq", "itertools", "math", "operator", "re", "struct",
-    "typing", "zlib", "zoneinfo", "cel", "orjson", "yaml", "ddsketch", "rules",
+    "typing", "zlib", "zoneinfo", "cel", "orjson", "yaml", "ddsketch", "numpy", "scipy", "rules",
 }
 FILE_ACCESS_ALLOWED = {
     "ruleset.py": {"pathlib"},
@@ -76,7 +78,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=[p.name for p in SOURCES])
+@pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(CORE)) for p in SOURCES])
 def test_core_imports_only_pure_modules(path: Path) -> None:
     extra = _imports(path) - ALLOWED_IMPORTS - FILE_ACCESS_ALLOWED.get(path.name, set())
     assert not extra, f"{path.name} imports {sorted(extra)}"
@@ -94,7 +96,7 @@ CLOCK_AND_IO = [
 ]
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=[p.name for p in SOURCES])
+@pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(CORE)) for p in SOURCES])
 def test_no_clock_and_no_io(path: Path) -> None:
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         code = line.split("#", 1)[0]

@@ -68,9 +68,9 @@ def _error(text: str) -> RuleSetError:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def test_presets_are_the_documented_six() -> None:
+def test_presets_are_the_documented_seven() -> None:
     assert PRESETS == ["remind_lapsing_netix", "remind_lapsing_rfm", "third_visit_free",
-                       "vip_status", "welcome_potentially_loyal", "win_back_at_risk"]
+                       "vip_status", "welcome_potentially_loyal", "win_back_at_risk", "win_back_churn_risk"]
 
 
 @pytest.mark.parametrize("name", PRESETS)

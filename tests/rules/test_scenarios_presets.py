@@ -3,6 +3,7 @@ runner in the order the worker sees them (a receipt, then the changes it causes)
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -61,7 +62,7 @@ class Shop:
 
 def test_every_preset_has_a_worked_example_here() -> None:
     covered = {"win_back_at_risk", "welcome_potentially_loyal", "third_visit_free",
-               "remind_lapsing_netix", "remind_lapsing_rfm", "vip_status"}
+               "remind_lapsing_netix", "remind_lapsing_rfm", "vip_status", "win_back_churn_risk"}
     assert covered == set(PRESETS)
 
 
@@ -85,6 +86,37 @@ def test_win_back_at_risk_reward_by_ltv_and_basket(visits: int, check: str, rewa
     # coming back 5 days later converts the action
     shop.buy(at_risk + 5 * DAY, check)
     assert [c["data"]["days_after"] for c in shop.conversions] == [5]
+
+
+# the paper's CDNOW parameters per day, and a spend model (v in minor units)
+MODELS = {"used": "mbgnbd", "time_unit": "day", "clients": 1000, "groups": 10,
+          "bgnbd": {"r": 0.243, "alpha": 30.898, "a": 0.793, "b": 2.426, "time_unit": "day"},
+          "mbgnbd": {"r": 0.243, "alpha": 30.898, "a": 0.793, "b": 2.426, "time_unit": "day"},
+          "gamma_gamma": {"p": 6.25, "q": 3.74, "v": 154400.0}}
+
+
+@pytest.mark.parametrize(("visits", "check", "rewarded"), [
+    (12, "2000.00", True),  # a weekly client: high predicted value, a reward sized by it
+    (2, "300.00", False),  # predicted 12-month value under min_clv (1000): no reward
+])
+def test_win_back_churn_risk_reward_by_predicted_value(visits: int, check: str, rewarded: bool) -> None:
+    from rules.population import Snapshot
+
+    shop = Shop("churn_risk", "win_back_churn_risk")
+    shop.engine.set_population(Snapshot(NOON - 3 * DAY, {"predictive": MODELS}, 1000))
+    shop.runner.models_at = shop.engine.models_at
+    for i in range(visits):
+        shop.buy(NOON + 7 * i * DAY, check)
+    shop.wait(NOON + 3 * 365 * DAY)
+    high = [e for e in shop.changes if e["data"]["to"] == "high"]
+    assert len(high) == 1
+    clv = Decimal(high[0]["data"]["metrics"]["predicted_clv_12m"])
+    if not rewarded:
+        assert clv < 1000 and shop.actions == []
+        return
+    expected = min(max((Decimal("0.1") * clv).quantize(Decimal("0.01")), Decimal("100.00")), Decimal("1500.00"))
+    assert clv >= 1000 and [r for _, r in shop.rewards()] == [str(expected)]
+    assert shop.actions[0]["data"]["inputs"]["predicted_clv_12m"] == float(clv)
 
 
 def test_win_back_leaves_one_visit_clients_to_the_welcome_scenario() -> None:
