@@ -307,6 +307,18 @@ class Plan:
         self.errors += sum(e.errors for e in envs.values())
         return out
 
+    def _rhs(self, rhs: Any, names: tuple[str, ...], rs: RuleSet, envs: dict[int, Env], state: ClientState,
+             after: int, cal: BusinessCalendar) -> Any:
+        """The other side of a threshold at ``after``: a constant, or its CEL expression's
+        value (None when it fails: "no match")."""
+        if isinstance(rhs, (int, float)):
+            return rhs
+        env = envs.get(id(rs)) or envs.setdefault(id(rs), Env(rs, MetricView(state, after, cal, self.models)))
+        try:
+            return rhs.execute({n: env.get(n) for n in names})
+        except Exception:  # any CEL runtime error is "no match"
+            return None
+
     def candidates(self, state: ClientState, after: int, until: int,
                    cal: BusinessCalendar) -> list[int]:
         """Instants in (after, until] at which some rule input can change."""
@@ -387,16 +399,9 @@ class Plan:
                 if after < hold <= until:
                     out.add(hold)
         for th, rhs, names, rs in self._model_thresholds:  # p_alive...: where the comparison flips
-            if isinstance(rhs, (int, float)):
-                value = rhs
-            else:
-                env = envs.get(id(rs)) or envs.setdefault(
-                    id(rs), Env(rs, MetricView(state, after, cal, self.models)))
-                try:
-                    value = rhs.execute({n: env.get(n) for n in names})
-                except Exception:  # any CEL runtime error is "no match"
-                    continue
-            flip = first_flip(state, th.metric, th.op, value, after, min(until, FAR), cal, self.models)
+            value = self._rhs(rhs, names, rs, envs, state, after, cal)
+            flip = None if value is None else first_flip(state, th.metric, th.op, value, after,
+                                                         min(until, FAR), cal, self.models)
             if flip is not None:
                 out.add(flip)
         if self._countdown_steps or self._countdowns:  # up to a horizon past every other candidate
@@ -404,12 +409,8 @@ class Plan:
             if self._countdowns:
                 yearly = {m: set(steps) for m, steps in yearly.items()}
                 for th, rhs, names, rs in self._countdowns:
-                    env = envs.get(id(rs)) or envs.setdefault(
-                        id(rs), Env(rs, MetricView(state, after, cal, self.models)))
-                    try:
-                        value = rhs.execute({n: env.get(n) for n in names})
-                    except Exception:  # any CEL runtime error is "no match"
-                        continue
-                    yearly.setdefault(th.metric, set()).update(_threshold_steps(th.op, value))
+                    value = self._rhs(rhs, names, rs, envs, state, after, cal)
+                    if value is not None:
+                        yearly.setdefault(th.metric, set()).update(_threshold_steps(th.op, value))
             out |= countdown_instants(state, yearly, after, min(until, FAR), cal, max(out, default=after))
         return sorted(out)

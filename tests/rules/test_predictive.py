@@ -154,3 +154,14 @@ def test_client_inputs_from_purchase_days() -> None:
     bits = (1 << 2) | (1 << 5) | (1 << 12)
     assert predict.client_inputs(bits, 98, 130, 301) == (2, 10, 30, 3, 100)
     assert predict.client_inputs(0, 0, 130, 0) is None
+
+
+def test_the_client_summary_shows_the_predictions() -> None:
+    # what the projection stores for GET /clients/{id} and the POS lookup (Engine.metrics)
+    eng = churn_engine(21)
+    state, _ = feed(eng, client([0, 10, 20]))
+    eng.advance(state, DAY0 + 30 * DAY)
+    shown = eng.metrics(state, DAY0 + 30 * DAY)
+    assert shown["p_alive"] == pytest.approx(p_alive_by_hand(2, 20, 30), rel=1e-9)
+    assert shown["expected_days_to_next_purchase"] == pytest.approx((ALPHA + 30) / (R + 2), rel=1e-5)
+    assert shown["expected_purchases_90d"] > 0 and float(shown["predicted_clv_12m"]) > 0
