@@ -49,7 +49,10 @@ def test_all_selects_the_presets_the_loaded_rule_sets_can_fire() -> None:
         load_scenarios(["remind_lapsing_netix"], rulesets)  # named: must check
     with pytest.raises(RuleSetError, match="no scenario preset 'nope'"):
         load_scenario("nope")
-    assert len(scenario_presets()) == 6
+    assert len(scenario_presets()) == 7
+    # win_back_churn_risk fires on churn_risk, when that rule set is loaded
+    ids = [s.id for s in load_scenarios(["all"], [*rulesets, load_ruleset("churn_risk")])]
+    assert "win_back_churn_risk" in ids
 
 
 def test_clients_handler_runs_scenarios_with_their_state_in_the_table_value() -> None:
