@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any
 
+from bench_history import timed  # bench scripts run with bench/ on sys.path
+
 from app.projection import period_clients as pc
 from app.projection import periods
 from app.projection.store import Projection, Update, drop_generation, namespace
@@ -60,16 +62,6 @@ def facts(n: int, days: int, every: float, rng: random.Random) -> list[periods.F
             t += int(rng.expovariate(1 / (every * DAY))) + 1
     out.sort(key=lambda f: f.at)  # the topic's order, across clients
     return out
-
-
-async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, Any]:
-    runs = []
-    result = None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = await fn()
-        runs.append(time.perf_counter() - started)
-    return statistics.median(runs) * 1000, result
 
 
 async def server_us(proj: Projection) -> float:

@@ -47,6 +47,14 @@ def bad(parameter: str, message: str) -> ApiError:
     return ApiError(400, "bad_request", f"{parameter}: {message}", parameter)
 
 
+def wants_csv(request: web.Request) -> bool:
+    """``format=csv`` (or ``Accept: text/csv`` without ``format``); ``format`` must be json or csv."""
+    fmt = request.query.get("format") or ("csv" if "text/csv" in request.headers.get("Accept", "") else "json")
+    if fmt not in ("json", "csv"):
+        raise bad("format", f"json or csv, got {fmt!r}")
+    return fmt == "csv"
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 

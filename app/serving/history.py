@@ -14,7 +14,7 @@ from aiohttp import web
 
 from app.projection import history_queries as q
 from app.projection import history_reads as reads
-from app.serving.api import Api, bad, json_response
+from app.serving.api import Api, bad, json_response, wants_csv
 from app.serving.oas import get_json_or_csv, query
 from rules.calendar import iso
 
@@ -100,13 +100,6 @@ class _Handlers:
             raise bad("to", "must be after 'from'")
         return start, end
 
-    @staticmethod
-    def _csv(request: web.Request) -> bool:
-        fmt = request.query.get("format") or ("csv" if "text/csv" in request.headers.get("Accept", "") else "json")
-        if fmt not in ("json", "csv"):
-            raise bad("format", f"json or csv, got {fmt!r}")
-        return fmt == "csv"
-
     def _page(self, request: web.Request) -> tuple[str, int]:
         after = request.query.get("cursor", "")
         if len(after) > 256:
@@ -124,7 +117,7 @@ class _Handlers:
         assert start is not None and end is not None
         now_segs = self._segments(request, "now", required=False)
         now_dim = self._dim(request, "now_dimension", dim)
-        if self._csv(request):
+        if wants_csv(request):
             async def lines() -> AsyncIterator[str]:
                 async for row in reads.iter_was(self.proj, dim, segs, start, end, now_dim, now_segs):
                     for line in was_lines(row):
@@ -140,7 +133,7 @@ class _Handlers:
         dim, segs = self._dim(request), self._segments(request, "segment")
         start, end = self._window(request)
         assert start is not None and end is not None
-        if self._csv(request):
+        if wants_csv(request):
             async def lines() -> AsyncIterator[str]:
                 async for row in reads.iter_entered(self.proj, dim, segs, start, end):
                     for t in row["entered"]:
@@ -158,7 +151,7 @@ class _Handlers:
         body = {"dimension": dim, "segments": sorted(segs), "from": None if start is None else iso(start),
                 "to": None if end is None else iso(end), "as_of": iso(now),
                 **await reads.stays(self.proj, dim, segs, now, start, end)}
-        if self._csv(request):
+        if wants_csv(request):
             return web.Response(text=stays_csv(body), content_type="text/csv", charset="utf-8")
         return json_response(body)
 
@@ -171,7 +164,7 @@ class _Handlers:
             raise bad("from", f"not after 'to', at most {MAX_MONTHS} months")
         horizon = Api._int(request, "months", 12, 0, 12)
         rows = await reads.cohorts(self.proj, dim, active, first, last, horizon, now)
-        if self._csv(request):
+        if wants_csv(request):
             return web.Response(text=cohort_csv(rows, horizon), content_type="text/csv", charset="utf-8")
         return json_response({"dimension": dim, "active": sorted(active), "from": q.month_label(first),
                               "to": q.month_label(last), "months": horizon, "as_of": iso(now), "cohorts": rows})

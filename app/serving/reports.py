@@ -27,7 +27,7 @@ from aiohttp import web
 from app.projection import period_clients as pc
 from app.projection import periods as pr
 from app.projection.store import Days, money
-from app.serving.api import Api, _last_month, bad, json_response
+from app.serving.api import Api, _last_month, bad, json_response, wants_csv
 from app.serving.history import cell
 from app.serving.oas import get_json_or_csv, query
 from rules.calendar import iso
@@ -141,13 +141,6 @@ class _Handlers:
             raise bad("to", f"after from, at most {MAX_DAYS} days")
         return start, end
 
-    @staticmethod
-    def _csv(request: web.Request) -> bool:
-        fmt = request.query.get("format") or ("csv" if "text/csv" in request.headers.get("Accept", "") else "json")
-        if fmt not in ("json", "csv"):
-            raise bad("format", f"json or csv, got {fmt!r}")
-        return fmt == "csv"
-
     async def period(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         period = Api._choice(request, "period", pr.PERIODS, "week")
@@ -160,7 +153,7 @@ class _Handlers:
             churn = (dim, tuple(s for s in segs.split(",") if s))
         attribution = Api._choice(request, "attribution", pr.ATTRIBUTIONS, "purchase")
         table = Api._choice(request, "table", ("kpi", "segments"), "kpi")
-        csv = self._csv(request)
+        csv = wants_csv(request)
         limit = Api._int(request, "limit", 100, 1, MAX_PERIODS)
         spans = pr.periods(start, end, period)
         at = decode_cursor(q.get("cursor", ""), "p")
@@ -193,7 +186,7 @@ class _Handlers:
         segment = q.get("segment") or None
         if segment is not None and len(segment) > 256:
             raise bad("segment", "a segment id (at most 256 characters)")
-        csv = self._csv(request)
+        csv = wants_csv(request)
         limit = Api._int(request, "limit", 100, 1, 1000)
         after = decode_cursor(q.get("cursor", ""), "c")
         now = int(self.api.clock().timestamp())
